@@ -1,0 +1,53 @@
+"""modelhost: a KServe-compatible model server and platform.
+
+The names here are the public API; a KServe custom model ports by changing
+``from kserve import ...`` to ``from modelhost import ...``.
+"""
+
+from modelhost._version import __version__
+from modelhost.errors import (
+    InferenceError,
+    InvalidInput,
+    ModelhostError,
+    ModelLoadError,
+    ModelNotFound,
+    ModelNotReady,
+    ServerNotReady,
+    Unsupported,
+)
+from modelhost.model.model import Model, PredictorConfig
+from modelhost.model.payload import get_predict_input, get_predict_response
+from modelhost.model.repository import ModelRepository
+from modelhost.protocol.infer_type import (
+    InferInput,
+    InferOutput,
+    InferRequest,
+    InferResponse,
+    RequestedOutput,
+)
+from modelhost.server.model_server import ModelServer
+from modelhost.settings import ServerSettings
+
+__all__ = [
+    "InferInput",
+    "InferOutput",
+    "InferRequest",
+    "InferResponse",
+    "InferenceError",
+    "InvalidInput",
+    "Model",
+    "ModelLoadError",
+    "ModelNotFound",
+    "ModelNotReady",
+    "ModelRepository",
+    "ModelServer",
+    "ModelhostError",
+    "PredictorConfig",
+    "RequestedOutput",
+    "ServerNotReady",
+    "ServerSettings",
+    "Unsupported",
+    "__version__",
+    "get_predict_input",
+    "get_predict_response",
+]

@@ -1,0 +1,137 @@
+"""One error hierarchy for the whole server, mapped here, once, to HTTP and gRPC.
+
+Every failure a client can see is one of these classes; the transports never pick
+status codes themselves, they ask :func:`http_status` and :func:`grpc_status_name`.
+
+    ModelhostError                      500  INTERNAL
+    ├── InvalidInput                    400  INVALID_ARGUMENT
+    │   └── PayloadTooLarge             413  RESOURCE_EXHAUSTED
+    ├── ModelNotFound                   404  NOT_FOUND
+    ├── ModelNotReady                   503  UNAVAILABLE
+    ├── ServerNotReady                  503  UNAVAILABLE
+    ├── Unsupported                     501  UNIMPLEMENTED
+    ├── InferenceError                  500  INTERNAL
+    └── ModelLoadError                  500  INTERNAL
+
+Python's own ``NotImplementedError`` maps to 501 / UNIMPLEMENTED (a model without an
+explainer raises it), and any other exception to 500 / INTERNAL.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InferenceError",
+    "InvalidInput",
+    "ModelLoadError",
+    "ModelNotFound",
+    "ModelNotReady",
+    "ModelhostError",
+    "PayloadTooLarge",
+    "ServerNotReady",
+    "Unsupported",
+    "error_message",
+    "grpc_status_name",
+    "http_status",
+]
+
+
+class ModelhostError(Exception):
+    """Base of every error modelhost reports to a client."""
+
+    status_code: int = 500
+    grpc_status: str = "INTERNAL"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class InvalidInput(ModelhostError):
+    """The request is malformed or does not fit the model: the client must change it."""
+
+    status_code = 400
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class PayloadTooLarge(InvalidInput):
+    """The request body is larger than the server's configured limit."""
+
+    status_code = 413
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class ModelNotFound(ModelhostError):
+    """No model of that name is registered."""
+
+    status_code = 404
+    grpc_status = "NOT_FOUND"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Model with name {name} does not exist.")
+        self.name = name
+
+
+class ModelNotReady(ModelhostError):
+    """The model exists but is not loaded (yet, or any more)."""
+
+    status_code = 503
+    grpc_status = "UNAVAILABLE"
+
+    def __init__(self, name: str, detail: str = "") -> None:
+        message = f"Model with name {name} is not ready."
+        super().__init__(f"{message} {detail}".strip())
+        self.name = name
+
+
+class ServerNotReady(ModelhostError):
+    """The server is starting or draining and takes no new work."""
+
+    status_code = 503
+    grpc_status = "UNAVAILABLE"
+
+
+class Unsupported(ModelhostError):
+    """The request asks for something this server or model does not implement."""
+
+    status_code = 501
+    grpc_status = "UNIMPLEMENTED"
+
+
+class InferenceError(ModelhostError):
+    """The model failed while running a request."""
+
+
+class ModelLoadError(ModelhostError):
+    """A model could not be loaded."""
+
+
+def http_status(exc: BaseException) -> int:
+    """The HTTP status code a client sees for ``exc``."""
+    if isinstance(exc, ModelhostError):
+        return exc.status_code
+    if isinstance(exc, NotImplementedError):
+        return 501
+    return 500
+
+
+def grpc_status_name(exc: BaseException) -> str:
+    """The name of the ``grpc.StatusCode`` a client sees for ``exc``."""
+    if isinstance(exc, ModelhostError):
+        return exc.grpc_status
+    if isinstance(exc, NotImplementedError):
+        return "UNIMPLEMENTED"
+    return "INTERNAL"
+
+
+def error_message(exc: BaseException) -> str:
+    """The message put in ``{"error": ...}``: never empty, never a traceback."""
+    text = str(exc)
+    if isinstance(exc, ModelhostError):
+        return text
+    if isinstance(exc, NotImplementedError):
+        return text or "Not implemented."
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name

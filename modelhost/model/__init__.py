@@ -1,0 +1,1 @@
+"""The model layer: the ``Model`` contract and the ``ModelRepository`` that holds models."""

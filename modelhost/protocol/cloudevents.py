@@ -1,0 +1,60 @@
+"""CloudEvents on the v1 protocol, in binary (``ce-*`` headers) and structured mode.
+
+Decoding and encoding go through the ``cloudevents`` SDK; the response event's type and
+source follow KServe (``io.kserve.inference.response``, ``io.kserve.inference.<model>``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from cloudevents.core.base import BaseCloudEvent
+from cloudevents.core.bindings import http
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.v1.event import CloudEvent
+
+from modelhost import errors
+
+__all__ = ["RESPONSE_TYPE", "STRUCTURED_TYPE", "decode", "encode_response", "is_cloudevent"]
+
+RESPONSE_TYPE = "io.kserve.inference.response"
+STRUCTURED_TYPE = "application/cloudevents+json"
+
+
+def is_cloudevent(headers: Mapping[str, str]) -> bool:
+    """True for a structured-mode body or a binary-mode request (``ce-specversion``)."""
+    content_type = headers.get("content-type", "")
+    return content_type.startswith(STRUCTURED_TYPE) or "ce-specversion" in headers
+
+
+def decode(headers: Mapping[str, str], body: bytes) -> tuple[BaseCloudEvent, Any]:
+    """The event, and its data decoded from JSON where it is JSON."""
+    try:
+        event = http.from_http_event(http.HTTPMessage(dict(headers), body))
+    except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
+        raise errors.InvalidInput(f"Invalid CloudEvent: {exc}") from None
+    data = event.get_data()
+    if isinstance(data, (bytes, str)):
+        try:
+            data = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return event, data
+
+
+def encode_response(
+    request_event: BaseCloudEvent, model_name: str, data: Any, structured: bool
+) -> tuple[dict[str, str], bytes]:
+    """Headers and body of the response event, in the mode the request used."""
+    plain = orjson.loads(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY))
+    attributes = {
+        "type": RESPONSE_TYPE,
+        "source": f"io.kserve.inference.{model_name}",
+        "datacontenttype": "application/json",
+        "requestid": request_event.get_id(),
+    }
+    event = CloudEvent(attributes=attributes, data=plain)
+    message = http.to_structured_event(event) if structured else http.to_binary_event(event)
+    return {k.lower(): str(v) for k, v in message.headers.items()}, message.body

@@ -1,0 +1,323 @@
+"""Open Inference Protocol v2 over REST: JSON bodies and the binary tensor data extension.
+
+Decoding validates the request against the protocol with msgspec (fast, and its errors
+name the offending field); tensors become numpy arrays at once, binary ones as
+zero-copy views of the body. Encoding writes numpy arrays with orjson directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from modelhost import errors
+from modelhost.protocol import datatypes
+from modelhost.protocol.infer_type import (
+    InferInput,
+    InferOutput,
+    InferRequest,
+    InferResponse,
+    RequestedOutput,
+)
+
+__all__ = [
+    "HEADER_LENGTH",
+    "decode_raw_request",
+    "decode_request",
+    "decode_response",
+    "dumps",
+    "encode_request",
+    "encode_response",
+    "request_to_dict",
+    "response_to_dict",
+]
+
+HEADER_LENGTH = "inference-header-content-length"
+
+_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+class _Tensor(msgspec.Struct):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: Any = None
+    parameters: dict[str, Any] | None = None
+
+
+class _Requested(msgspec.Struct):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class _Request(msgspec.Struct):
+    inputs: list[_Tensor]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[_Requested] | None = None
+
+
+class _Response(msgspec.Struct):
+    model_name: str
+    outputs: list[_Tensor]
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+_request_decoder = msgspec.json.Decoder(_Request)
+_response_decoder = msgspec.json.Decoder(_Response)
+
+
+def dumps(obj: Any) -> bytes:
+    """JSON-encode ``obj``; numpy arrays and scalars are written natively."""
+    return orjson.dumps(obj, option=_ORJSON_OPTIONS)
+
+
+def decode_request(
+    body: bytes,
+    header_length: int | None,
+    model_name: str,
+    model_version: str | None = None,
+) -> InferRequest:
+    """A v2 request from its body; ``header_length`` is the binary extension's header."""
+    json_part, binary = _split_body(body, header_length)
+    try:
+        parsed = _request_decoder.decode(json_part)
+    except msgspec.ValidationError as exc:
+        raise errors.InvalidInput(f"Invalid inference request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise errors.InvalidInput(f"Request body is not valid JSON: {exc}") from None
+    inputs = _tensors(parsed.inputs, binary, "inputs", InferInput)
+    outputs = (
+        [RequestedOutput(o.name, o.parameters) for o in parsed.outputs]
+        if parsed.outputs is not None
+        else None
+    )
+    return InferRequest(
+        model_name=model_name,
+        infer_inputs=inputs,
+        request_id=parsed.id,
+        parameters=parsed.parameters,
+        request_outputs=outputs,
+        model_version=model_version,
+    )
+
+
+def decode_raw_request(
+    body: bytes, input_metadata: list[dict[str, Any]], model_name: str
+) -> InferRequest:
+    """The binary extension's raw form: the whole body is the single input's bytes."""
+    if len(input_metadata) != 1:
+        raise errors.InvalidInput(
+            "A raw binary body (Inference-Header-Content-Length: 0) needs a model with "
+            f"exactly one declared input; {model_name} declares {len(input_metadata)}."
+        )
+    meta = input_metadata[0]
+    datatype = str(meta["datatype"])
+    shape = [int(d) for d in meta.get("shape", [-1])]
+    if datatype == "BYTES":
+        shape = [1]
+    else:
+        wire = 2 if datatype == "BF16" else datatypes.numpy_dtype(datatype).itemsize
+        known = datatypes.element_count([d for d in shape if d >= 0])
+        variable = [i for i, d in enumerate(shape) if d < 0]
+        if len(variable) > 1:
+            raise errors.InvalidInput(
+                f"A raw binary body needs at most one variable dimension; {shape} has more."
+            )
+        if variable:
+            if known == 0 or len(body) % (known * wire):
+                raise errors.InvalidInput(
+                    f"Raw body of {len(body)} bytes does not fit shape {shape} of {datatype}."
+                )
+            shape[variable[0]] = len(body) // (known * wire)
+        shape = [1, *shape]
+    tensor = InferInput(str(meta["name"]), shape, datatype)
+    tensor.data = datatypes.from_bytes(datatype, shape, body)
+    request = InferRequest(model_name=model_name, infer_inputs=[tensor])
+    request.raw_binary_body = True
+    return request
+
+
+def decode_response(body: bytes, header_length: int | None) -> InferResponse:
+    """A v2 response from its body (used by clients, transformers and tests)."""
+    json_part, binary = _split_body(body, header_length)
+    try:
+        parsed = _response_decoder.decode(json_part)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise errors.InvalidInput(f"Invalid inference response: {exc}") from None
+    outputs = _tensors(parsed.outputs, binary, "outputs", InferOutput)
+    return InferResponse(
+        parsed.id, parsed.model_name, outputs, parsed.model_version, parameters=parsed.parameters
+    )
+
+
+def _split_body(body: bytes, header_length: int | None) -> tuple[bytes, memoryview]:
+    if header_length is None:
+        return body, memoryview(b"")
+    if header_length < 0 or header_length > len(body):
+        raise errors.InvalidInput(
+            f"Inference-Header-Content-Length {header_length} does not fit a body of "
+            f"{len(body)} bytes."
+        )
+    view = memoryview(body)
+    return bytes(view[:header_length]), view[header_length:]
+
+
+def _tensors(
+    parsed: list[_Tensor], binary: memoryview, where: str, kind: type[InferInput] | type[InferOutput]
+) -> list[Any]:
+    tensors = []
+    offset = 0
+    for index, item in enumerate(parsed):
+        field = f"{where}[{index}]"
+        if item.datatype not in datatypes.DATATYPES:
+            raise errors.InvalidInput(
+                f"{field}.datatype: unsupported datatype {item.datatype!r}."
+            )
+        if any(dim < 0 for dim in item.shape):
+            raise errors.InvalidInput(f"{field}.shape: dimensions must be >= 0, got {item.shape}.")
+        parameters = dict(item.parameters) if item.parameters else {}
+        size = parameters.pop("binary_data_size", None)
+        tensor = kind(item.name, item.shape, item.datatype, parameters=parameters or None)
+        if size is not None:
+            if item.data is not None:
+                raise errors.InvalidInput(f"{field}: has both data and binary_data_size.")
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise errors.InvalidInput(
+                    f"{field}.parameters.binary_data_size {size!r} does not fit the "
+                    f"{len(binary)} binary bytes after the JSON header."
+                )
+            tensor.data = datatypes.from_bytes(
+                item.datatype, item.shape, binary[offset : offset + size]
+            )
+            offset += size
+        else:
+            if item.data is None:
+                raise errors.InvalidInput(f"{field}: has neither data nor binary_data_size.")
+            if item.datatype == "BF16":
+                raise errors.InvalidInput(
+                    f"{field}: BF16 tensors must use the binary tensor data extension."
+                )
+            tensor.data = item.data
+            tensor.as_numpy()  # validates datatype and element count now, as a 400
+        tensors.append(tensor)
+    if offset != len(binary):
+        raise errors.InvalidInput(
+            f"{len(binary) - offset} bytes after the JSON header belong to no tensor."
+        )
+    return tensors
+
+
+def _binary_choice(response: InferResponse, request: InferRequest | None) -> dict[str, bool]:
+    default = bool(request.use_binary_outputs) if request is not None else False
+    default = default or response.use_binary_outputs
+    choice: dict[str, bool] = {}
+    requested = request.request_outputs if request is not None else None
+    per_output = {
+        r.name: r.binary_data for r in requested or () if r.binary_data is not None
+    }
+    for tensor in response.outputs:
+        binary = per_output.get(tensor.name, default)
+        choice[tensor.name] = binary or tensor.datatype == "BF16"
+    return choice
+
+
+def _json_data(tensor: InferOutput | InferInput) -> Any:
+    array = tensor.as_numpy()
+    if tensor.datatype == "BYTES":
+        try:
+            return [
+                item.decode("utf-8") if isinstance(item, bytes) else str(item)
+                for item in array.ravel()
+            ]
+        except UnicodeDecodeError:
+            raise errors.InferenceError(
+                f"Output {tensor.name} holds bytes that are not UTF-8; ask for it as "
+                "binary data."
+            ) from None
+    return _contiguous(array).ravel()
+
+
+def _contiguous(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(array)
+
+
+def _tensor_dict(tensor: InferOutput | InferInput, binary: bool, chunks: list[bytes]) -> Any:
+    out: dict[str, Any] = {
+        "name": tensor.name,
+        "datatype": tensor.datatype,
+        "shape": tensor.shape,
+    }
+    parameters = dict(tensor.parameters)
+    parameters.pop("binary_data", None)
+    if binary:
+        chunk = datatypes.to_bytes(tensor.datatype, tensor.as_numpy())
+        chunks.append(chunk)
+        parameters["binary_data_size"] = len(chunk)
+    else:
+        out["data"] = _json_data(tensor)
+    if parameters:
+        out["parameters"] = parameters
+    return out
+
+
+def encode_response(
+    response: InferResponse, request: InferRequest | None = None
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary tensors follow it."""
+    choice = _binary_choice(response, request)
+    chunks: list[bytes] = []
+    body: dict[str, Any] = {"model_name": response.model_name}
+    if response.model_version:
+        body["model_version"] = response.model_version
+    if response.id is not None:
+        body["id"] = response.id
+    if response.parameters:
+        body["parameters"] = response.parameters
+    body["outputs"] = [_tensor_dict(t, choice[t.name], chunks) for t in response.outputs]
+    header = dumps(body)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)
+
+
+def encode_request(request: InferRequest, binary: bool = False) -> tuple[bytes, int | None]:
+    """A request body (for clients and the transformer-to-predictor hop)."""
+    chunks: list[bytes] = []
+    body: dict[str, Any] = {}
+    if request.id is not None:
+        body["id"] = request.id
+    if request.parameters:
+        body["parameters"] = request.parameters
+    body["inputs"] = [
+        _tensor_dict(t, binary or t.datatype == "BF16", chunks) for t in request.inputs
+    ]
+    if request.request_outputs is not None:
+        body["outputs"] = [
+            {"name": r.name, **({"parameters": r.parameters} if r.parameters else {})}
+            for r in request.request_outputs
+        ]
+    header = dumps(body)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)
+
+
+def response_to_dict(response: InferResponse) -> dict[str, Any]:
+    body, header_length = encode_response(response)
+    result: dict[str, Any] = orjson.loads(body[:header_length] if header_length else body)
+    return result
+
+
+def request_to_dict(request: InferRequest) -> dict[str, Any]:
+    body, header_length = encode_request(request)
+    result: dict[str, Any] = orjson.loads(body[:header_length] if header_length else body)
+    return result

@@ -1,0 +1,147 @@
+"""The protocol-neutral data plane: what REST v1, REST v2 and gRPC all ask of the server.
+
+Routes and gRPC methods decode the wire, call one of these operations, and encode the
+result; nothing here knows about HTTP or protobuf.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelhost import errors
+from modelhost._version import __version__
+from modelhost.model.model import Model
+from modelhost.model.payload import get_predict_response
+from modelhost.model.repository import ModelRepository
+from modelhost.protocol.infer_type import InferRequest, InferResponse
+from modelhost.server.inference import StepRunner
+
+__all__ = ["EXTENSIONS", "DataPlane"]
+
+# Standard extension names (Triton's), plus KServe's name for the repository extension
+# so that KServe-aware clients find it too.
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_repository_extension"]
+
+
+class DataPlane:
+    """Health, metadata, inference and repository operations over a ``ModelRepository``."""
+
+    def __init__(self, repository: ModelRepository, runner: StepRunner, name: str) -> None:
+        self.repository = repository
+        self.runner = runner
+        self.name = name
+        # Set on SIGTERM: readiness turns false while in-flight requests drain.
+        self.draining = False
+
+    # -- health and metadata -------------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        if self.draining:
+            return False
+        return all(m.ready for m in self.repository.get_models().values())
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "version": __version__, "extensions": EXTENSIONS}
+
+    def model(self, name: str, version: str | None = None) -> Model:
+        model = self.repository.get_model(name)
+        own = getattr(model, "version", None)
+        if version and own is not None and str(own) != version:
+            raise errors.ModelNotFound(f"{name} (version {version})")
+        return model
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        return self.model(name, version).ready
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        model = self.model(name, version)
+        metadata: dict[str, Any] = {"name": model.name}
+        own = getattr(model, "version", None)
+        if own is not None:
+            metadata["versions"] = [str(own)]
+        metadata["platform"] = model.platform
+        metadata["inputs"] = model.get_input_types()
+        metadata["outputs"] = model.get_output_types()
+        return metadata
+
+    # -- inference -----------------------------------------------------------------
+
+    def ready_model(self, name: str, version: str | None = None) -> Model:
+        model = self.model(name, version)
+        if not model.ready:
+            raise errors.ModelNotReady(name)
+        return model
+
+    async def infer(self, request: InferRequest, headers: dict[str, str]) -> InferResponse:
+        """Run a v2 request (REST or gRPC) and return a response for it."""
+        model = self.ready_model(request.model_name, request.model_version)
+        result, _ = await self.runner.run(model, request, headers)
+        response = _as_response(request, result, model)
+        if request.request_outputs:
+            response.outputs = _select_outputs(response, request)
+        if response.id is None:
+            response.id = request.id
+        own = getattr(model, "version", None)
+        if own is not None:
+            response.model_version = str(own)
+        return response
+
+    async def predict_v1(
+        self, name: str, payload: dict[str, Any], headers: dict[str, str], verb: str = "predict"
+    ) -> tuple[Any, dict[str, str]]:
+        """Run a v1 ``:predict`` or ``:explain``; the result is encoded by the route."""
+        model = self.ready_model(name)
+        if verb == "explain" and not model.has_explainer():
+            raise errors.Unsupported(f"Model {name} has no explainer.")
+        return await self.runner.run(model, payload, headers, verb)
+
+    # -- repository extension ------------------------------------------------------
+
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        entries = self.repository.index()
+        return [
+            {"name": e.name, "state": e.state.value, "reason": e.reason}
+            for e in entries
+            if not ready_only or e.state.value == "READY"
+        ]
+
+    async def load(self, name: str) -> None:
+        await self.runner.call(self.repository.load, name)
+
+    async def unload(self, name: str) -> None:
+        await self.runner.call(self.repository.unload, name)
+
+
+def _as_response(request: InferRequest, result: Any, model: Model) -> InferResponse:
+    if isinstance(result, InferResponse):
+        return result
+    if isinstance(result, dict) and "predictions" in result:
+        result = result["predictions"]
+    if isinstance(result, dict):
+        raise errors.InferenceError(
+            f"Model {model.name} returned a dict, which has no v2 form; return an "
+            "InferResponse, an array or a list."
+        )
+    try:
+        converted = get_predict_response(request, result, model.name)
+    except (ValueError, TypeError) as exc:
+        raise errors.InferenceError(f"Model {model.name} returned {exc}") from None
+    assert isinstance(converted, InferResponse)
+    return converted
+
+
+def _select_outputs(response: InferResponse, request: InferRequest) -> list[Any]:
+    by_name = {o.name: o for o in response.outputs}
+    selected = []
+    for wanted in request.request_outputs or ():
+        output = by_name.get(wanted.name)
+        if output is None:
+            raise errors.InvalidInput(
+                f"Requested output {wanted.name!r} is not an output of model "
+                f"{request.model_name}; outputs are {sorted(by_name)}."
+            )
+        selected.append(output)
+    return selected

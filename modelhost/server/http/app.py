@@ -1,0 +1,263 @@
+"""The ASGI application: where every REST request enters, is routed, and is answered.
+
+A plain ASGI callable with a small router instead of a web framework: the hot path
+(read body → decode → infer → encode → send) has no middleware stack, no per-request
+objects beyond two small dataclasses, and errors are mapped once, here, through
+``modelhost.errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from modelhost import errors
+from modelhost.server.dataplane import DataPlane
+from modelhost.server.http import docs
+from modelhost.server.http.messages import HttpRequest, HttpResponse, json_response
+from modelhost.server.http.v1_routes import V1Routes
+from modelhost.server.http.v2_routes import V2Routes
+from modelhost.server.metrics import Metrics
+from modelhost.settings import ServerSettings
+
+__all__ = ["HttpApp"]
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+access_logger = logging.getLogger("modelhost.access")
+logger = logging.getLogger("modelhost.server")
+
+
+class _Route:
+    __slots__ = ("endpoint", "handler", "method", "protocol")
+
+    def __init__(self, method: str, handler: Handler, protocol: str, endpoint: str) -> None:
+        self.method = method
+        self.handler = handler
+        self.protocol = protocol
+        self.endpoint = endpoint
+
+
+class HttpApp:
+    """ASGI app serving v1, v2, the repository extension, /metrics and the docs."""
+
+    def __init__(self, dataplane: DataPlane, metrics: Metrics, settings: ServerSettings) -> None:
+        self.dataplane = dataplane
+        self.metrics = metrics
+        self.settings = settings
+        v1 = V1Routes(dataplane)
+        v2 = V2Routes(dataplane)
+        self._fixed: dict[str, _Route] = {
+            "/": _Route("GET", v1.root, "v1", "live"),
+            "/v1/models": _Route("GET", v1.models, "v1", "models"),
+            "/v2": _Route("GET", v2.server_metadata, "v2", "server_metadata"),
+            "/v2/": _Route("GET", v2.server_metadata, "v2", "server_metadata"),
+            "/v2/health/live": _Route("GET", v2.live, "v2", "live"),
+            "/v2/health/ready": _Route("GET", v2.ready, "v2", "ready"),
+            "/v2/models": _Route("GET", v2.models, "v2", "models"),
+            "/v2/repository/index": _Route("POST", v2.repository_index, "v2", "repository_index"),
+            "/metrics": _Route("GET", self._metrics, "http", "metrics"),
+        }
+        if settings.enable_docs:
+            self._fixed["/openapi.json"] = _Route("GET", self._openapi, "http", "docs")
+            self._fixed["/docs"] = _Route("GET", self._docs, "http", "docs")
+        self._v1_model = {
+            "": _Route("GET", v1.model_ready, "v1", "model_ready"),
+            "predict": _Route("POST", v1.predict, "v1", "predict"),
+            "explain": _Route("POST", v1.explain, "v1", "explain"),
+        }
+        self._v2_model = {
+            "": _Route("GET", v2.model_metadata, "v2", "model_metadata"),
+            "ready": _Route("GET", v2.model_ready, "v2", "model_ready"),
+            "infer": _Route("POST", v2.infer, "v2", "infer"),
+        }
+        self._repository = {
+            "load": _Route("POST", v2.repository_load, "v2", "repository_load"),
+            "unload": _Route("POST", v2.repository_unload, "v2", "repository_unload"),
+        }
+        self._in_flight = {p: metrics.in_flight.labels(p) for p in ("v1", "v2", "http")}
+
+    # -- routing -------------------------------------------------------------------
+
+    def route(self, path: str) -> tuple[_Route, str, str | None] | None:
+        """The route for ``path`` with its model name and version, or None."""
+        fixed = self._fixed.get(path)
+        if fixed is not None:
+            return fixed, "", None
+        if path.startswith("/v2/models/"):
+            parts = path[len("/v2/models/") :].split("/")
+            name, rest = parts[0], parts[1:]
+            version = None
+            if len(rest) >= 2 and rest[0] == "versions":
+                version, rest = rest[1], rest[2:]
+            if name and len(rest) <= 1:
+                v2_route = self._v2_model.get(rest[0] if rest else "")
+                if v2_route is not None:
+                    return v2_route, name, version
+            return None
+        if path.startswith("/v1/models/"):
+            tail = path[len("/v1/models/") :]
+            name, _, verb = tail.partition(":")
+            v1_route = self._v1_model.get(verb)
+            if name and "/" not in name and v1_route is not None:
+                return v1_route, name, None
+            return None
+        if path.startswith("/v2/repository/models/"):
+            name, _, action = path[len("/v2/repository/models/") :].partition("/")
+            repo_route = self._repository.get(action)
+            if name and repo_route is not None:
+                return repo_route, name, None
+        return None
+
+    # -- ASGI ----------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        path: str = scope["path"]
+        method: str = scope["method"]
+        found = self.route(path)
+        if found is None:
+            await _send(send, _error(404, f"No route for {method} {path}."), method)
+            return
+        route, model, version = found
+        if method != route.method and not (method == "HEAD" and route.method == "GET"):
+            response = _error(405, f"Method {method} not allowed on {path}.")
+            response.headers["allow"] = route.method
+            await _send(send, response, method)
+            return
+        gauge = self._in_flight[route.protocol]
+        gauge.inc()
+        try:
+            response = await self._handle(scope, receive, route, model, version)
+        finally:
+            gauge.dec()
+        await _send(send, response, method)
+        elapsed = time.perf_counter() - started
+        self.metrics.requests.labels(model, route.protocol, route.endpoint, response.status).inc()
+        self.metrics.request_duration.labels(model, route.protocol, route.endpoint).observe(
+            elapsed
+        )
+        if self.settings.access_log:
+            client = scope.get("client") or ("-", 0)
+            access_logger.info(
+                '%s:%s - "%s %s" %d %.2fms',
+                client[0], client[1], method, path, response.status, elapsed * 1000,
+            )
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, route: _Route, model: str, version: str | None
+    ) -> HttpResponse:
+        try:
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+            }
+            body = await _read_body(receive, headers, self.settings.max_request_bytes)
+            request = HttpRequest(
+                scope["method"],
+                scope["path"],
+                headers,
+                body,
+                model,
+                version,
+                scope.get("query_string", b"").decode("latin-1"),
+            )
+            return await route.handler(request)
+        except Exception as exc:
+            status = errors.http_status(exc)
+            if status >= 500 and not isinstance(exc, errors.ModelhostError):
+                logger.exception("Unhandled error on %s %s", scope["method"], scope["path"])
+            return _error(status, errors.error_message(exc))
+
+    # -- non-protocol endpoints ----------------------------------------------------
+
+    async def _metrics(self, request: HttpRequest) -> HttpResponse:
+        body, content_type = self.metrics.exposition(request.headers.get("accept"))
+        return HttpResponse(200, body, content_type)
+
+    async def _openapi(self, request: HttpRequest) -> HttpResponse:
+        return json_response(docs.openapi_document())
+
+    async def _docs(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, docs.swagger_html().encode(), "text/html; charset=utf-8")
+
+
+def _error(status: int, message: str) -> HttpResponse:
+    return json_response({"error": message}, status)
+
+
+async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise errors.PayloadTooLarge(
+            f"Request body of {declared} bytes exceeds the limit of {limit} bytes."
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise errors.InvalidInput("Client disconnected before sending the whole body.")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise errors.PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding and encoding != "identity":
+        body = _decompress(body, encoding, limit)
+    return body
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    if encoding == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        raise errors.Unsupported(f"Content-Encoding {encoding!r} is not supported.")
+    decoder = zlib.decompressobj(wbits)
+    try:
+        # Bounded so that a small compressed body cannot expand past the limit.
+        data = decoder.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise errors.InvalidInput(f"Body is not valid {encoding} data: {exc}") from None
+    if len(data) > limit or decoder.unconsumed_tail:
+        raise errors.PayloadTooLarge(f"Decompressed body exceeds the limit of {limit} bytes.")
+    return data
+
+
+async def _send(send: Send, response: HttpResponse, method: str) -> None:
+    headers = [
+        (b"content-type", response.content_type.encode("latin-1")),
+        (b"content-length", str(len(response.body)).encode("latin-1")),
+    ]
+    headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items())
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    body = b"" if method == "HEAD" else response.body
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,64 @@
+"""Prometheus metrics of the data plane, in a registry owned by one server.
+
+Request counters, latency histograms and in-flight gauges carry ``model``, ``protocol``
+and ``endpoint`` labels; KServe's step histograms keep KServe's names and its single
+``model_name`` label so existing dashboards keep working.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import exposition
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+
+
+class Metrics:
+    """Every metric the server exports, and the exposition of them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        labels = ("model", "protocol", "endpoint")
+        self.requests = Counter(
+            "modelhost_requests",
+            "Requests handled, by model, protocol, endpoint and status.",
+            (*labels, "status"),
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "modelhost_request_duration_seconds",
+            "Time from request received to response ready.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "modelhost_requests_in_flight",
+            "Requests being handled now.",
+            ("protocol",),
+            registry=self.registry,
+        )
+        step = ("model_name",)
+        self.preprocess = Histogram(
+            "request_preprocess_seconds", "pre-process request latency", step,
+            registry=self.registry,
+        )
+        self.predict = Histogram(
+            "request_predict_seconds", "predict request latency", step, registry=self.registry
+        )
+        self.postprocess = Histogram(
+            "request_postprocess_seconds", "post-process request latency", step,
+            registry=self.registry,
+        )
+        self.explain = Histogram(
+            "request_explain_seconds", "explain request latency", step, registry=self.registry
+        )
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The metrics in the format ``accept`` asks for (Prometheus text by default)."""
+        encoder, content_type = exposition.choose_encoder(accept or "")
+        return encoder(self.registry), content_type

@@ -1,0 +1,204 @@
+"""``ModelServer``: one process serving REST and gRPC over the same models.
+
+It loads the models, binds both ports (0 picks a free one), serves until SIGTERM or
+SIGINT, then drains: readiness turns false, no new connection is accepted, requests
+already running finish (up to ``grace_period``), and only then does the process exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import uvicorn
+
+from modelhost.model.model import Model
+from modelhost.model.repository import ModelRepository
+from modelhost.server.dataplane import DataPlane
+from modelhost.server.grpc.server import GrpcServer
+from modelhost.server.http.app import HttpApp
+from modelhost.server.inference import StepRunner
+from modelhost.server.metrics import Metrics
+from modelhost.settings import ServerSettings, parse_known_server_args
+
+__all__ = ["ModelServer"]
+
+logger = logging.getLogger("modelhost.server")
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn without its own signal handling: ``ModelServer`` owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class ModelServer:
+    """Serves models over REST (v1, v2) and gRPC (v2), KServe's ``ModelServer`` API.
+
+    Without ``settings`` it reads KServe's flags from the command line it was started
+    with (``--http_port``, ``--grpc_port``, ...), as KServe's does, then the
+    ``MODELHOST_*`` environment; explicit arguments win over both.
+    """
+
+    def __init__(
+        self,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        workers: int | None = None,
+        max_threads: int | None = None,
+        registered_models: ModelRepository | None = None,
+        enable_grpc: bool | None = None,
+        enable_docs_url: bool | None = None,
+        grace_period: float | None = None,
+        settings: ServerSettings | None = None,
+        **kserve_options: Any,
+    ) -> None:
+        base = settings if settings is not None else parse_known_server_args(sys.argv[1:])
+        overrides = {
+            "http_port": http_port,
+            "grpc_port": grpc_port,
+            "workers": workers,
+            "max_threads": max_threads,
+            "enable_grpc": enable_grpc,
+            "enable_docs": enable_docs_url,
+            "grace_period": grace_period,
+        }
+        self.settings = base.replace(**{k: v for k, v in overrides.items() if v is not None})
+        if kserve_options:
+            logger.debug("Ignoring KServe options with no effect here: %s", sorted(kserve_options))
+        self.repository = registered_models if registered_models is not None else ModelRepository()
+        self.metrics = Metrics()
+        self.http_port: int | None = None
+        self.grpc_port: int | None = None
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    # -- running -------------------------------------------------------------------
+
+    def start(self, models: Sequence[Model] = ()) -> None:
+        """Serve ``models`` until SIGTERM/SIGINT (blocking), as KServe's ``start``."""
+        configure_logging(self.settings.log_level)
+        _run(self.serve(models))
+
+    async def serve(self, models: Sequence[Model] = ()) -> None:
+        """Serve until :meth:`stop` or a signal; then drain and return."""
+        settings = self.settings
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        executor = ThreadPoolExecutor(settings.max_threads, thread_name_prefix="modelhost-model")
+        runner = StepRunner(executor, self.metrics)
+        for model in models:
+            if not model.ready:
+                await runner.call(model.load)
+            self.repository.update(model)
+        dataplane = DataPlane(self.repository, runner, settings.server_name)
+        app = HttpApp(dataplane, self.metrics, settings)
+        http_socket = _bind(settings.host, settings.http_port)
+        self.http_port = http_socket.getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            http="httptools",
+            lifespan="off",
+            log_config=None,
+            log_level=settings.log_level,
+            access_log=False,
+            timeout_keep_alive=settings.timeout_keep_alive,
+            timeout_graceful_shutdown=int(settings.grace_period),
+        )
+        http_server = _UvicornServer(config)
+        http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
+        grpc_server: GrpcServer | None = None
+        if settings.enable_grpc:
+            grpc_server = GrpcServer(dataplane, self.metrics, settings)
+            self.grpc_port = await grpc_server.start(settings.host, settings.grpc_port)
+        self._install_signal_handlers()
+        while not http_server.started and not http_task.done():
+            await asyncio.sleep(0.01)
+        if http_task.done():
+            http_task.result()  # raises what stopped the HTTP server from starting
+            raise RuntimeError("The HTTP server exited at start.")
+        logger.info(
+            "modelhost serving %s: HTTP on %s:%s%s",
+            ", ".join(self.repository.get_models()) or "no models",
+            settings.host,
+            self.http_port,
+            f", gRPC on {settings.host}:{self.grpc_port}" if grpc_server else "",
+        )
+        self._started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            logger.info("Draining in-flight requests (up to %ss)", settings.grace_period)
+            dataplane.draining = True
+            http_server.should_exit = True
+            drains = [http_task]
+            if grpc_server is not None:
+                drains.append(asyncio.ensure_future(grpc_server.stop(settings.grace_period)))
+            await asyncio.gather(*drains, return_exceptions=True)
+            for model in self.repository.get_models().values():
+                with contextlib.suppress(Exception):
+                    model.stop()
+            executor.shutdown(wait=False, cancel_futures=True)
+            http_socket.close()
+            self._started.clear()
+            logger.info("modelhost stopped")
+
+    def stop(self) -> None:
+        """Ask a running server to drain and stop; safe from any thread."""
+        loop, event = self._loop, self._stop
+        if loop is not None and event is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        """Block until both ports serve (for embedding and tests)."""
+        return self._started.wait(timeout)
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"Cannot bind HTTP to {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _run(main: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("modelhost").setLevel(level.upper())

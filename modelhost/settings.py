@@ -1,0 +1,139 @@
+"""One settings object for the server, built from defaults, the environment and CLI flags.
+
+This is the only module that reads the environment, and only when asked to
+(:meth:`ServerSettings.from_env`); every other component gets its settings passed in.
+Flag names follow KServe's model server (``--http_port``), with dashed aliases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["ServerSettings", "add_server_arguments", "settings_from_args"]
+
+ENV_PREFIX = "MODELHOST_"
+
+
+def _default_threads() -> int:
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    """Everything the data-plane process needs to know, with KServe's defaults."""
+
+    host: str = "0.0.0.0"
+    http_port: int = 8080
+    grpc_port: int = 8081
+    enable_grpc: bool = True
+    workers: int = 1
+    # Size of the thread pool that runs synchronous model code off the event loop.
+    max_threads: int = dataclasses.field(default_factory=_default_threads)
+    # Largest request body (REST) or message (gRPC) accepted, in bytes.
+    max_request_bytes: int = 64 * 1024 * 1024
+    enable_docs: bool = True
+    access_log: bool = False
+    log_level: str = "info"
+    # Seconds SIGTERM waits for in-flight requests before the process exits.
+    grace_period: float = 30.0
+    timeout_keep_alive: int = 65
+    server_name: str = "modelhost"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        """Defaults overridden by ``MODELHOST_<FIELD>`` environment variables."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _coerce(field.name, field.type, raw)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> ServerSettings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, kind: Any, raw: str) -> Any:
+    kind = str(kind)
+    try:
+        if kind == "bool":
+            return _parse_bool(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from None
+    return raw
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def _bool_flag(raw: str) -> bool:
+    try:
+        return _parse_bool(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the server flags (KServe's names, with dashed aliases) to ``parser``.
+
+    Every flag defaults to ``None`` so that :func:`settings_from_args` can tell a flag
+    given on the command line from one left to the environment or the default.
+    """
+    group = parser.add_argument_group("server")
+    group.add_argument("--host", dest="host", default=None, help="address to bind (0.0.0.0)")
+    group.add_argument("--http_port", "--http-port", dest="http_port", type=int, default=None,
+                       help="REST port (8080; 0 picks a free one)")
+    group.add_argument("--grpc_port", "--grpc-port", dest="grpc_port", type=int, default=None,
+                       help="gRPC port (8081; 0 picks a free one)")
+    group.add_argument("--enable_grpc", "--enable-grpc", dest="enable_grpc", type=_bool_flag,
+                       default=None, help="serve gRPC (true)")
+    group.add_argument("--workers", dest="workers", type=int, default=None,
+                       help="server processes (1)")
+    group.add_argument("--max_threads", "--max-threads", dest="max_threads", type=int,
+                       default=None, help="threads running synchronous model code")
+    group.add_argument("--max_request_bytes", "--max-request-bytes", dest="max_request_bytes",
+                       type=int, default=None, help="largest request body accepted (64 MiB)")
+    group.add_argument("--enable_docs_url", "--enable-docs", dest="enable_docs",
+                       type=_bool_flag, default=None, help="serve /docs and /openapi.json (true)")
+    group.add_argument("--access_log", "--access-log", dest="access_log", type=_bool_flag,
+                       nargs="?", const=True, default=None, help="log every request (false)")
+    group.add_argument("--log_level", "--log-level", dest="log_level", default=None,
+                       choices=["critical", "error", "warning", "info", "debug"],
+                       help="log level (info)")
+    group.add_argument("--grace_period", "--grace-period", dest="grace_period", type=float,
+                       default=None, help="seconds to drain in-flight requests on SIGTERM (30)")
+    group.add_argument("--timeout_keep_alive", "--timeout-keep-alive", dest="timeout_keep_alive",
+                       type=int, default=None, help="HTTP keep-alive seconds (65)")
+
+
+def settings_from_args(
+    args: argparse.Namespace, base: ServerSettings | None = None
+) -> ServerSettings:
+    """``base`` (by default, the environment's settings) overridden by the flags given."""
+    settings = ServerSettings.from_env() if base is None else base
+    names = {field.name for field in dataclasses.fields(ServerSettings)}
+    changes = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return settings.replace(**changes)
+
+
+def parse_known_server_args(argv: Sequence[str]) -> ServerSettings:
+    """Settings from a KServe-style command line, ignoring flags that are not ours."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_server_arguments(parser)
+    args, _ = parser.parse_known_args(list(argv))
+    return settings_from_args(args)
