@@ -136,7 +136,6 @@ def decode_raw_request(
                     f"Raw body of {len(body)} bytes does not fit shape {shape} of {datatype}."
                 )
             shape[variable[0]] = len(body) // (known * wire)
-        shape = [1, *shape]
     tensor = InferInput(str(meta["name"]), shape, datatype)
     tensor.data = datatypes.from_bytes(datatype, shape, body)
     request = InferRequest(model_name=model_name, infer_inputs=[tensor])

@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from modelhost import errors
 
@@ -15,9 +16,12 @@ __all__ = [
     "IGNORED_NAMES",
     "import_framework",
     "input_error",
+    "listing",
     "matches",
     "model_files",
+    "native_message",
     "single_model_file",
+    "truthy",
 ]
 
 # Files that sit next to models without being one; they match a pattern only by accident.
@@ -82,8 +86,19 @@ def import_framework(module: str, extra: str) -> ModuleType:
         ) from exc
 
 
-def input_error(exc: BaseException) -> errors.InvalidInput:
-    """The framework's complaint about the input, as a 400 with its message, minus native noise."""
+def native_message(exc: BaseException) -> str:
+    """A framework's error message without the native source location and stack trace."""
     text = str(exc).split("\nStack trace:", 1)[0].strip()
-    text = _NATIVE_PREFIX.sub("", text)
-    return errors.InvalidInput(text or type(exc).__name__)
+    return _NATIVE_PREFIX.sub("", text) or type(exc).__name__
+
+
+def input_error(exc: BaseException) -> errors.InvalidInput:
+    """The framework's complaint about the input, as a 400 with its message."""
+    return errors.InvalidInput(native_message(exc))
+
+
+def truthy(value: Any) -> bool:
+    """A flag from JSON, a gRPC parameter or the command line: ``true``, ``"true"``, ``"1"``."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return value is True

@@ -1,21 +1,114 @@
-"""Placeholder: the gRPC server (being written)."""
+"""``GrpcServer``: the gRPC port of a ``ModelServer``, with health checking and reflection.
+
+One ``grpc.aio`` server carries the Open Inference Protocol service, the standard
+``grpc.health.v1.Health`` service (SERVING until the server drains) and server
+reflection, so that grpcurl and load balancers work without the .proto file.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
+from modelhost.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelhost.server.dataplane import DataPlane
+from modelhost.server.grpc.servicer import InferenceServicer
 from modelhost.server.metrics import Metrics
 from modelhost.settings import ServerSettings
 
+__all__ = ["INFERENCE_SERVICE", "GrpcServer"]
+
+INFERENCE_SERVICE = "inference.GRPCInferenceService"
+_HEALTH_SERVICE = "grpc.health.v1.Health"
+
+# How long a thread other than the server's waits for NOT_SERVING to take effect.
+_CROSS_THREAD_TIMEOUT = 5.0
+
 
 class GrpcServer:
+    """Serves ``GRPCInferenceService`` over a ``DataPlane``; created by ``ModelServer``."""
+
     def __init__(self, dataplane: DataPlane, metrics: Metrics, settings: ServerSettings) -> None:
         self.dataplane = dataplane
+        self.metrics = metrics
+        self.settings = settings
+        self._server: Any = None
+        self._health = HealthServicer()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> int:
-        return 0
+        """Bind ``host:port`` (0 picks a free port), start serving, return the port."""
+        limit = self.settings.max_request_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+            ]
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.dataplane, self.metrics), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        for service in ("", INFERENCE_SERVICE):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            [INFERENCE_SERVICE, _HEALTH_SERVICE, reflection.SERVICE_NAME],
+            server,
+            pool=_reflection_pool(),
+        )
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"Cannot bind gRPC to {address}: {exc}") from None
+        await server.start()
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        return int(bound)
 
     def set_not_serving(self) -> None:
-        pass
+        """Make health checks answer NOT_SERVING from now on (the server is draining).
+
+        Safe from any thread: from another thread it returns once the change is made.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._pending = loop.create_task(self._health.enter_graceful_shutdown())
+            return
+        future = asyncio.run_coroutine_threadsafe(self._health.enter_graceful_shutdown(), loop)
+        try:
+            future.result(_CROSS_THREAD_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
 
     async def stop(self, grace: float) -> None:
-        pass
+        """Report NOT_SERVING, refuse new calls, and let running ones finish within ``grace``."""
+        if self._server is None:
+            return
+        self.set_not_serving()
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        self._server = None
+
+
+def _reflection_pool() -> descriptor_pool.DescriptorPool:
+    """The descriptors reflection serves: ours live in a private pool, not the default one."""
+    pool = descriptor_pool.DescriptorPool()
+    for file in (pb.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+        pool.AddSerializedFile(file.serialized_pb)
+    return pool

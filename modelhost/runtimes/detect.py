@@ -1,0 +1,123 @@
+"""Which runtime serves a model folder: a registry of runtimes and detection by file name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelhost import errors
+from modelhost.model.model import Model
+from modelhost.runtimes import lightgbm, sklearn, xgboost
+from modelhost.runtimes._common import listing, matches, truthy
+from modelhost.runtimes.custom import build_custom_model
+
+__all__ = ["RUNTIMES", "Runtime", "build_model", "detect_runtime", "get_runtime"]
+
+Factory = Callable[[str, Path, Mapping[str, Any]], Model]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A runtime: its name, the model files it serves, and how to build its ``Model``."""
+
+    name: str
+    patterns: tuple[str, ...]
+    factory: Factory
+
+
+def _sklearn(name: str, path: Path, options: Mapping[str, Any]) -> Model:
+    return sklearn.SKLearnModel(name, path, predict_proba=truthy(options.get("predict_proba")))
+
+
+def _xgboost(name: str, path: Path, options: Mapping[str, Any]) -> Model:
+    return xgboost.XGBoostModel(name, path, nthread=int(options.get("nthread") or 1))
+
+
+def _lightgbm(name: str, path: Path, options: Mapping[str, Any]) -> Model:
+    return lightgbm.LightGBMModel(name, path, nthread=int(options.get("nthread") or 1))
+
+
+def _custom(name: str, path: Path, options: Mapping[str, Any]) -> Model:
+    spec = options.get("model_class")
+    if not spec:
+        raise errors.ModelLoadError("The custom runtime needs --model-class pkg.module:Class.")
+    return build_custom_model(name, path, str(spec), options)
+
+
+_REGISTRY: dict[str, Runtime] = {
+    runtime.name: runtime
+    for runtime in (
+        Runtime("sklearn", sklearn.PATTERNS, _sklearn),
+        Runtime("xgboost", xgboost.PATTERNS, _xgboost),
+        Runtime("lightgbm", lightgbm.PATTERNS, _lightgbm),
+        Runtime("custom", (), _custom),
+    )
+}
+
+RUNTIMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def get_runtime(name: str) -> Runtime:
+    runtime = _REGISTRY.get(name.strip().lower())
+    if runtime is None:
+        raise errors.ModelLoadError(
+            f"Unknown runtime {name!r}: expected one of {', '.join(RUNTIMES)}."
+        )
+    return runtime
+
+
+def detect_runtime(model_dir: str | Path) -> str:
+    """The runtime whose file patterns the files in ``model_dir`` match; loads nothing.
+
+    Raises :class:`ModelLoadError` when none or several runtimes match.
+    """
+    path = Path(model_dir).expanduser()
+    files = listing(path)
+    found: dict[str, list[str]] = {}
+    for runtime in _REGISTRY.values():
+        names = [p.name for p in files if matches(p, runtime.patterns)]
+        if names:
+            found[runtime.name] = names
+    if len(found) == 1:
+        return next(iter(found))
+    choices = f"pass --runtime ({', '.join(RUNTIMES)})"
+    if not found:
+        seen = ", ".join(p.name for p in files) or "the directory is empty"
+        raise errors.ModelLoadError(
+            f"No model file found in {path} ({seen}); {choices} or --model-class."
+        )
+    detail = "; ".join(f"{name}: {', '.join(names)}" for name, names in found.items())
+    raise errors.ModelLoadError(
+        f"Several runtimes match the files in {path} ({detail}); {choices}."
+    )
+
+
+def build_model(
+    model_dir: str | Path,
+    name: str,
+    runtime: str | None = None,
+    model_class: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Model:
+    """The (unloaded) model serving ``model_dir``, a folder or a single model file.
+
+    ``model_class`` (``"pkg.module:Class"``) selects the custom runtime; otherwise
+    ``runtime`` names one, or it is detected from the files. ``options`` carries runtime
+    settings (``predict_proba`` for sklearn, ``nthread`` for xgboost and lightgbm, any
+    ``__init__`` parameter of a custom class); a runtime ignores the ones it has no use for.
+    """
+    path = Path(model_dir).expanduser()
+    settings = dict(options or {})
+    if model_class:
+        if runtime and get_runtime(runtime).name != "custom":
+            raise errors.ModelLoadError(
+                f"--model-class {model_class} serves a custom model, not runtime {runtime!r}."
+            )
+        settings["model_class"] = model_class
+        return _custom(name, path, settings)
+    if not path.exists():
+        raise errors.ModelLoadError(f"Model path {path} does not exist.")
+    chosen = get_runtime(runtime) if runtime else get_runtime(detect_runtime(path))
+    return chosen.factory(name, path, settings)
