@@ -31,16 +31,37 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve one model over the Open Inference Protocol (v1, v2 REST, gRPC).",
     )
     serve.add_argument("model_dir", nargs="?", help="folder (or file) holding the model")
-    serve.add_argument("--model_dir", "--model-dir", dest="model_dir_flag", default=None,
-                       help=argparse.SUPPRESS)
-    serve.add_argument("--name", "--model_name", "--model-name", dest="name", default=None,
-                       help="model name in URLs (default: the folder's name)")
-    serve.add_argument("--runtime", choices=detect.RUNTIMES, default=None,
-                       help="framework (default: detected from the files)")
-    serve.add_argument("--model-class", "--model_class", dest="model_class", default=None,
-                       help="custom model as pkg.module:Class")
-    serve.add_argument("--predict-proba", "--predict_proba", dest="predict_proba",
-                       action="store_true", help="sklearn: return predict_proba")
+    serve.add_argument(
+        "--model_dir", "--model-dir", dest="model_dir_flag", default=None, help=argparse.SUPPRESS
+    )
+    serve.add_argument(
+        "--name",
+        "--model_name",
+        "--model-name",
+        dest="name",
+        default=None,
+        help="model name in URLs (default: the folder's name)",
+    )
+    serve.add_argument(
+        "--runtime",
+        choices=detect.RUNTIMES,
+        default=None,
+        help="framework (default: detected from the files)",
+    )
+    serve.add_argument(
+        "--model-class",
+        "--model_class",
+        dest="model_class",
+        default=None,
+        help="custom model as pkg.module:Class",
+    )
+    serve.add_argument(
+        "--predict-proba",
+        "--predict_proba",
+        dest="predict_proba",
+        action="store_true",
+        help="sklearn: return predict_proba",
+    )
     add_server_arguments(serve)
     return parser
 

@@ -96,29 +96,91 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """
     group = parser.add_argument_group("server")
     group.add_argument("--host", dest="host", default=None, help="address to bind (0.0.0.0)")
-    group.add_argument("--http_port", "--http-port", dest="http_port", type=int, default=None,
-                       help="REST port (8080; 0 picks a free one)")
-    group.add_argument("--grpc_port", "--grpc-port", dest="grpc_port", type=int, default=None,
-                       help="gRPC port (8081; 0 picks a free one)")
-    group.add_argument("--enable_grpc", "--enable-grpc", dest="enable_grpc", type=_bool_flag,
-                       default=None, help="serve gRPC (true)")
-    group.add_argument("--workers", dest="workers", type=int, default=None,
-                       help="server processes (1)")
-    group.add_argument("--max_threads", "--max-threads", dest="max_threads", type=int,
-                       default=None, help="threads running synchronous model code")
-    group.add_argument("--max_request_bytes", "--max-request-bytes", dest="max_request_bytes",
-                       type=int, default=None, help="largest request body accepted (64 MiB)")
-    group.add_argument("--enable_docs_url", "--enable-docs", dest="enable_docs",
-                       type=_bool_flag, default=None, help="serve /docs and /openapi.json (true)")
-    group.add_argument("--access_log", "--access-log", dest="access_log", type=_bool_flag,
-                       nargs="?", const=True, default=None, help="log every request (false)")
-    group.add_argument("--log_level", "--log-level", dest="log_level", default=None,
-                       choices=["critical", "error", "warning", "info", "debug"],
-                       help="log level (info)")
-    group.add_argument("--grace_period", "--grace-period", dest="grace_period", type=float,
-                       default=None, help="seconds to drain in-flight requests on SIGTERM (30)")
-    group.add_argument("--timeout_keep_alive", "--timeout-keep-alive", dest="timeout_keep_alive",
-                       type=int, default=None, help="HTTP keep-alive seconds (65)")
+    group.add_argument(
+        "--http_port",
+        "--http-port",
+        dest="http_port",
+        type=int,
+        default=None,
+        help="REST port (8080; 0 picks a free one)",
+    )
+    group.add_argument(
+        "--grpc_port",
+        "--grpc-port",
+        dest="grpc_port",
+        type=int,
+        default=None,
+        help="gRPC port (8081; 0 picks a free one)",
+    )
+    group.add_argument(
+        "--enable_grpc",
+        "--enable-grpc",
+        dest="enable_grpc",
+        type=_bool_flag,
+        default=None,
+        help="serve gRPC (true)",
+    )
+    group.add_argument(
+        "--workers", dest="workers", type=int, default=None, help="server processes (1)"
+    )
+    group.add_argument(
+        "--max_threads",
+        "--max-threads",
+        dest="max_threads",
+        type=int,
+        default=None,
+        help="threads running synchronous model code",
+    )
+    group.add_argument(
+        "--max_request_bytes",
+        "--max-request-bytes",
+        dest="max_request_bytes",
+        type=int,
+        default=None,
+        help="largest request body accepted (64 MiB)",
+    )
+    group.add_argument(
+        "--enable_docs_url",
+        "--enable-docs",
+        dest="enable_docs",
+        type=_bool_flag,
+        default=None,
+        help="serve /docs and /openapi.json (true)",
+    )
+    group.add_argument(
+        "--access_log",
+        "--access-log",
+        dest="access_log",
+        type=_bool_flag,
+        nargs="?",
+        const=True,
+        default=None,
+        help="log every request (false)",
+    )
+    group.add_argument(
+        "--log_level",
+        "--log-level",
+        dest="log_level",
+        default=None,
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log level (info)",
+    )
+    group.add_argument(
+        "--grace_period",
+        "--grace-period",
+        dest="grace_period",
+        type=float,
+        default=None,
+        help="seconds to drain in-flight requests on SIGTERM (30)",
+    )
+    group.add_argument(
+        "--timeout_keep_alive",
+        "--timeout-keep-alive",
+        dest="timeout_keep_alive",
+        type=int,
+        default=None,
+        help="HTTP keep-alive seconds (65)",
+    )
 
 
 def settings_from_args(

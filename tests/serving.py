@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from modelhost import Model, ModelServer, ServerSettings
@@ -64,3 +70,58 @@ def stop_server(running: RunningServer) -> None:
     running.server.stop()
     running.thread.join(30)
     assert not running.thread.is_alive(), "the test server did not stop"
+
+
+READY_LINE = re.compile(r"HTTP on [\d.]+:(\d+)(?:, gRPC on [\d.]+:(\d+))?")
+
+
+def serve_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "modelhost", "serve", *args]
+
+
+class ServeProcess:
+    """A server in a child process on free loopback ports, read from its ready line."""
+
+    def __init__(self, command: list[str], cwd: Path) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--http_port", "0", "--grpc_port", "0"],
+            cwd=cwd,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.http_port = 0
+        self.grpc_port = 0
+        ready = threading.Event()
+
+        def read() -> None:
+            assert self.process.stderr is not None
+            for line in self.process.stderr:
+                self.lines.append(line)
+                match = READY_LINE.search(line)
+                if match:
+                    self.http_port = int(match.group(1))
+                    self.grpc_port = int(match.group(2) or 0)
+                    ready.set()
+
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
+        if not ready.wait(60):
+            self.process.kill()
+            self.stop()
+            raise AssertionError("modelhost serve did not start:\n" + "".join(self.lines))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(30)
+        self.reader.join(5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        return code

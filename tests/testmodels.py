@@ -47,8 +47,10 @@ class SumModel(Model):
         ]
 
     def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
-        x = payload.inputs[0].as_numpy() if isinstance(payload, InferRequest) else np.asarray(
-            payload["instances"], dtype=np.float32
+        x = (
+            payload.inputs[0].as_numpy()
+            if isinstance(payload, InferRequest)
+            else np.asarray(payload["instances"], dtype=np.float32)
         )
         if x.ndim != 2 or x.shape[1] != 4:
             raise errors.InvalidInput(f"expected rows of 4 values, got shape {list(x.shape)}")
@@ -90,7 +92,9 @@ class AsyncModel(Model):
         return {"predictions": [sum(row) for row in payload["instances"]]}
 
     async def postprocess(
-        self, result: Any, headers: dict[str, str] | None = None,
+        self,
+        result: Any,
+        headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> Any:
         return {"predictions": result["predictions"], "post": True}

@@ -6,6 +6,7 @@ source follow KServe (``io.kserve.inference.response``, ``io.kserve.inference.<m
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,10 +38,8 @@ def decode(headers: Mapping[str, str], body: bytes) -> tuple[BaseCloudEvent, Any
         raise errors.InvalidInput(f"Invalid CloudEvent: {exc}") from None
     data = event.get_data()
     if isinstance(data, (bytes, str)):
-        try:
+        with contextlib.suppress(orjson.JSONDecodeError):
             data = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
     return event, data
 
 

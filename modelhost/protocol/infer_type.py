@@ -221,7 +221,7 @@ class InferRequest:
                 raise errors.InvalidInput(
                     f"{len(raw_inputs)} raw input contents for {len(infer_inputs)} inputs."
                 )
-            for tensor, raw in zip(infer_inputs, raw_inputs):
+            for tensor, raw in zip(infer_inputs, raw_inputs, strict=True):
                 tensor.data = datatypes.from_bytes(tensor.datatype, tensor.shape, raw)
         # Set by the REST decoder for the raw binary body: every output goes back binary.
         self.raw_binary_body = False
@@ -282,7 +282,11 @@ class InferResponse:
         self.use_binary_outputs = use_binary_outputs
         self.requested_outputs = requested_outputs
         if raw_outputs:
-            for tensor, raw in zip(infer_outputs, raw_outputs):
+            if len(raw_outputs) != len(infer_outputs):
+                raise errors.InvalidInput(
+                    f"{len(raw_outputs)} raw output contents for {len(infer_outputs)} outputs."
+                )
+            for tensor, raw in zip(infer_outputs, raw_outputs, strict=True):
                 tensor.data = datatypes.from_bytes(tensor.datatype, tensor.shape, raw)
 
     def get_output_by_name(self, name: str) -> InferOutput | None:
@@ -299,6 +303,5 @@ class InferResponse:
 
     def __repr__(self) -> str:
         return (
-            f"InferResponse(model_name={self.model_name!r}, id={self.id!r}, "
-            f"outputs={self.outputs})"
+            f"InferResponse(model_name={self.model_name!r}, id={self.id!r}, outputs={self.outputs})"
         )

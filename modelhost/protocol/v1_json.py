@@ -51,9 +51,7 @@ def to_predictions(result: Any) -> Any:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray) and value.dtype == np.object_:
-        return [
-            v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value.tolist()
-        ]
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value.tolist()]
     return value
 
 

@@ -211,8 +211,7 @@ def _typed_array(
     expected = datatypes.element_count(shape)
     if len(values) != expected:
         raise errors.InvalidInput(
-            f"{role} {name}: shape {shape} needs {expected} elements, {field} holds "
-            f"{len(values)}."
+            f"{role} {name}: shape {shape} needs {expected} elements, {field} holds {len(values)}."
         )
     if datatype == "BYTES":
         array = np.empty(expected, dtype=np.object_)

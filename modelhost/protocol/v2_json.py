@@ -169,16 +169,17 @@ def _split_body(body: bytes, header_length: int | None) -> tuple[bytes, memoryvi
 
 
 def _tensors(
-    parsed: list[_Tensor], binary: memoryview, where: str, kind: type[InferInput] | type[InferOutput]
+    parsed: list[_Tensor],
+    binary: memoryview,
+    where: str,
+    kind: type[InferInput] | type[InferOutput],
 ) -> list[Any]:
     tensors = []
     offset = 0
     for index, item in enumerate(parsed):
         field = f"{where}[{index}]"
         if item.datatype not in datatypes.DATATYPES:
-            raise errors.InvalidInput(
-                f"{field}.datatype: unsupported datatype {item.datatype!r}."
-            )
+            raise errors.InvalidInput(f"{field}.datatype: unsupported datatype {item.datatype!r}.")
         if any(dim < 0 for dim in item.shape):
             raise errors.InvalidInput(f"{field}.shape: dimensions must be >= 0, got {item.shape}.")
         parameters = dict(item.parameters) if item.parameters else {}
@@ -218,9 +219,7 @@ def _binary_choice(response: InferResponse, request: InferRequest | None) -> dic
     default = default or response.use_binary_outputs
     choice: dict[str, bool] = {}
     requested = request.request_outputs if request is not None else None
-    per_output = {
-        r.name: r.binary_data for r in requested or () if r.binary_data is not None
-    }
+    per_output = {r.name: r.binary_data for r in requested or () if r.binary_data is not None}
     for tensor in response.outputs:
         binary = per_output.get(tensor.name, default)
         choice[tensor.name] = binary or tensor.datatype == "BF16"
@@ -237,8 +236,7 @@ def _json_data(tensor: InferOutput | InferInput) -> Any:
             ]
         except UnicodeDecodeError:
             raise errors.InferenceError(
-                f"Output {tensor.name} holds bytes that are not UTF-8; ask for it as "
-                "binary data."
+                f"Output {tensor.name} holds bytes that are not UTF-8; ask for it as binary data."
             ) from None
     return _contiguous(array).ravel()
 

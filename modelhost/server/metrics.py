@@ -7,13 +7,26 @@ and ``endpoint`` labels; KServe's step histograms keep KServe's names and its si
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import exposition
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition
 
 __all__ = ["Metrics"]
 
 _LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 
 
@@ -44,14 +57,18 @@ class Metrics:
         )
         step = ("model_name",)
         self.preprocess = Histogram(
-            "request_preprocess_seconds", "pre-process request latency", step,
+            "request_preprocess_seconds",
+            "pre-process request latency",
+            step,
             registry=self.registry,
         )
         self.predict = Histogram(
             "request_predict_seconds", "predict request latency", step, registry=self.registry
         )
         self.postprocess = Histogram(
-            "request_postprocess_seconds", "post-process request latency", step,
+            "request_postprocess_seconds",
+            "post-process request latency",
+            step,
             registry=self.registry,
         )
         self.explain = Histogram(

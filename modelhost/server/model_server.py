@@ -123,7 +123,8 @@ class ModelServer:
             grpc_server = GrpcServer(dataplane, self.metrics, settings)
             self.grpc_port = await grpc_server.start(settings.host, settings.grpc_port)
         self._install_signal_handlers()
-        while not http_server.started and not http_task.done():
+        # uvicorn has no "started" event to wait on, only a flag.
+        while not http_server.started and not http_task.done():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         if http_task.done():
             http_task.result()  # raises what stopped the HTTP server from starting

@@ -128,8 +128,10 @@ def test_bf16_in_json_is_rejected(server: RunningServer) -> None:
 
 def test_nested_and_flat_json_data(server: RunningServer) -> None:
     for data in ([[1, 2, 3, 4], [5, 6, 7, 8]], [1, 2, 3, 4, 5, 6, 7, 8]):
-        body = {"id": "n", "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
-                                       "data": data}]}
+        body = {
+            "id": "n",
+            "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": data}],
+        }
         response = httpx.post(f"{server.http_url}/v2/models/sum/infer", json=body)
         assert response.status_code == 200, response.text
         outputs = {o["name"]: o for o in response.json()["outputs"]}

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
@@ -41,7 +41,7 @@ class GrpcServer:
         self.metrics = metrics
         self.settings = settings
         self._server: Any = None
-        self._health = HealthServicer()
+        self._health = health_aio.HealthServicer()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: asyncio.Task[None] | None = None
 
@@ -100,7 +100,7 @@ class GrpcServer:
         """Report NOT_SERVING, refuse new calls, and let running ones finish within ``grace``."""
         if self._server is None:
             return
-        self.set_not_serving()
+        # What set_not_serving does, awaited: NOT_SERVING is in place before calls stop.
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
         self._server = None

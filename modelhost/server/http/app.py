@@ -146,14 +146,17 @@ class HttpApp:
         await _send(send, response, method)
         elapsed = time.perf_counter() - started
         self.metrics.requests.labels(model, route.protocol, route.endpoint, response.status).inc()
-        self.metrics.request_duration.labels(model, route.protocol, route.endpoint).observe(
-            elapsed
-        )
+        self.metrics.request_duration.labels(model, route.protocol, route.endpoint).observe(elapsed)
         if self.settings.access_log:
             client = scope.get("client") or ("-", 0)
             access_logger.info(
                 '%s:%s - "%s %s" %d %.2fms',
-                client[0], client[1], method, path, response.status, elapsed * 1000,
+                client[0],
+                client[1],
+                method,
+                path,
+                response.status,
+                elapsed * 1000,
             )
 
     async def _handle(

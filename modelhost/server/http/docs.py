@@ -35,8 +35,7 @@ _ERRORS = {
 _INFER_ERRORS = (400, 413, 501, 503)
 _PATH_PARAMETERS = {"{model_name}": "ModelName", "{model_version}": "ModelVersion"}
 
-# The GET endpoints: path, operationId, summary, schema of the 200 body. An operation
-# whose id ends in "Ready" is a probe: it answers 503 with the same body when not ready.
+# The plain GET endpoints: path, operationId, summary, schema of the 200 body.
 _GETS = (
     ("/", "v1Live", "Server liveness (v1).", "V1Live"),
     ("/v1/models", "v1Models", "Names of the models served.", "ModelList"),
@@ -132,7 +131,9 @@ def _v2_model(prefix: str, suffix: str) -> dict[str, Schema]:
     )
     content = {**_json(_ref("InferenceResponse")), BINARY: _BYTES}
     path = f"{prefix}/infer"
-    infer = _operation(path, f"v2ModelInfer{suffix}", "Inference.", content, _INFER_ERRORS, body)
+    infer = _operation(
+        path, f"v2ModelInfer{suffix}", "Run inference.", content, _INFER_ERRORS, body
+    )
     operation = infer[path]["post"]
     operation["parameters"].append(_ref("InferenceHeaderContentLength", "parameters"))
     operation["responses"]["200"] = {
@@ -157,10 +158,8 @@ def _repository() -> dict[str, Schema]:
         False,
     )
     index = _json(_array(_ref("RepositoryIndexEntry")))
-    paths = _operation(
-        "/v2/repository/index", "repositoryIndex", "Models and states.", index, (400, 413),
-        index_body,
-    )  # fmt: skip
+    path, summary = "/v2/repository/index", "The models in the repository and their state."
+    paths = _operation(path, "repositoryIndex", summary, index, (400, 413), index_body)
     for verb, body in (("load", load_body), ("unload", _body(_json(_obj()), required=False))):
         result = _json(_obj(("name", verb), name=_STR, **{verb: _BOOL}))
         path, op_id = f"/v2/repository/models/{{model_name}}/{verb}", f"repository{verb.title()}"
@@ -172,9 +171,10 @@ def _repository() -> dict[str, Schema]:
 def _paths() -> dict[str, Schema]:
     metrics = {"text/plain": {"schema": _STR}, "application/openmetrics-text": {"schema": _STR}}
     summary = "Prometheus metrics, in the format the Accept header asks for."
-    paths = _operation("/metrics", "metrics", summary, metrics)
+    paths: dict[str, Schema] = {}
     for get in _GETS:
         paths.update(_operation(*get))
+    paths.update(_operation("/metrics", "metrics", summary, metrics))
     paths.update(_v1_verb("predict", "Predict (v1)."))
     paths.update(_v1_verb("explain", "Explain a prediction (v1)."))
     paths.update(_v2_model("/v2/models/{model_name}", ""))

@@ -31,5 +31,7 @@ class HttpResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> HttpResponse:
     return HttpResponse(status, v2_json.dumps(content), headers=headers or {})

@@ -58,9 +58,7 @@ class V1Routes:
         if isinstance(data, dict):
             data = v1_json.validate(data)
         result, _ = await self.dataplane.predict_v1(request.model, data, request.headers, verb)
-        structured = request.headers.get("content-type", "").startswith(
-            cloudevents.STRUCTURED_TYPE
-        )
+        structured = request.headers.get("content-type", "").startswith(cloudevents.STRUCTURED_TYPE)
         try:
             predictions = v1_json.to_predictions(result)
         except TypeError as exc:
