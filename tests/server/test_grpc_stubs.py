@@ -214,12 +214,28 @@ async def test_drain_reports_not_serving_and_finishes_running_calls() -> None:
                     )
                 )
             )
-            await asyncio.sleep(0.2)
+            assert await asyncio.to_thread(slow.started.wait, 5)
             await server.stop(5.0)
             response = await running
-            assert slow.started.is_set()
             assert response.model_name == "slow"
             assert len(response.outputs) == 1
+    finally:
+        await server.stop(0)
+        executor.shutdown()
+
+
+async def test_set_not_serving_on_the_server_loop() -> None:
+    executor = ThreadPoolExecutor(1)
+    metrics = Metrics()
+    dataplane = DataPlane(ModelRepository(), StepRunner(executor, metrics), "modelhost")
+    server = GrpcServer(dataplane, metrics, ServerSettings())
+    port = await server.start("127.0.0.1", 0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+            health = health_pb2_grpc.HealthStub(chan)
+            server.set_not_serving()
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         await server.stop(0)
         executor.shutdown()
