@@ -26,9 +26,10 @@ from modelhost.protocol.infer_type import (
     RequestedOutput,
 )
 from modelhost.server.model_server import ModelServer
-from modelhost.settings import ServerSettings
+from modelhost.settings import BatchSettings, ServerSettings
 
 __all__ = [
+    "BatchSettings",
     "InferInput",
     "InferOutput",
     "InferRequest",

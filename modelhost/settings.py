@@ -13,13 +13,30 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ServerSettings", "add_server_arguments", "settings_from_args"]
+__all__ = ["BatchSettings", "ServerSettings", "add_server_arguments", "settings_from_args"]
 
 ENV_PREFIX = "MODELHOST_"
 
 
 def _default_threads() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSettings:
+    """Adaptive batching of one model: ``max_batch_size`` rows (< 2: off), ``max_latency_ms``.
+
+    A model carries its own as ``model.batching``; a model without one gets the server's.
+    """
+
+    max_batch_size: int = 0
+    max_latency_ms: float = 0.0
+    # Batches of one model running at once; more only helps models that release the GIL.
+    max_concurrent_batches: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_batch_size > 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +52,9 @@ class ServerSettings:
     max_threads: int = dataclasses.field(default_factory=_default_threads)
     # Largest request body (REST) or message (gRPC) accepted, in bytes.
     max_request_bytes: int = 64 * 1024 * 1024
+    # Adaptive batching for every model that sets none of its own (< 2 turns it off).
+    max_batch_size: int = 0
+    max_latency_ms: float = 0.0
     enable_docs: bool = True
     access_log: bool = False
     log_level: str = "info"
@@ -138,6 +158,22 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="largest request body accepted (64 MiB)",
+    )
+    group.add_argument(
+        "--max_batch_size",
+        "--max-batch-size",
+        dest="max_batch_size",
+        type=int,
+        default=None,
+        help="adaptive batching: most rows per predict (off)",
+    )
+    group.add_argument(
+        "--max_latency_ms",
+        "--max-latency-ms",
+        dest="max_latency_ms",
+        type=float,
+        default=None,
+        help="adaptive batching: longest wait to fill a batch (0: none)",
     )
     group.add_argument(
         "--enable_docs_url",

@@ -121,3 +121,25 @@ class UnreadyModel(Model):
 class ExplainModel(EchoModel):
     def explain(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         return {"explanations": ["because"]}
+
+
+class BatchRecordingModel(Model):
+    """Doubles rows and sums them; records every predict's row count; rejects negatives."""
+
+    def __init__(self, name: str = "batched", delay: float = 0.01) -> None:
+        super().__init__(name)
+        self.ready = True
+        self.delay = delay
+        self.calls: list[int] = []
+
+    def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        x = payload.inputs[0].as_numpy()
+        self.calls.append(x.shape[0])
+        time.sleep(self.delay)  # long enough for concurrent requests to queue up
+        if (x < 0).any():
+            raise errors.InvalidInput("negative values are not allowed")
+        double = InferOutput("double", list(x.shape), payload.inputs[0].datatype)
+        double.set_data_from_numpy(x * 2)
+        total = InferOutput("sum", [x.shape[0]], "FP64")
+        total.set_data_from_numpy(x.sum(axis=1).astype(np.float64))
+        return InferResponse(payload.id, self.name, [double, total])

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelhost.settings import BatchSettings
+
 __all__ = ["Model", "PredictorConfig"]
 
 
@@ -47,6 +49,8 @@ class Model:
         self.ready = False
         self.predictor_config = predictor_config
         self.return_response_headers = return_response_headers
+        # Adaptive batching of predict; None takes the server's setting.
+        self.batching: BatchSettings | None = None
 
     def load(self) -> bool:
         """Load weights; must leave ``self.ready`` True on success."""

@@ -216,6 +216,8 @@ class InferRequest:
         self.parameters: Parameters = dict(parameters) if parameters else {}
         self.request_outputs = request_outputs
         self.from_grpc = from_grpc
+        # KServe's name: a request that sent raw contents gets raw contents back.
+        self._use_raw_outputs = bool(raw_inputs)
         if raw_inputs:
             if len(raw_inputs) != len(infer_inputs):
                 raise errors.InvalidInput(

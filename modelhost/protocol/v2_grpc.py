@@ -55,10 +55,6 @@ _NARROW = frozenset({"UINT8", "UINT16", "INT8", "INT16"})
 _PACKED_TAG = {"FP32": b"\x32", "FP64": b"\x3a"}
 _INT64_MAX = 2**63 - 1
 _UINT64_MAX = 2**64 - 1
-# Set on requests that came with raw_input_contents: their outputs go back raw too.
-_RAW_MARK = "_use_raw_outputs"
-
-
 # -- server side: decode requests, encode responses ----------------------------------
 
 
@@ -88,8 +84,8 @@ def request_from_proto(message: Any) -> InferRequest:
         request_outputs=outputs,
         model_version=message.model_version or None,
     )
-    if raw:
-        setattr(request, _RAW_MARK, True)
+    # A request that came with raw contents gets raw contents back.
+    request._use_raw_outputs = raw
     return request
 
 
@@ -118,7 +114,7 @@ def _use_raw(response: InferResponse, request: InferRequest | None) -> bool:
         return True
     if request is None:
         return False
-    if getattr(request, _RAW_MARK, False) or request.use_binary_outputs:
+    if request._use_raw_outputs or request.use_binary_outputs:
         return True
     return any(r.binary_data for r in request.request_outputs or ())
 

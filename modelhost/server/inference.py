@@ -3,7 +3,9 @@
 A synchronous step runs in the server's thread pool, so a slow ``predict`` never
 stalls health checks or other requests (KServe runs them on the loop: its issue 3950).
 An ``async`` step is awaited on the loop. Steps the model does not override are
-skipped, and each step's time goes to KServe's step histograms.
+skipped, and each step's time goes to KServe's step histograms. ``predict`` goes through
+the model's adaptive batcher when batching is on for it (``model.batching``, or the
+server's default).
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import asyncio
 import functools
 import inspect
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
 from modelhost.model.model import Model
+from modelhost.server.batcher import Batcher
 from modelhost.server.metrics import Metrics
+from modelhost.settings import BatchSettings
 
 __all__ = ["StepRunner"]
 
@@ -25,9 +30,43 @@ __all__ = ["StepRunner"]
 class StepRunner:
     """Calls model methods the right way round: sync ones in a pool, async ones awaited."""
 
-    def __init__(self, executor: Executor, metrics: Metrics) -> None:
+    def __init__(
+        self, executor: Executor, metrics: Metrics, batching: BatchSettings | None = None
+    ) -> None:
         self._executor = executor
         self._metrics = metrics
+        self._default_batching = batching or BatchSettings()
+        # Keyed by the model object: a reloaded model gets a fresh batcher.
+        self._batchers: weakref.WeakKeyDictionary[Model, Batcher] = weakref.WeakKeyDictionary()
+
+    def batcher(self, model: Model) -> Batcher | None:
+        """The model's batcher, made on first use; None when batching is off for it."""
+        batcher = self._batchers.get(model)
+        if batcher is None:
+            settings = model.batching or self._default_batching
+            if not settings.enabled:
+                return None
+            extra = model.return_response_headers
+
+            async def predict(payload: Any, headers: dict[str, str]) -> Any:
+                args = (payload, headers, {}) if extra else (payload, headers)
+                return await self._timed(model, model.predict, self._metrics.predict, args)
+
+            batcher = self._batchers[model] = Batcher(model, settings, predict, self._metrics)
+        return batcher
+
+    async def close(self) -> None:
+        """Stop every batcher's queue tasks (at server shutdown)."""
+        for batcher in list(self._batchers.values()):
+            await batcher.close()
+
+    async def _timed(
+        self, model: Model, method: Callable[..., Any], histogram: Any, args: tuple[Any, ...]
+    ) -> Any:
+        started = time.perf_counter()
+        result = await self.call(method, *args)
+        histogram.labels(model.name).observe(time.perf_counter() - started)
+        return result
 
     async def call(self, method: Callable[..., Any], *args: Any) -> Any:
         """``method(*args)``, off the loop when it is synchronous."""
@@ -49,21 +88,24 @@ class StepRunner:
         """The model's result for ``payload``, and any response headers it set."""
         response_headers: dict[str, str] = {}
         extra = (response_headers,) if model.return_response_headers else ()
-        name = model.name
         kind = type(model)
+        metrics = self._metrics
         if kind.preprocess is not Model.preprocess:
-            started = time.perf_counter()
-            payload = await self.call(model.preprocess, payload, headers)
-            self._metrics.preprocess.labels(name).observe(time.perf_counter() - started)
-        started = time.perf_counter()
+            payload = await self._timed(
+                model, model.preprocess, metrics.preprocess, (payload, headers)
+            )
         if verb == "explain":
-            result = await self.call(model.explain, payload, headers)
-            self._metrics.explain.labels(name).observe(time.perf_counter() - started)
+            result = await self._timed(model, model.explain, metrics.explain, (payload, headers))
         else:
-            result = await self.call(model.predict, payload, headers, *extra)
-            self._metrics.predict.labels(name).observe(time.perf_counter() - started)
+            batcher = self.batcher(model)
+            if batcher is not None:
+                result = await batcher.submit(payload, headers)
+            else:
+                result = await self._timed(
+                    model, model.predict, metrics.predict, (payload, headers, *extra)
+                )
         if kind.postprocess is not Model.postprocess:
-            started = time.perf_counter()
-            result = await self.call(model.postprocess, result, headers, *extra)
-            self._metrics.postprocess.labels(name).observe(time.perf_counter() - started)
+            result = await self._timed(
+                model, model.postprocess, metrics.postprocess, (result, headers, *extra)
+            )
         return result, response_headers

@@ -55,6 +55,20 @@ class Metrics:
             ("protocol",),
             registry=self.registry,
         )
+        self.batch_size = Histogram(
+            "modelhost_batch_size",
+            "Rows per batch the adaptive batcher ran as one predict.",
+            ("model",),
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=self.registry,
+        )
+        self.batch_queue_seconds = Histogram(
+            "modelhost_batch_queue_seconds",
+            "Time a request waited in the batcher's queue before its batch ran.",
+            ("model",),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         step = ("model_name",)
         self.preprocess = Histogram(
             "request_preprocess_seconds",

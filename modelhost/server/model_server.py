@@ -27,7 +27,7 @@ from modelhost.server.grpc.server import GrpcServer
 from modelhost.server.http.app import HttpApp
 from modelhost.server.inference import StepRunner
 from modelhost.server.metrics import Metrics
-from modelhost.settings import ServerSettings, parse_known_server_args
+from modelhost.settings import BatchSettings, ServerSettings, parse_known_server_args
 
 __all__ = ["ModelServer"]
 
@@ -97,7 +97,8 @@ class ModelServer:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         executor = ThreadPoolExecutor(settings.max_threads, thread_name_prefix="modelhost-model")
-        runner = StepRunner(executor, self.metrics)
+        batching = BatchSettings(settings.max_batch_size, settings.max_latency_ms)
+        runner = StepRunner(executor, self.metrics, batching)
         for model in models:
             if not model.ready:
                 await runner.call(model.load)
@@ -121,7 +122,14 @@ class ModelServer:
         grpc_server: GrpcServer | None = None
         if settings.enable_grpc:
             grpc_server = GrpcServer(dataplane, self.metrics, settings)
-            self.grpc_port = await grpc_server.start(settings.host, settings.grpc_port)
+            try:
+                self.grpc_port = await grpc_server.start(settings.host, settings.grpc_port)
+            except BaseException:
+                http_server.should_exit = True
+                await asyncio.gather(http_task, return_exceptions=True)
+                http_socket.close()
+                executor.shutdown(wait=False)
+                raise
         self._install_signal_handlers()
         # uvicorn has no "started" event to wait on, only a flag.
         while not http_server.started and not http_task.done():  # noqa: ASYNC110
@@ -142,11 +150,14 @@ class ModelServer:
         finally:
             logger.info("Draining in-flight requests (up to %ss)", settings.grace_period)
             dataplane.draining = True
+            if grpc_server is not None:
+                grpc_server.set_not_serving()
             http_server.should_exit = True
             drains = [http_task]
             if grpc_server is not None:
                 drains.append(asyncio.ensure_future(grpc_server.stop(settings.grace_period)))
             await asyncio.gather(*drains, return_exceptions=True)
+            await runner.close()
             for model in self.repository.get_models().values():
                 with contextlib.suppress(Exception):
                     model.stop()

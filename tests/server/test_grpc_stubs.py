@@ -239,3 +239,18 @@ async def test_set_not_serving_on_the_server_loop() -> None:
     finally:
         await server.stop(0)
         executor.shutdown()
+
+
+async def test_busy_port_is_an_os_error() -> None:
+    # Another gRPC server holds the port: without SO_REUSEPORT the second must fail loudly.
+    metrics = Metrics()
+    with ThreadPoolExecutor(1) as executor:
+        dataplane = DataPlane(ModelRepository(), StepRunner(executor, metrics), "modelhost")
+        first = GrpcServer(dataplane, metrics, ServerSettings())
+        port = await first.start("127.0.0.1", 0)
+        try:
+            second = GrpcServer(dataplane, metrics, ServerSettings())
+            with pytest.raises(OSError, match="Cannot bind gRPC"):
+                await second.start("127.0.0.1", port)
+        finally:
+            await first.stop(0)

@@ -215,6 +215,16 @@ def test_not_ready_model_is_unavailable(serve: StartServer) -> None:
         assert _code(exc) == "UNAVAILABLE"
 
 
+def test_message_over_the_size_limit_is_refused(serve: StartServer) -> None:
+    running = serve([EchoModel()], max_request_bytes=4096)
+    with tc.InferenceServerClient(running.grpc_address) as triton:
+        small = np.zeros((1, 16), dtype=np.float32)
+        assert triton.infer("echo", [_input("x", small, "FP32")]).as_numpy("x") is not None
+        with pytest.raises(InferenceServerException) as exc:
+            triton.infer("echo", [_input("x", np.zeros((1, 4096), np.float32), "FP32")])
+        assert _code(exc) == "RESOURCE_EXHAUSTED"
+
+
 def test_repository_index_unload_and_load(client: tc.InferenceServerClient) -> None:
     index = {m.name: m for m in client.get_model_repository_index().models}
     assert index["reloadable"].state == "READY"

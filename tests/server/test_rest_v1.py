@@ -104,3 +104,12 @@ def test_invalid_cloudevent_is_a_400(server: RunningServer) -> None:
     )
     assert response.status_code == 400
     assert "CloudEvent" in response.json()["error"]
+
+
+def test_curl_default_form_type_is_read_as_json(server: RunningServer) -> None:
+    response = httpx.post(
+        f"{server.http_url}/v1/models/echo:predict",
+        content=b'{"instances": [[1]]}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.json() == {"predictions": [[1]]}

@@ -52,6 +52,9 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                # gRPC sets SO_REUSEPORT by default: a second server on a busy port would
+                # then share it silently instead of failing to start.
+                ("grpc.so_reuseport", 0),
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(

@@ -11,9 +11,16 @@ from modelhost.server.http.messages import HttpRequest, HttpResponse, json_respo
 
 __all__ = ["V1Routes"]
 
-# Content types whose body the server decodes as JSON (KServe's list); any other is
-# handed to the model as raw bytes.
-_JSON_TYPES = ("application/json", "application/ld+json", "application/octet-stream", "")
+# Content types whose body the server decodes as JSON: KServe's list, plus the form type
+# that `curl -d` sends by default (nobody posts a real form to :predict). Any other type
+# reaches the model as raw bytes, as in KServe.
+_JSON_TYPES = (
+    "application/json",
+    "application/ld+json",
+    "application/octet-stream",
+    "application/x-www-form-urlencoded",
+    "",
+)
 
 
 class V1Routes:
