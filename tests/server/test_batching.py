@@ -166,6 +166,8 @@ def test_random_mix_under_load(server: RunningServer, model: BatchRecordingModel
     order = list(range(60))
     random.Random(7).shuffle(order)
     with ThreadPoolExecutor(24) as pool:
-        results = dict(zip(order, pool.map(lambda i: call_v2(server.http_url, i), order)))
+        results = dict(
+            zip(order, pool.map(lambda i: call_v2(server.http_url, i), order), strict=True)
+        )
     for index, (status, body) in results.items():
         check_v2(index, status, body)
