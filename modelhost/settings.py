@@ -62,6 +62,8 @@ class ServerSettings:
     grace_period: float = 30.0
     timeout_keep_alive: int = 65
     server_name: str = "modelhost"
+    # Set by the worker pool, not by users: bind with SO_REUSEPORT to share the ports.
+    reuse_port: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:

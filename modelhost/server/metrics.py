@@ -7,7 +7,10 @@ and ``endpoint`` labels; KServe's step histograms keep KServe's names and its si
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition, values
+from prometheus_client.multiprocess import MultiProcessCollector
 
 __all__ = ["Metrics"]
 
@@ -33,8 +36,22 @@ _LATENCY_BUCKETS = (
 class Metrics:
     """Every metric the server exports, and the exposition of them."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+    def __init__(
+        self, registry: CollectorRegistry | None = None, multiprocess_dir: str | None = None
+    ) -> None:
+        """``multiprocess_dir`` makes the metrics of all worker processes add up.
+
+        It must be given in a worker before any metric is made: prometheus-client picks
+        where a value lives (memory or a shared file) when the value is created.
+        """
+        self.multiprocess_dir = multiprocess_dir
+        if multiprocess_dir:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiprocess_dir
+            values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+            # Values live in files; this registry only keeps the names unique.
+            self.registry = CollectorRegistry()
+        else:
+            self.registry = registry if registry is not None else CollectorRegistry()
         labels = ("model", "protocol", "endpoint")
         self.requests = Counter(
             "modelhost_requests",
@@ -54,6 +71,7 @@ class Metrics:
             "Requests being handled now.",
             ("protocol",),
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.batch_size = Histogram(
             "modelhost_batch_size",
@@ -92,4 +110,8 @@ class Metrics:
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The metrics in the format ``accept`` asks for (Prometheus text by default)."""
         encoder, content_type = exposition.choose_encoder(accept or "")
-        return encoder(self.registry), content_type
+        registry = self.registry
+        if self.multiprocess_dir:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return encoder(registry), content_type

@@ -27,6 +27,7 @@ from modelhost.server.grpc.server import GrpcServer
 from modelhost.server.http.app import HttpApp
 from modelhost.server.inference import StepRunner
 from modelhost.server.metrics import Metrics
+from modelhost.server.workers import WorkerPool, reserve_port
 from modelhost.settings import BatchSettings, ServerSettings, parse_known_server_args
 
 __all__ = ["ModelServer"]
@@ -87,9 +88,37 @@ class ModelServer:
     # -- running -------------------------------------------------------------------
 
     def start(self, models: Sequence[Model] = ()) -> None:
-        """Serve ``models`` until SIGTERM/SIGINT (blocking), as KServe's ``start``."""
+        """Serve ``models`` until SIGTERM/SIGINT (blocking), as KServe's ``start``.
+
+        With ``workers`` > 1 the models are loaded here, once, and then the process
+        forks its workers (see ``modelhost.server.workers``).
+        """
         configure_logging(self.settings.log_level)
-        _run(self.serve(models))
+        if self.settings.workers <= 1:
+            _run(self.serve(models))
+            return
+        for model in models:
+            if not model.ready:
+                model.load()
+        http_reservation, http_port = reserve_port(self.settings.host, self.settings.http_port)
+        grpc_reservation, grpc_port = reserve_port(self.settings.host, self.settings.grpc_port)
+        worker_settings = self.settings.replace(
+            http_port=http_port, grpc_port=grpc_port, reuse_port=True
+        )
+
+        def worker_main(index: int, metrics_dir: str) -> int:
+            http_reservation.close()
+            grpc_reservation.close()
+            self.settings = worker_settings
+            self.metrics = Metrics(multiprocess_dir=metrics_dir)
+            _run(self.serve(models))
+            return 0
+
+        try:
+            WorkerPool(worker_settings, worker_main).run()
+        finally:
+            http_reservation.close()
+            grpc_reservation.close()
 
     async def serve(self, models: Sequence[Model] = ()) -> None:
         """Serve until :meth:`stop` or a signal; then drain and return."""
@@ -105,7 +134,7 @@ class ModelServer:
             self.repository.update(model)
         dataplane = DataPlane(self.repository, runner, settings.server_name)
         app = HttpApp(dataplane, self.metrics, settings)
-        http_socket = _bind(settings.host, settings.http_port)
+        http_socket = _bind(settings.host, settings.http_port, settings.reuse_port)
         self.http_port = http_socket.getsockname()[1]
         config = uvicorn.Config(
             app,
@@ -185,10 +214,12 @@ class ModelServer:
                 loop.add_signal_handler(sig, self.stop)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:

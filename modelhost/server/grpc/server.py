@@ -53,8 +53,9 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 # gRPC sets SO_REUSEPORT by default: a second server on a busy port would
-                # then share it silently instead of failing to start.
-                ("grpc.so_reuseport", 0),
+                # then share it silently instead of failing to start. Worker processes
+                # share the port on purpose, and say so.
+                ("grpc.so_reuseport", 1 if self.settings.reuse_port else 0),
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
