@@ -72,6 +72,10 @@ class ModelRepository:
             raise errors.ModelNotReady(name, reason if state != ModelState.READY else "")
         return model
 
+    def has_model(self, name: str) -> bool:
+        """Whether ``name`` is known here, loaded or not."""
+        return name in self._models or name in self._states
+
     def get_models(self) -> dict[str, Model]:
         return dict(self._models)
 

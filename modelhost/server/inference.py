@@ -19,6 +19,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
+from prometheus_client import Histogram
+
 from modelhost.model.model import Model
 from modelhost.server.batcher import Batcher
 from modelhost.server.metrics import Metrics
@@ -61,11 +63,15 @@ class StepRunner:
             await batcher.close()
 
     async def _timed(
-        self, model: Model, method: Callable[..., Any], histogram: Any, args: tuple[Any, ...]
+        self,
+        model: Model,
+        method: Callable[..., Any],
+        histogram: Histogram,
+        args: tuple[Any, ...],
     ) -> Any:
         started = time.perf_counter()
         result = await self.call(method, *args)
-        histogram.labels(model.name).observe(time.perf_counter() - started)
+        self._metrics.observe_step(histogram, model.name, time.perf_counter() - started)
         return result
 
     async def call(self, method: Callable[..., Any], *args: Any) -> Any:

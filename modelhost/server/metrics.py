@@ -8,6 +8,7 @@ and ``endpoint`` labels; KServe's step histograms keep KServe's names and its si
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition, values
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -52,6 +53,11 @@ class Metrics:
             self.registry = CollectorRegistry()
         else:
             self.registry = registry if registry is not None else CollectorRegistry()
+        # prometheus-client's labels() costs microseconds per call; the hot path looks
+        # children up here instead. Callers pass only known model names, which bounds it.
+        self._request_counters: dict[tuple[str, str, str, str], Any] = {}
+        self._request_durations: dict[tuple[str, str, str], Any] = {}
+        self._step_children: dict[tuple[int, str], Any] = {}
         labels = ("model", "protocol", "endpoint")
         self.requests = Counter(
             "modelhost_requests",
@@ -106,6 +112,28 @@ class Metrics:
         self.explain = Histogram(
             "request_explain_seconds", "explain request latency", step, registry=self.registry
         )
+
+    def observe_request(
+        self, model: str, protocol: str, endpoint: str, status: str | int, seconds: float
+    ) -> None:
+        """Count one finished request and its latency (the hot path: children are cached)."""
+        key = (model, protocol, endpoint, str(status))
+        counter = self._request_counters.get(key)
+        if counter is None:
+            counter = self._request_counters[key] = self.requests.labels(*key)
+        counter.inc()
+        duration = self._request_durations.get(key[:3])
+        if duration is None:
+            duration = self._request_durations[key[:3]] = self.request_duration.labels(*key[:3])
+        duration.observe(seconds)
+
+    def observe_step(self, histogram: Histogram, model: str, seconds: float) -> None:
+        """Record one model step (preprocess, predict, ...) in one of KServe's histograms."""
+        key = (id(histogram), model)
+        child = self._step_children.get(key)
+        if child is None:
+            child = self._step_children[key] = histogram.labels(model)
+        child.observe(seconds)
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The metrics in the format ``accept`` asks for (Prometheus text by default)."""

@@ -91,9 +91,10 @@ class InferenceServicer:
         self.in_flight = metrics.in_flight.labels(PROTOCOL)
 
     def observe(self, model: str, endpoint: str, status: str, started: float) -> None:
-        self.metrics.requests.labels(model, PROTOCOL, endpoint, status).inc()
-        self.metrics.request_duration.labels(model, PROTOCOL, endpoint).observe(
-            time.perf_counter() - started
+        if model and not self.dataplane.repository.has_model(model):
+            model = ""  # an unknown name from a client must not grow the label set
+        self.metrics.observe_request(
+            model, PROTOCOL, endpoint, status, time.perf_counter() - started
         )
 
     # -- health and metadata -------------------------------------------------------

@@ -145,8 +145,11 @@ class HttpApp:
             gauge.dec()
         await _send(send, response, method)
         elapsed = time.perf_counter() - started
-        self.metrics.requests.labels(model, route.protocol, route.endpoint, response.status).inc()
-        self.metrics.request_duration.labels(model, route.protocol, route.endpoint).observe(elapsed)
+        if model and not self.dataplane.repository.has_model(model):
+            model = ""  # an unknown name from a client must not grow the label set
+        self.metrics.observe_request(
+            model, route.protocol, route.endpoint, response.status, elapsed
+        )
         if self.settings.access_log:
             client = scope.get("client") or ("-", 0)
             access_logger.info(
