@@ -95,13 +95,12 @@ class Batcher:
         max_wait = self.settings.max_latency_ms / 1000.0
         carry: _Item | None = None
         while True:
-            await self._slots.acquire()
-            try:
-                first = carry if carry is not None else await queue.get()
-            except BaseException:
-                self._slots.release()
-                raise
+            first = carry if carry is not None else await queue.get()
             carry = None
+            # The slot is shared by every shape key of the model, so it is taken only with
+            # a request in hand: an idle key must never hold it. Requests that queue while
+            # this waits for the slot join the batch below.
+            await self._slots.acquire()
             batch = [first]
             rows = first.rows
             deadline = batch[0].queued_at + max_wait

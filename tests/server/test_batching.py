@@ -171,3 +171,24 @@ def test_random_mix_under_load(server: RunningServer, model: BatchRecordingModel
         )
     for index, (status, body) in results.items():
         check_v2(index, status, body)
+
+
+def test_an_idle_shape_never_blocks_another(
+    server: RunningServer, model: BatchRecordingModel
+) -> None:
+    # FP32 rows of 3, then FP64 rows of 3 (v1), then rows of 5: three shape keys in turn,
+    # each queue idle once its request is done. None may wait on another's slot.
+    for _ in range(2):
+        status, body = call_v2(server.http_url, 0)
+        check_v2(0, status, body)
+        response = httpx.post(
+            f"{server.http_url}/v1/models/batched:predict",
+            json={"instances": [[1.0, 2.0, 3.0]]},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        wide = {
+            "inputs": [{"name": "x", "shape": [1, 5], "datatype": "FP32", "data": [1, 2, 3, 4, 5]}]
+        }
+        response = httpx.post(f"{server.http_url}/v2/models/batched/infer", json=wide, timeout=10)
+        assert response.status_code == 200

@@ -1,0 +1,562 @@
+"""Times modelhost against KServe, MLServer and the minimal servers, in one run.
+
+Each server runs alone, pinned to core 0, with the load generator (wrk for REST, h2load
+for gRPC) pinned to core 1, on loopback. Every load is checked for a correct answer
+first, warmed up, then measured. The results go to OUT (default bench/results/<UTC
+time>): results.csv (one row per load), servers.csv (startup and memory) and
+results.md (the tables and the target ratios). Run bench/setup.sh once first.
+
+    python3 bench/run.py                      # every scenario
+    python3 bench/run.py iris                 # one scenario: iris, tensor or mlp
+    DUR=10 WARM=3 PASSES=2 python3 bench/run.py
+
+Needs only the standard library (and ../shared/bench/benchlib.py for /proc sampling).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHARED = Path(os.environ.get("SHARED", ROOT.parent / "shared" / "bench")).resolve()
+sys.path.insert(0, str(SHARED))
+import benchlib  # noqa: E402  (the shared harness's /proc and output parsers)
+
+PEERS = Path(os.environ.get("PEERS", "/tmp/peers"))
+DUR = int(os.environ.get("DUR", "10"))
+WARM = int(os.environ.get("WARM", "3"))
+PASSES = int(os.environ.get("PASSES", "1"))
+CONNS = [int(c) for c in os.environ.get("CONNS", "1 8 64").split()]
+SERVER_CPU, LOAD_CPU = os.environ.get("SERVER_CPU", "0"), os.environ.get("LOAD_CPU", "1")
+HTTP = "http://127.0.0.1:8080"
+GRPC_URL = "http://127.0.0.1:8081/inference.GRPCInferenceService/ModelInfer"
+IRIS = PEERS / "models" / "iris"
+BODIES = PEERS / "bodies"
+MODELHOST = str(PEERS / "modelhost" / "bin" / "modelhost")
+KSERVE_PY = str(PEERS / "kserve" / "bin" / "python")
+MODELS = str(HERE / "models")
+
+
+@dataclass
+class Load:
+    proto: str  # v1 | v2 | grpc | tensor-json | tensor-bin | mlp
+    conns: list[int]
+
+
+@dataclass
+class Server:
+    name: str
+    cmd: list[str]
+    loads: list[Load]
+    ready: str = f"{HTTP}/v2/models/iris/ready"
+    env: dict[str, str] = field(default_factory=dict)
+    model: str = "iris"
+
+
+def mh(*args: str) -> list[str]:
+    return [
+        MODELHOST,
+        "serve",
+        *args,
+        "--host",
+        "127.0.0.1",
+        "--http_port",
+        "8080",
+        "--grpc_port",
+        "8081",
+    ]
+
+
+def iris_loads(protos: str) -> list[Load]:
+    return [Load(p, CONNS) for p in protos.split()]
+
+
+def servers(scenario: str) -> list[Server]:
+    mlserver_env = {
+        "MLSERVER_HOST": "127.0.0.1",
+        "MLSERVER_HTTP_PORT": "8080",
+        "MLSERVER_GRPC_PORT": "8081",
+        "MLSERVER_METRICS_PORT": "8082",
+    }
+    kserve_iris = [
+        KSERVE_PY,
+        str(SHARED / "kserve_sklearn.py"),
+        "--model_name",
+        "iris",
+        "--model_dir",
+        str(IRIS),
+    ]
+    if scenario == "iris":
+        return [
+            Server("modelhost", mh(str(IRIS), "--name", "iris"), iris_loads("v1 v2 grpc")),
+            Server(
+                "modelhost-batch",
+                mh(str(IRIS), "--name", "iris", "--max_batch_size", "64"),
+                iris_loads("v1 v2 grpc"),
+            ),
+            Server("kserve", kserve_iris, iris_loads("v1 v2 grpc")),
+            Server(
+                "mlserver",
+                [str(PEERS / "mlserver/bin/mlserver"), "start", str(IRIS)],
+                iris_loads("v2 grpc"),
+                env=mlserver_env,
+            ),
+            Server(
+                "mlserver-tuned",
+                [str(PEERS / "mlserver-ht/bin/mlserver"), "start", str(IRIS)],
+                iris_loads("v2 grpc"),
+                env={**mlserver_env, "MLSERVER_PARALLEL_WORKERS": "0", "MLSERVER_DEBUG": "false"},
+            ),
+            Server(
+                "uvicorn-min",
+                [
+                    str(PEERS / "asgi/bin/uvicorn"),
+                    "asgi_min:app",
+                    "--app-dir",
+                    str(SHARED),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "8080",
+                    "--http",
+                    "httptools",
+                    "--loop",
+                    "uvloop",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                iris_loads("v1 v2"),
+                ready=f"{HTTP}/",
+            ),
+            Server(
+                "grpc-min",
+                [KSERVE_PY, str(SHARED / "grpc_min.py"), "8081"],
+                iris_loads("grpc"),
+                ready="grpc",
+            ),
+        ]
+    if scenario == "tensor":
+        tensor = [Load("tensor-json", [1, 8]), Load("tensor-bin", [1, 8])]
+        return [
+            Server(
+                "modelhost",
+                mh(
+                    MODELS,
+                    "--model-class",
+                    "bench_models:TensorMean",
+                    "--name",
+                    "tensor",
+                    "--max_request_bytes",
+                    str(64 << 20),
+                ),
+                tensor,
+                ready=f"{HTTP}/v2/models/tensor/ready",
+                model="tensor",
+            ),
+            Server(
+                "kserve",
+                [
+                    KSERVE_PY,
+                    f"{MODELS}/bench_models.py",
+                    "--model_name",
+                    "tensor",
+                    "--kind",
+                    "tensor",
+                    "--configure_logging",
+                    "false",
+                    "--enable_latency_logging",
+                    "false",
+                ],
+                tensor,
+                ready=f"{HTTP}/v2/models/tensor/ready",
+                model="tensor",
+            ),
+        ]
+    if scenario == "mlp":
+        mlp = [Load("mlp", CONNS)]
+        return [
+            Server(
+                "modelhost",
+                mh(MODELS, "--model-class", "bench_models:MLP", "--name", "mlp"),
+                mlp,
+                ready=f"{HTTP}/v2/models/mlp/ready",
+                model="mlp",
+            ),
+            Server(
+                "modelhost-batch",
+                mh(
+                    MODELS,
+                    "--model-class",
+                    "bench_models:MLP",
+                    "--name",
+                    "mlp",
+                    "--max_batch_size",
+                    "64",
+                ),
+                mlp,
+                ready=f"{HTTP}/v2/models/mlp/ready",
+                model="mlp",
+            ),
+            Server(
+                "kserve",
+                [
+                    KSERVE_PY,
+                    f"{MODELS}/bench_models.py",
+                    "--model_name",
+                    "mlp",
+                    "--kind",
+                    "mlp",
+                    "--configure_logging",
+                    "false",
+                    "--enable_latency_logging",
+                    "false",
+                ],
+                mlp,
+                ready=f"{HTTP}/v2/models/mlp/ready",
+                model="mlp",
+            ),
+        ]
+    raise SystemExit(f"unknown scenario {scenario!r}: iris, tensor or mlp")
+
+
+# -- running one server ------------------------------------------------------------------
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_ready(server: Server, process: subprocess.Popen[bytes], timeout: float = 90) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited at start")
+        try:
+            if server.ready == "grpc":
+                if port_open(8081) and grpc_answer():
+                    return time.perf_counter() - started
+            else:
+                with urllib.request.urlopen(server.ready, timeout=1) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - started
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{server.name} not ready after {timeout}s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    pids = benchlib.tree(process.pid)
+    process.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(30)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, 9)
+    for _ in range(100):
+        if not (port_open(8080) or port_open(8081)):
+            return
+        time.sleep(0.1)
+
+
+def grpc_answer() -> bytes:
+    run = subprocess.run(
+        [
+            "nghttp",
+            "-H",
+            ":method: POST",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "-d",
+            str(PEERS / "infer_body.bin"),
+            GRPC_URL,
+        ],
+        capture_output=True,
+        timeout=10,
+    )
+    return run.stdout if run.returncode == 0 else b""
+
+
+# -- one load ----------------------------------------------------------------------------
+
+
+def request_of(proto: str, model: str) -> tuple[str, dict[str, str]]:
+    """The URL and the environment of the wrk Lua script for a REST load."""
+    if proto == "v1":
+        return f"{HTTP}/v1/models/{model}:predict", {"LUA": str(SHARED / "v1.lua")}
+    if proto == "v2":
+        return f"{HTTP}/v2/models/{model}/infer", {"LUA": str(SHARED / "v2.lua")}
+    lua = str(HERE / "lua" / "body.lua")
+    if proto == "tensor-json":
+        return f"{HTTP}/v2/models/{model}/infer", {
+            "LUA": lua,
+            "BODY_FILE": str(BODIES / "tensor.json"),
+        }
+    if proto == "tensor-bin":
+        header = (BODIES / "tensor.bin.header").read_text().strip()
+        return f"{HTTP}/v2/models/{model}/infer", {
+            "LUA": lua,
+            "BODY_FILE": str(BODIES / "tensor.bin"),
+            "BODY_HEADER": header,
+        }
+    if proto == "mlp":
+        return f"{HTTP}/v2/models/{model}/infer", {
+            "LUA": lua,
+            "BODY_FILE": str(BODIES / "mlp.json"),
+        }
+    raise ValueError(proto)
+
+
+def verify(proto: str, model: str, constant: bool = False) -> bool:
+    """One request answered with the expected content (checked before and after load)."""
+    if proto == "grpc":
+        return len(grpc_answer()) > 5
+    url, env = request_of(proto, model)
+    if "BODY_FILE" in env:
+        body = Path(env["BODY_FILE"]).read_bytes()
+        headers = {"Content-Type": "application/json"}
+        if env.get("BODY_HEADER"):
+            headers = {
+                "Inference-Header-Content-Length": env["BODY_HEADER"],
+                "Content-Type": "application/octet-stream",
+            }
+    else:
+        text = Path(env["LUA"]).read_text()
+        body = text.split("wrk.body = '", 1)[1].rsplit("'", 1)[0].encode()
+        headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.loads(response.read())
+    if proto == "v1" or constant:  # the minimal servers answer {"predictions": [1]}
+        return answer.get("predictions") == [1]
+    outputs = answer.get("outputs") or []
+    if proto == "v2":
+        return len(outputs) == 1 and outputs[0].get("data") == [1]
+    return bool(outputs) and len(outputs[0].get("data") or []) >= 1
+
+
+def measure(server: Server, pid: int, proto: str, conns: int, raw: Path) -> dict[str, object]:
+    if proto == "grpc":
+        good = len(grpc_answer())
+        base = [
+            "taskset",
+            "-c",
+            LOAD_CPU,
+            "h2load",
+            "-t1",
+            f"-c{conns}",
+            "-m1",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "-d",
+            str(PEERS / "infer_body.bin"),
+        ]
+        subprocess.run([*base, "-D", str(WARM), GRPC_URL], capture_output=True)
+        before = benchlib.snap(pid)
+        log = raw.with_suffix(".log")
+        out = subprocess.run(
+            [*base, "-D", str(DUR), f"--log-file={log}", GRPC_URL], capture_output=True, text=True
+        ).stdout
+        after = benchlib.snap(pid)
+        raw.write_text(out)
+        rps, p50, p99, n, non2, err, ok = benchlib.h2(str(raw), str(log), good).split()
+        log.unlink()
+    else:
+        url, env = request_of(proto, server.model)
+        base = [
+            "taskset",
+            "-c",
+            LOAD_CPU,
+            "wrk",
+            "-t1",
+            f"-c{conns}",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            env["LUA"],
+        ]
+        run_env = {**os.environ, **env}
+        subprocess.run([*base, f"-d{WARM}s", url], capture_output=True, env=run_env)
+        before = benchlib.snap(pid)
+        out = subprocess.run(
+            [*base, f"-d{DUR}s", url], capture_output=True, text=True, env=run_env
+        ).stdout
+        after = benchlib.snap(pid)
+        raw.write_text(out)
+        rps, p50, p99, n, non2, err = benchlib.wrk(str(raw)).split()
+        ok = "-"
+    cpu, busy, steal = benchlib.delta(before, after, n).split()
+    return {
+        "rps": float(rps),
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
+        "requests": int(n),
+        "non2xx": int(non2),
+        "errors": int(err),
+        "payload_ok": ok,
+        "cpu_us_per_req": float(cpu),
+        "core0_busy_pct": float(busy),
+        "steal_pct": float(steal),
+    }
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+def run_server(server: Server, scenario: str, run: int, out: Path) -> tuple[dict, list[dict]]:
+    log = (out / "logs" / f"{scenario}-{server.name}-p{run}.log").open("wb")
+    workdir = PEERS / "run"
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **server.env, "PYTHONPATH": MODELS}
+    process = subprocess.Popen(
+        ["taskset", "-c", SERVER_CPU, *server.cmd],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    rows: list[dict] = []
+    info: dict[str, object] = {"pass": run, "scenario": scenario, "server": server.name}
+    try:
+        info["startup_s"] = round(wait_ready(server, process), 2)
+        time.sleep(3)
+        info["idle_rss_mib"] = round(benchlib.rss(process.pid) / 1024)
+        info["processes"] = len(benchlib.tree(process.pid))
+        for load in server.loads:
+            if not verify(load.proto, server.model, server.name.endswith("-min")):
+                print(f"  VERIFY FAILED {server.name} {load.proto}", flush=True)
+                continue
+            for conns in load.conns:
+                raw = out / "raw" / f"{scenario}-{server.name}-p{run}-{load.proto}-c{conns}.txt"
+                row = {
+                    "pass": run,
+                    "scenario": scenario,
+                    "server": server.name,
+                    "proto": load.proto,
+                    "conns": conns,
+                }
+                row.update(measure(server, process.pid, load.proto, conns, raw))
+                rows.append(row)
+                print(
+                    f"  {server.name} {load.proto} c={conns}: {row['rps']:.0f} req/s "
+                    f"p50={row['p50_ms']}ms p99={row['p99_ms']}ms "
+                    f"cpu/req={row['cpu_us_per_req']}us "
+                    f"non2xx={row['non2xx']} err={row['errors']}",
+                    flush=True,
+                )
+            if not verify(load.proto, server.model, server.name.endswith("-min")):
+                print(f"  POST-LOAD VERIFY FAILED {server.name} {load.proto}", flush=True)
+        info["loaded_rss_mib"] = round(benchlib.rss(process.pid) / 1024)
+    except Exception as exc:  # one server failing must not lose the others' results
+        print(f"  {server.name} FAILED: {exc}", flush=True)
+        info["error"] = str(exc)
+    finally:
+        stop(process)
+        log.close()
+    return info, rows
+
+
+def main() -> None:
+    scenarios = sys.argv[1:] or ["iris", "tensor", "mlp"]
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = Path(os.environ.get("OUT", HERE / "results" / stamp))
+    (out / "raw").mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(exist_ok=True)
+    for needed in ("wrk", "h2load", "nghttp", "taskset"):
+        if shutil.which(needed) is None:
+            raise SystemExit(f"{needed} is missing: run bench/setup.sh first")
+    if port_open(8080) or port_open(8081):
+        raise SystemExit("ports 8080/8081 are busy")
+    all_rows, all_servers = [], []
+    for run in range(1, PASSES + 1):
+        for scenario in scenarios:
+            for server in servers(scenario):
+                print(f"== pass {run} {scenario}: {server.name}", flush=True)
+                info, rows = run_server(server, scenario, run, out)
+                all_servers.append(info)
+                all_rows.extend(rows)
+    write_csv(out / "results.csv", all_rows)
+    write_csv(out / "servers.csv", all_servers)
+    (out / "env.txt").write_text(environment())
+    sys.path.insert(0, str(HERE))
+    import report
+
+    (out / "results.md").write_text(report.render(all_rows, all_servers, environment()))
+    print(f"results in {out}")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def environment() -> str:
+    def version(cmd: list[str]) -> str:
+        try:
+            return (
+                subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
+            )
+        except (OSError, IndexError):
+            return "?"
+
+    pins = {}
+    for venv in ("modelhost", "kserve", "mlserver-ht", "asgi"):
+        pip = PEERS / venv / "bin" / "pip"
+        freeze = subprocess.run([str(pip), "freeze"], capture_output=True, text=True).stdout
+        keep = (
+            "kserve==",
+            "mlserver==",
+            "scikit-learn==",
+            "numpy==",
+            "uvicorn==",
+            "grpcio==",
+            "torch==",
+            "httptools==",
+            "uvloop==",
+            "orjson==",
+            "msgspec==",
+            "protobuf==",
+        )
+        pins[venv] = " ".join(line for line in freeze.splitlines() if line.startswith(keep))
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    lines = [
+        f"date_utc: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
+        f"cpu: {cpu} x {os.cpu_count()}",
+        f"kernel: {os.uname().release}",
+        f"wrk: {version(['wrk', '-v'])}",
+        f"h2load: {version(['h2load', '--version'])}",
+        f"config: DUR={DUR} WARM={WARM} PASSES={PASSES} CONNS={CONNS} server_cpu={SERVER_CPU} "
+        f"load_cpu={LOAD_CPU}",
+        *(f"venv {k}: {v}" for k, v in pins.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
