@@ -106,6 +106,17 @@ def servers(scenario: str) -> list[Server]:
                 mh(str(IRIS), "--name", "iris", "--max_batch_size", "64"),
                 iris_loads("v1 v2 grpc"),
             ),
+            # Opt-in: sync predict runs on the event loop once it has proven fast (< 1 ms).
+            Server(
+                "modelhost-inline",
+                mh(str(IRIS), "--name", "iris", "--inline_below_ms", "1"),
+                iris_loads("v1 v2 grpc"),
+            ),
+            Server(
+                "modelhost-batch-inline",
+                mh(str(IRIS), "--name", "iris", "--max_batch_size", "64", "--inline_below_ms", "1"),
+                iris_loads("v1 v2 grpc"),
+            ),
             Server("kserve", kserve_iris, iris_loads("v1 v2 grpc")),
             Server(
                 "mlserver",

@@ -55,6 +55,9 @@ class ServerSettings:
     # Adaptive batching for every model that sets none of its own (< 2 turns it off).
     max_batch_size: int = 0
     max_latency_ms: float = 0.0
+    # Opt-in: sync model steps whose moving mean is below this many ms run on the event
+    # loop instead of the thread pool. 0 keeps every sync step off the loop.
+    inline_below_ms: float = 0.0
     enable_docs: bool = True
     access_log: bool = False
     log_level: str = "info"
@@ -176,6 +179,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="adaptive batching: longest wait to fill a batch (0: none)",
+    )
+    group.add_argument(
+        "--inline_below_ms",
+        "--inline-below-ms",
+        dest="inline_below_ms",
+        type=float,
+        default=None,
+        help="run sync model steps faster than this on the event loop (0: never)",
     )
     group.add_argument(
         "--enable_docs_url",

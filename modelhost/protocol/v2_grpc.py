@@ -85,7 +85,7 @@ def request_from_proto(message: Any) -> InferRequest:
         model_version=message.model_version or None,
     )
     # A request that came with raw contents gets raw contents back.
-    request._use_raw_outputs = raw
+    request._use_raw_outputs = bool(raw)
     return request
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from modelhost import errors
 from modelhost.model.model import Model
-from modelhost.runtimes import lightgbm, sklearn, xgboost
+from modelhost.runtimes import lightgbm, model_settings, sklearn, xgboost
 from modelhost.runtimes._common import listing, matches, truthy
 from modelhost.runtimes.custom import build_custom_model
 
@@ -116,8 +116,16 @@ def build_model(
                 f"--model-class {model_class} serves a custom model, not runtime {runtime!r}."
             )
         settings["model_class"] = model_class
-        return _custom(name, path, settings)
+        model = _custom(name, path, settings)
+        return _with_settings_file(model, path) if path.exists() else model
     if not path.exists():
         raise errors.ModelLoadError(f"Model path {path} does not exist.")
     chosen = get_runtime(runtime) if runtime else get_runtime(detect_runtime(path))
-    return chosen.factory(name, path, settings)
+    return _with_settings_file(chosen.factory(name, path, settings), path)
+
+
+def _with_settings_file(model: Model, path: Path) -> Model:
+    batching = model_settings.read_batching(path)
+    if batching is not None:
+        model.batching = batching
+    return model

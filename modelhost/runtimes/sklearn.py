@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 
 from modelhost import errors
-from modelhost.model.model import Model
-from modelhost.model.payload import get_predict_input, get_predict_response
+from modelhost.model.payload import get_predict_response
 from modelhost.protocol import datatypes
 from modelhost.protocol.infer_type import InferRequest, InferResponse
-from modelhost.runtimes._common import input_error, single_model_file, truthy
+from modelhost.runtimes._common import single_model_file, truthy
+from modelhost.runtimes._framework import FrameworkModel
 
 __all__ = ["PATTERNS", "PREDICT_PROBA", "SKLearnModel"]
 
@@ -22,7 +22,7 @@ PATTERNS = ("*.joblib", "*.pkl", "*.pickle")
 PREDICT_PROBA = "predict_proba"
 
 
-class SKLearnModel(Model):
+class SKLearnModel(FrameworkModel):
     """A scikit-learn estimator (or pipeline) saved with joblib or pickle.
 
     ``predict`` calls the estimator's ``predict``, or ``predict_proba`` when the model was
@@ -36,11 +36,11 @@ class SKLearnModel(Model):
     Loading unpickles the file, which runs code from it: serve only model files you trust.
     """
 
+    platform_name = "sklearn"
+
     def __init__(self, name: str, model_dir: str | Path, predict_proba: bool = False) -> None:
-        super().__init__(name)
-        self.model_dir = Path(model_dir)
+        super().__init__(name, model_dir)
         self.predict_proba = predict_proba
-        self._model: Any = None
 
     def load(self) -> bool:
         path = single_model_file(self.model_dir, PATTERNS, "sklearn")
@@ -51,57 +51,41 @@ class SKLearnModel(Model):
             raise errors.ModelLoadError(
                 f"predict_proba was asked for, but {type(model).__name__} in {path} has none."
             )
-        self._model = model
+        self._estimator = model
         self.ready = True
         return self.ready
 
-    def unload(self) -> None:
-        self._model = None
-        super().unload()
+    def _compute(self, estimator: Any, x: Any, payload: Any) -> Any:
+        if self.predict_proba or _asks_for_proba(payload):
+            if not hasattr(estimator, PREDICT_PROBA):
+                raise errors.InvalidInput(
+                    f"Model {self.name} ({type(estimator).__name__}) does not support "
+                    "predict_proba."
+                )
+            return estimator.predict_proba(x)
+        return estimator.predict(x)
 
-    def predict(
-        self,
-        payload: Any,
-        headers: dict[str, str] | None = None,
-        response_headers: dict[str, str] | None = None,
-    ) -> Any:
-        model = self._model
-        if model is None:
-            raise errors.ModelNotReady(self.name)
-        proba = self.predict_proba or _asks_for_proba(payload)
-        if proba and not hasattr(model, PREDICT_PROBA):
-            raise errors.InvalidInput(
-                f"Model {self.name} ({type(model).__name__}) does not support predict_proba."
-            )
-        x = get_predict_input(payload)
-        try:
-            result = model.predict_proba(x) if proba else model.predict(x)
-        except (ValueError, TypeError) as exc:
-            raise input_error(exc) from exc
+    def _respond(self, payload: Any, result: Any) -> Any:
         response = get_predict_response(payload, result, self.name)
         if isinstance(response, InferResponse) and _names_proba_output(payload):
             response.outputs[0].name = PREDICT_PROBA
         return response
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        n_features = getattr(self._model, "n_features_in_", None)
+        n_features = getattr(self._estimator, "n_features_in_", None)
         if n_features is None:
             return []
         # scikit-learn computes in float64 whatever it is sent.
         return [{"name": "input-0", "datatype": "FP64", "shape": [-1, int(n_features)]}]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        classes = getattr(self._model, "classes_", None)
+        classes = getattr(self._estimator, "classes_", None)
         if classes is None:
             return []
         if self.predict_proba:
             return [{"name": "output-0", "datatype": "FP64", "shape": [-1, len(classes)]}]
         datatype = datatypes.datatype_of(np.asarray(classes))
         return [{"name": "output-0", "datatype": datatype, "shape": [-1]}]
-
-    @property
-    def platform(self) -> str:
-        return "sklearn"
 
 
 def _unpickle(path: Path) -> Any:

@@ -9,14 +9,8 @@ from typing import Any
 import numpy as np
 
 from modelhost import errors
-from modelhost.model.model import Model
-from modelhost.model.payload import get_predict_input, get_predict_response
-from modelhost.runtimes._common import (
-    import_framework,
-    input_error,
-    native_message,
-    single_model_file,
-)
+from modelhost.runtimes._common import import_framework, native_message, single_model_file
+from modelhost.runtimes._framework import FrameworkModel
 
 __all__ = ["PATTERNS", "XGBoostModel"]
 
@@ -25,18 +19,18 @@ PATTERNS = ("*.json", "*.ubj", "*.bst")
 _NAMED_FORMATS = (".json", ".ubj")
 
 
-class XGBoostModel(Model):
+class XGBoostModel(FrameworkModel):
     """An XGBoost ``Booster``; ``nthread`` threads per prediction (KServe's default: 1).
 
     The reply is what ``Booster.predict`` returns: class probabilities for
     ``multi:softprob``, a score per row for the other objectives.
     """
 
+    platform_name = "xgboost"
+
     def __init__(self, name: str, model_dir: str | Path, nthread: int = 1) -> None:
-        super().__init__(name)
-        self.model_dir = Path(model_dir)
+        super().__init__(name, model_dir)
         self.nthread = nthread
-        self._booster: Any = None
         self._xgb: Any = None
         self._outputs: list[dict[str, Any]] = []
 
@@ -53,48 +47,27 @@ class XGBoostModel(Model):
         except Exception as exc:
             raise errors.ModelLoadError(f"Cannot load {path}: {native_message(exc)}") from exc
         self._xgb = xgb
-        self._booster = booster
+        self._estimator = booster
         self._outputs = _output_types(booster)
         self.ready = True
         return self.ready
 
-    def unload(self) -> None:
-        self._booster = None
-        super().unload()
-
-    def predict(
-        self,
-        payload: Any,
-        headers: dict[str, str] | None = None,
-        response_headers: dict[str, str] | None = None,
-    ) -> Any:
-        booster = self._booster
-        if booster is None:
-            raise errors.ModelNotReady(self.name)
-        x = get_predict_input(payload)
-        try:
-            # inplace_predict skips building a DMatrix; it takes arrays and DataFrames only.
-            if isinstance(x, np.ndarray) or hasattr(x, "columns"):
-                result = booster.inplace_predict(x)
-            else:
-                result = booster.predict(self._xgb.DMatrix(x, nthread=self.nthread))
-        except (ValueError, TypeError) as exc:  # XGBoostError is a ValueError
-            raise input_error(exc) from exc
-        return get_predict_response(payload, result, self.name)
+    def _compute(self, estimator: Any, x: Any, payload: Any) -> Any:
+        # inplace_predict skips building a DMatrix; it takes arrays and DataFrames only.
+        # (XGBoostError, raised for a wrong feature count, is a ValueError.)
+        if isinstance(x, np.ndarray) or hasattr(x, "columns"):
+            return estimator.inplace_predict(x)
+        return estimator.predict(self._xgb.DMatrix(x, nthread=self.nthread))
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        if self._booster is None:
+        if self._estimator is None:
             return []
         # XGBoost computes in float32 whatever it is sent.
-        shape = [-1, int(self._booster.num_features())]
+        shape = [-1, int(self._estimator.num_features())]
         return [{"name": "input-0", "datatype": "FP32", "shape": shape}]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return list(self._outputs) if self._booster is not None else []
-
-    @property
-    def platform(self) -> str:
-        return "xgboost"
+        return list(self._outputs) if self._estimator is not None else []
 
 
 def _output_types(booster: Any) -> list[dict[str, Any]]:

@@ -127,7 +127,7 @@ class ModelServer:
         self._stop = asyncio.Event()
         executor = ThreadPoolExecutor(settings.max_threads, thread_name_prefix="modelhost-model")
         batching = BatchSettings(settings.max_batch_size, settings.max_latency_ms)
-        runner = StepRunner(executor, self.metrics, batching)
+        runner = StepRunner(executor, self.metrics, batching, settings.inline_below_ms)
         for model in models:
             if not model.ready:
                 await runner.call(model.load)

@@ -135,3 +135,19 @@ def test_importing_runtimes_imports_no_framework() -> None:
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_model_settings_file_sets_batching(tmp_path: Path) -> None:
+    (tmp_path / "model.joblib").write_bytes(b"")  # detection only; nothing is loaded
+    (tmp_path / "model-settings.json").write_text(
+        '{"name": "iris", "max_batch_size": 32, "max_batch_time": 0.005}'
+    )
+    model = build_model(tmp_path, "iris")
+    assert model.batching is not None
+    assert model.batching.max_batch_size == 32
+    assert model.batching.max_latency_ms == pytest.approx(5.0)
+    (tmp_path / "model-settings.json").write_text('{"max_batch_size": "many"}')
+    with pytest.raises(errors.ModelLoadError, match="bad batching setting"):
+        build_model(tmp_path, "iris")
+    (tmp_path / "model-settings.json").write_text('{"name": "iris"}')
+    assert build_model(tmp_path, "iris").batching is None
