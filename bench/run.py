@@ -285,18 +285,24 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.1)
 
 
+# The gRPC ModelInfer request both nghttp (checks) and h2load (load) send.
+GRPC_REQUEST = [
+    "-H",
+    "content-type: application/grpc",
+    "-H",
+    "te: trailers",
+    "-d",
+    str(PEERS / "infer_body.bin"),
+]
+
+
 def grpc_answer() -> bytes:
     run = subprocess.run(
         [
             "nghttp",
             "-H",
             ":method: POST",
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
-            "-d",
-            str(PEERS / "infer_body.bin"),
+            *GRPC_REQUEST,
             GRPC_URL,
         ],
         capture_output=True,
@@ -374,12 +380,7 @@ def measure(server: Server, pid: int, proto: str, conns: int, raw: Path) -> dict
             "-t1",
             f"-c{conns}",
             "-m1",
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
-            "-d",
-            str(PEERS / "infer_body.bin"),
+            *GRPC_REQUEST,
         ]
         subprocess.run([*base, "-D", str(WARM), GRPC_URL], capture_output=True)
         before = benchlib.snap(pid)
