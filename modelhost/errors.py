@@ -12,6 +12,10 @@ status codes themselves, they ask :func:`http_status` and :func:`grpc_status_nam
     ├── Unsupported                     501  UNIMPLEMENTED
     ├── InferenceError                  500  INTERNAL
     └── ModelLoadError                  500  INTERNAL
+        └── StorageError                500  INTERNAL   (a model's files could not be fetched)
+            ├── StorageNotFound         404  NOT_FOUND
+            ├── StorageAccessDenied     403  PERMISSION_DENIED
+            └── StorageUnreachable      503  UNAVAILABLE
 
 Python's own ``NotImplementedError`` maps to 501 / UNIMPLEMENTED (a model without an
 explainer raises it), and any other exception to 500 / INTERNAL.
@@ -28,6 +32,10 @@ __all__ = [
     "ModelhostError",
     "PayloadTooLarge",
     "ServerNotReady",
+    "StorageAccessDenied",
+    "StorageError",
+    "StorageNotFound",
+    "StorageUnreachable",
     "Unsupported",
     "error_message",
     "grpc_status_name",
@@ -106,6 +114,31 @@ class InferenceError(ModelhostError):
 
 class ModelLoadError(ModelhostError):
     """A model could not be loaded."""
+
+
+class StorageError(ModelLoadError):
+    """A model's files could not be fetched from its ``storageUri``."""
+
+
+class StorageNotFound(StorageError):
+    """The object, bucket, repository or tag named by the URI does not exist."""
+
+    status_code = 404
+    grpc_status = "NOT_FOUND"
+
+
+class StorageAccessDenied(StorageError):
+    """The store refused the credentials (or their absence)."""
+
+    status_code = 403
+    grpc_status = "PERMISSION_DENIED"
+
+
+class StorageUnreachable(StorageError):
+    """The store's endpoint did not answer (DNS, refused connection, time-out)."""
+
+    status_code = 503
+    grpc_status = "UNAVAILABLE"
 
 
 def http_status(exc: BaseException) -> int:

@@ -13,7 +13,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["BatchSettings", "ServerSettings", "add_server_arguments", "settings_from_args"]
+__all__ = [
+    "BatchSettings",
+    "ServerSettings",
+    "StorageSettings",
+    "add_server_arguments",
+    "settings_from_args",
+]
 
 ENV_PREFIX = "MODELHOST_"
 
@@ -80,6 +86,45 @@ class ServerSettings:
         return cls(**values)
 
     def replace(self, **changes: Any) -> ServerSettings:
+        return dataclasses.replace(self, **changes)
+
+
+def _default_cache_dir(env: Mapping[str, str]) -> str:
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "modelhost", "models")
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageSettings:
+    """Where models are fetched to, and the environment the storage clients read.
+
+    ``environ`` is a snapshot of the variables KServe's storage initializer reads
+    (``AWS_ACCESS_KEY_ID``, ``S3_ENDPOINT``, ``AZURE_STORAGE_ACCESS_KEY``, ``HF_TOKEN``, ...):
+    backends take credentials from it, never from ``os.environ`` directly.
+    """
+
+    # The content-addressed cache shared by every server and replica on the machine.
+    cache_dir: str = ""
+    # Where ``pvc://<claim>/<path>`` lives on this machine: ``<pvc_root>/<claim>/<path>``.
+    pvc_root: str = ""
+    # Progress bars while downloading: None shows them only on a terminal.
+    progress: bool | None = None
+    environ: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StorageSettings:
+        """``MODELHOST_CACHE_DIR``, ``MODELHOST_PVC_ROOT``, ``MODELHOST_PROGRESS`` and the
+        environment snapshot; the cache defaults to ``$XDG_CACHE_HOME/modelhost/models``."""
+        env = dict(os.environ if environ is None else environ)
+        progress = env.get(ENV_PREFIX + "PROGRESS")
+        return cls(
+            cache_dir=env.get(ENV_PREFIX + "CACHE_DIR") or _default_cache_dir(env),
+            pvc_root=env.get(ENV_PREFIX + "PVC_ROOT") or "/mnt/pvc",
+            progress=None if progress is None else _parse_bool(progress),
+            environ=env,
+        )
+
+    def replace(self, **changes: Any) -> StorageSettings:
         return dataclasses.replace(self, **changes)
 
 

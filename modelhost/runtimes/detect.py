@@ -16,15 +16,32 @@ from modelhost.runtimes.custom import build_custom_model
 __all__ = ["RUNTIMES", "Runtime", "build_model", "detect_runtime", "get_runtime"]
 
 Factory = Callable[[str, Path, Mapping[str, Any]], Model]
+Claim = Callable[[list[Path]], list[str]]
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """A runtime: its name, the model files it serves, and how to build its ``Model``."""
+    """A runtime: its name, the model files it serves, and how to build its ``Model``.
+
+    ``patterns`` are file-name globs that identify the runtime's model files. A folder
+    format (an MLflow ``MLmodel``, a Hugging Face ``config.json`` with weights) gives a
+    ``claim`` that returns the names of the files that identify it (empty if none) and a
+    higher ``priority``: when runtimes of several priorities match, the highest wins, so an
+    MLflow folder holding a ``model.pkl`` is MLflow's, not scikit-learn's. ``aliases`` are
+    other names users know it by (KServe's ``modelFormat`` names).
+    """
 
     name: str
     patterns: tuple[str, ...]
     factory: Factory
+    aliases: tuple[str, ...] = ()
+    priority: int = 0
+    claim: Claim | None = None
+
+    def matching(self, files: list[Path]) -> list[str]:
+        if self.claim is not None:
+            return self.claim(files)
+        return [p.name for p in files if matches(p, self.patterns)]
 
 
 def _sklearn(name: str, path: Path, options: Mapping[str, Any]) -> Model:
@@ -57,10 +74,12 @@ _REGISTRY: dict[str, Runtime] = {
 }
 
 RUNTIMES: tuple[str, ...] = tuple(_REGISTRY)
+_ALIASES = {alias: runtime for runtime in _REGISTRY.values() for alias in runtime.aliases}
 
 
 def get_runtime(name: str) -> Runtime:
-    runtime = _REGISTRY.get(name.strip().lower())
+    key = name.strip().lower()
+    runtime = _REGISTRY.get(key) or _ALIASES.get(key)
     if runtime is None:
         raise errors.ModelLoadError(
             f"Unknown runtime {name!r}: expected one of {', '.join(RUNTIMES)}."
@@ -76,9 +95,14 @@ def detect_runtime(model_dir: str | Path) -> str:
     path = Path(model_dir).expanduser()
     files = listing(path)
     found: dict[str, list[str]] = {}
+    best = 0
     for runtime in _REGISTRY.values():
-        names = [p.name for p in files if matches(p, runtime.patterns)]
+        names = runtime.matching(files)
         if names:
+            if found and runtime.priority < best:
+                continue
+            if runtime.priority > best:
+                found, best = {}, runtime.priority
             found[runtime.name] = names
     if len(found) == 1:
         return next(iter(found))
