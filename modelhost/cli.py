@@ -7,14 +7,21 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from modelhost import errors
+from modelhost import errors, storage
 from modelhost._version import __version__
-from modelhost.runtimes import detect
+from modelhost.model.repository import ModelRepository
+from modelhost.runtimes import detect, model_folder
 from modelhost.server.model_server import ModelServer, configure_logging
-from modelhost.settings import add_server_arguments, settings_from_args
+from modelhost.settings import (
+    ServerSettings,
+    StorageSettings,
+    add_server_arguments,
+    settings_from_args,
+)
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "runtime_options"]
 
 logger = logging.getLogger("modelhost.cli")
 
@@ -27,10 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
-        help="serve a model directory over REST and gRPC",
-        description="Serve one model over the Open Inference Protocol (v1, v2 REST, gRPC).",
+        help="serve a model (folder, file or storage URI) or a model repository folder",
+        description=(
+            "Serve models over the Open Inference Protocol (v1, v2 REST, gRPC): one model "
+            "(a folder, a file, or a storageUri such as s3://bucket/model, gs://, hf://, "
+            "oci://), or a model repository folder with one sub-folder per model."
+        ),
     )
-    serve.add_argument("model_dir", nargs="?", help="folder (or file) holding the model")
+    serve.add_argument(
+        "model_dir", nargs="?", help="model folder, file, storage URI, or repository folder"
+    )
     serve.add_argument(
         "--model_dir", "--model-dir", dest="model_dir_flag", default=None, help=argparse.SUPPRESS
     )
@@ -44,9 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--runtime",
-        choices=detect.RUNTIMES,
+        "--model_format",
+        "--model-format",
+        dest="runtime",
         default=None,
-        help="framework (default: detected from the files)",
+        help=f"framework: {', '.join(detect.RUNTIMES)} (default: detected from the files)",
     )
     serve.add_argument(
         "--model-class",
@@ -60,10 +75,65 @@ def build_parser() -> argparse.ArgumentParser:
         "--predict_proba",
         dest="predict_proba",
         action="store_true",
-        help="sklearn: return predict_proba",
+        help="sklearn, catboost: return predict_proba",
     )
+    _add_runtime_options(serve)
     add_server_arguments(serve)
     return parser
+
+
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """Runtime options (KServe's flag names where it has them); each runtime takes its own."""
+    group = parser.add_argument_group("runtime options")
+    group.add_argument("--task", default=None, help="huggingface: the task (detected)")
+    group.add_argument(
+        "--return_probabilities",
+        "--return-probabilities",
+        dest="return_probabilities",
+        action="store_true",
+        default=None,
+        help="huggingface: return class probabilities",
+    )
+    group.add_argument(
+        "--max_length",
+        "--max-length",
+        dest="max_length",
+        type=int,
+        default=None,
+        help="huggingface: longest input in tokens",
+    )
+    group.add_argument(
+        "--device", default=None, help="pytorch, huggingface: cpu, cuda or auto (cpu)"
+    )
+    group.add_argument(
+        "--nthread", type=int, default=None, help="threads per predict for native runtimes (1)"
+    )
+    group.add_argument(
+        "--option",
+        dest="extra_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other runtime option (repeatable)",
+    )
+
+
+_OPTION_FLAGS = ("predict_proba", "task", "return_probabilities", "max_length", "device", "nthread")
+
+
+def runtime_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The runtime options the command line gives (flags not given are left out)."""
+    options: dict[str, Any] = {}
+    for raw in args.extra_options:
+        key, sep, value = raw.partition("=")
+        if not sep or not key.strip():
+            raise errors.InvalidInput(f"--option takes KEY=VALUE, not {raw!r}.")
+        options[key.strip()] = value
+    for flag in _OPTION_FLAGS:
+        value = getattr(args, flag, None)
+        if value not in (None, False):
+            options[flag] = value
+    return options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,29 +146,78 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(settings.log_level)
-    model_dir = args.model_dir or args.model_dir_flag
-    if model_dir is None and args.model_class is None:
+    target = args.model_dir or args.model_dir_flag
+    if target is None and args.model_class is None:
         print("modelhost serve: give a model directory (or --model-class)", file=sys.stderr)
         return 2
-    path = Path(model_dir) if model_dir else Path.cwd()
-    name = args.name or (path.stem if path.is_file() else path.resolve().name)
-    options = {"predict_proba": True} if args.predict_proba else {}
     try:
+        options = runtime_options(args)
+        storage_settings = StorageSettings.from_env()
+        path = _local_path(target, storage_settings) if target else Path.cwd()
+        if target and args.model_class is None and model_folder.is_model_repository(path):
+            repository = _load_repository(path, options, settings, storage_settings)
+            ModelServer(settings=settings, registered_models=repository).start()
+            return 0
+        name = args.name or _default_name(target, path)
         model = detect.build_model(
             path, name, runtime=args.runtime, model_class=args.model_class, options=options
         )
-    except errors.ModelhostError as exc:
-        print(f"modelhost serve: {exc}", file=sys.stderr)
-        return 1
-    try:
         ModelServer(settings=settings).start([model])
-    except errors.ModelhostError as exc:
-        print(f"modelhost serve: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
+    except (errors.ModelhostError, OSError) as exc:
         print(f"modelhost serve: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _local_path(target: str, storage_settings: StorageSettings) -> Path:
+    """The local folder or file for a path or a storageUri (fetched into the cache)."""
+    if "://" in target:
+        return storage.download(target, storage_settings)
+    return Path(target).expanduser()
+
+
+def _default_name(target: str | None, path: Path) -> str:
+    """The folder's (or file's) name, or the last part of a storageUri."""
+    if target and "://" in target:
+        last = target.rstrip("/").rsplit("/", 1)[-1]
+        last = last.split("@", 1)[0].split(":", 1)[0]
+        return Path(last).stem or path.name
+    return path.stem if path.is_file() else path.resolve().name
+
+
+def _load_repository(
+    root: Path,
+    options: dict[str, Any],
+    settings: ServerSettings,
+    storage_settings: StorageSettings,
+) -> ModelRepository:
+    """A repository over ``root``'s model folders, loaded up to the memory budget.
+
+    A model that fails to load is reported (and shown in the repository index with its
+    reason) without stopping the others; models past the budget load on first request.
+    """
+    folder = model_folder.ModelFolder(
+        root, options, resolve=lambda uri: storage.download(uri, storage_settings)
+    )
+    repository = ModelRepository(
+        loader=folder.build,
+        lister=folder.names,
+        max_loaded_models=settings.max_loaded_models,
+        max_loaded_bytes=settings.max_loaded_bytes,
+    )
+    names = folder.names()
+    if not names:
+        raise errors.ModelLoadError(f"No model folder in {root}.")
+    for index, name in enumerate(names):
+        full = bool(settings.max_loaded_models) and index >= settings.max_loaded_models
+        if full or any(repository.is_deferred(n) for n in names[:index]):
+            repository.defer(name)
+            continue
+        try:
+            repository.load(name)
+        except errors.ModelhostError as exc:
+            logger.error("Model %s did not load: %s", name, exc)
+    return repository
 
 
 if __name__ == "__main__":  # pragma: no cover

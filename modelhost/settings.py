@@ -18,6 +18,7 @@ __all__ = [
     "ServerSettings",
     "StorageSettings",
     "add_server_arguments",
+    "parse_size",
     "settings_from_args",
 ]
 
@@ -73,6 +74,10 @@ class ServerSettings:
     server_name: str = "modelhost"
     # Set by the worker pool, not by users: bind with SO_REUSEPORT to share the ports.
     reuse_port: bool = False
+    # High-density serving: past this many loaded models (or bytes of model files), the
+    # least recently used model is unloaded and loads again on its next request. 0: no limit.
+    max_loaded_models: int = 0
+    max_loaded_bytes: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -151,6 +156,33 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(f"not a boolean: {raw!r}")
 
 
+_SIZE_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+def parse_size(raw: str) -> int:
+    """Bytes from ``"1500000"``, ``"512MB"`` or ``"2GiB"`` (binary units with an ``i``)."""
+    text = raw.strip().lower().removesuffix("b")
+    binary = text.endswith("i")
+    text = text.removesuffix("i")
+    unit = text[-1:] if text[-1:] in _SIZE_UNITS and text[-1:] else ""
+    number = text[: len(text) - len(unit)].strip()
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"not a size: {raw!r} (examples: 500000000, 512MB, 2GiB)") from None
+    scale = 1024 ** "kmgt".index(unit) * 1024 if binary and unit else _SIZE_UNITS[unit]
+    if value < 0:
+        raise ValueError(f"a size cannot be negative: {raw!r}")
+    return int(value * scale)
+
+
+def _size_flag(raw: str) -> int:
+    try:
+        return parse_size(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _bool_flag(raw: str) -> bool:
     try:
         return _parse_bool(raw)
@@ -224,6 +256,22 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="adaptive batching: longest wait to fill a batch (0: none)",
+    )
+    group.add_argument(
+        "--max_loaded_models",
+        "--max-loaded-models",
+        dest="max_loaded_models",
+        type=int,
+        default=None,
+        help="most models loaded at once; the least recently used is unloaded (no limit)",
+    )
+    group.add_argument(
+        "--max_loaded_bytes",
+        "--max-loaded-bytes",
+        dest="max_loaded_bytes",
+        type=_size_flag,
+        default=None,
+        help="budget of loaded model files, e.g. 2GiB; the least recently used is unloaded",
     )
     group.add_argument(
         "--inline_below_ms",

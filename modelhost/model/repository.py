@@ -2,24 +2,37 @@
 
 KServe's names (``update``, ``get_model``, ``load``, ``unload``). Loading by name needs
 a ``loader`` that builds a model from the repository folder; the runtimes layer
-provides it, so this layer knows nothing of frameworks. All methods are synchronous
-and may block: the server calls them off the event loop.
+provides it, so this layer knows nothing of frameworks. All load and unload methods
+are synchronous and may block: the server calls them off the event loop.
+
+High-density serving (what ModelMesh does): with ``max_loaded_models`` or
+``max_loaded_bytes`` set, loading a model past the budget *evicts* the least recently
+used ones. An evicted model stays known and servable: the data plane loads it again on
+its next request (:meth:`ensure_loaded`). Requests hold a model with :meth:`acquire` /
+:meth:`release`, so a model evicted or unloaded while requests run on it is unloaded
+only when the last of them is done: no request is lost to an unload.
 """
 
 from __future__ import annotations
 
 import enum
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from modelhost import errors
 from modelhost.model.model import Model
 
-__all__ = ["ModelRepository", "ModelState", "RepositoryEntry"]
+__all__ = ["ModelRepository", "ModelState", "RepositoryEntry", "size_on_disk"]
 
 Loader = Callable[[str], Model]
 Lister = Callable[[], list[str]]
+Sizer = Callable[[Model], int]
+
+EVICTED = "evicted (least recently used); loads again on its next request"
+NOT_LOADED = "not loaded"
 
 
 class ModelState(str, enum.Enum):
@@ -38,10 +51,35 @@ class RepositoryEntry:
     reason: str = ""
 
 
+def size_on_disk(model: Model) -> int:
+    """Bytes of the files under the model's ``model_dir`` (0 when it has none).
+
+    The budget's estimate of a model's memory: the weights on disk are what a runtime
+    loads, and reading them costs nothing at load time.
+    """
+    folder = getattr(model, "model_dir", None)
+    if folder is None:
+        return 0
+    path = Path(folder)
+    if path.is_file():
+        return path.stat().st_size
+    if not path.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 class ModelRepository:
     """Holds models by name; loads and unloads them through an optional ``loader``."""
 
-    def __init__(self, loader: Loader | None = None, lister: Lister | None = None) -> None:
+    def __init__(
+        self,
+        loader: Loader | None = None,
+        lister: Lister | None = None,
+        *,
+        max_loaded_models: int = 0,
+        max_loaded_bytes: int = 0,
+        sizer: Sizer = size_on_disk,
+    ) -> None:
         self._models: dict[str, Model] = {}
         # Unloaded instances, kept so that a repository without a loader can load them again.
         self._unloaded: dict[str, Model] = {}
@@ -49,14 +87,31 @@ class ModelRepository:
         self._loader = loader
         self._lister = lister
         self._lock = threading.Lock()
+        self._name_locks: dict[str, threading.RLock] = {}
+        self.max_loaded_models = max_loaded_models
+        self.max_loaded_bytes = max_loaded_bytes
+        self._sizer = sizer
+        self._sizes: dict[str, int] = {}
+        # Ready models, least recently used first.
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        # Known models that load on their next request (evicted, or past the budget at start).
+        self._deferred: set[str] = set()
+        # Requests running on a model instance, and instances waiting for them to unload.
+        self._inflight: dict[int, int] = {}
+        self._retired: dict[int, Model] = {}
+
+    # -- registration and lookup ---------------------------------------------------
 
     def update(self, model: Model) -> None:
         """Register (or replace) a model under its name."""
         with self._lock:
             self._models[model.name] = model
-            self._states[model.name] = (
-                (ModelState.READY, "") if model.ready else (ModelState.UNAVAILABLE, "not loaded")
-            )
+            self._deferred.discard(model.name)
+            if model.ready:
+                self._states[model.name] = (ModelState.READY, "")
+                self._recent[model.name] = None
+            else:
+                self._states[model.name] = (ModelState.UNAVAILABLE, NOT_LOADED)
 
     def get_model(self, name: str) -> Model:
         """The model, ready or not; raises :class:`ModelNotFound`."""
@@ -76,6 +131,10 @@ class ModelRepository:
         """Whether ``name`` is known here, loaded or not."""
         return name in self._models or name in self._states
 
+    def is_deferred(self, name: str) -> bool:
+        """Whether ``name`` is not loaded now but loads on its next request."""
+        return name in self._deferred
+
     def get_models(self) -> dict[str, Model]:
         return dict(self._models)
 
@@ -89,56 +148,185 @@ class ModelRepository:
             names |= set(self._lister())
         entries = []
         for name in sorted(names):
-            state, reason = self._states.get(name, (ModelState.UNAVAILABLE, "not loaded"))
+            state, reason = self._states.get(name, (ModelState.UNAVAILABLE, NOT_LOADED))
             entries.append(RepositoryEntry(name, state, reason))
         return entries
 
+    # -- requests ------------------------------------------------------------------
+
+    def acquire(self, name: str) -> Model:
+        """The ready model, held for one request until :meth:`release`."""
+        with self._lock:
+            model = self._models.get(name)
+            if model is None:
+                raise errors.ModelNotFound(name)
+            if not model.ready:
+                state, reason = self._states.get(name, (ModelState.UNAVAILABLE, ""))
+                raise errors.ModelNotReady(name, reason if state != ModelState.READY else "")
+            key = id(model)
+            self._inflight[key] = self._inflight.get(key, 0) + 1
+            if name in self._recent:
+                self._recent.move_to_end(name)
+            return model
+
+    def release(self, model: Model) -> None:
+        """The request holding ``model`` is done; unloads it if it was retired meanwhile."""
+        key = id(model)
+        with self._lock:
+            count = self._inflight.get(key, 0) - 1
+            if count > 0:
+                self._inflight[key] = count
+                return
+            self._inflight.pop(key, None)
+            retired = self._retired.pop(key, None)
+        if retired is not None:
+            retired.unload()
+
+    def defer(self, name: str) -> None:
+        """Leave ``name`` unloaded for now; it loads on its first request."""
+        with self._lock:
+            if name not in self._models:
+                self._deferred.add(name)
+                self._states[name] = (ModelState.UNAVAILABLE, NOT_LOADED)
+
+    def ensure_loaded(self, name: str) -> Model:
+        """The ready model, loading it first if it is deferred; one load per name at once."""
+        model = self.acquire_loaded(name)
+        self.release(model)
+        return model
+
+    def acquire_loaded(self, name: str) -> Model:
+        """:meth:`acquire`, loading a deferred model first.
+
+        The load and the hold are one step: another model's load cannot evict this one
+        between them (it may evict it after, but a held model unloads only on release).
+        """
+        with self._name_lock(name):
+            try:
+                return self.acquire(name)
+            except (errors.ModelNotFound, errors.ModelNotReady):
+                if name not in self._deferred:
+                    raise
+            return self._load(name, hold=True)
+
+    # -- load and unload -----------------------------------------------------------
+
     def load(self, name: str) -> bool:
         """Load (or reload) ``name``; the old instance serves until the new one is ready."""
-        old = self._models.get(name)
-        if self._loader is None:
-            model_or_none = old or self._unloaded.get(name)
-            if model_or_none is None:
-                raise errors.ModelNotFound(name)
-            model = model_or_none
-        else:
-            if self._lister is not None and name not in self._lister() and old is None:
-                raise errors.ModelNotFound(name)
-            self._states[name] = (ModelState.LOADING, "")
-            try:
-                model = self._loader(name)
-            except errors.ModelhostError as exc:
-                self._states[name] = (ModelState.UNAVAILABLE, str(exc))
-                raise
-            except Exception as exc:
-                self._states[name] = (ModelState.UNAVAILABLE, str(exc))
-                raise errors.ModelLoadError(f"Failed to load model {name}: {exc}") from exc
-        self._states[name] = (ModelState.LOADING, "")
-        try:
-            ready = model.ready or model.load()
-            model.ready = bool(ready) or model.ready
-        except Exception as exc:
-            self._states[name] = (ModelState.UNAVAILABLE, str(exc))
-            if isinstance(exc, errors.ModelhostError):
-                raise
-            raise errors.ModelLoadError(f"Failed to load model {name}: {exc}") from exc
-        if not model.ready:
-            self._states[name] = (ModelState.UNAVAILABLE, "load() did not make it ready")
-            raise errors.ModelLoadError(f"Model {name} did not become ready on load.")
-        with self._lock:
-            self._models[name] = model
-            self._unloaded.pop(name, None)
-            self._states[name] = (ModelState.READY, "")
-        if old is not None and old is not model:
-            old.unload()
+        self._load(name, hold=False)
         return True
 
+    def _load(self, name: str, hold: bool) -> Model:
+        with self._name_lock(name):
+            model, old = self._build(name)
+            self._states[name] = (ModelState.LOADING, "")
+            try:
+                ready = model.ready or model.load()
+                model.ready = bool(ready) or model.ready
+            except Exception as exc:
+                self._states[name] = (ModelState.UNAVAILABLE, str(exc))
+                if isinstance(exc, errors.ModelhostError):
+                    raise
+                raise errors.ModelLoadError(f"Failed to load model {name}: {exc}") from exc
+            if not model.ready:
+                self._states[name] = (ModelState.UNAVAILABLE, "load() did not make it ready")
+                raise errors.ModelLoadError(f"Model {name} did not become ready on load.")
+            size = self._sizer(model) if self.max_loaded_bytes > 0 else 0
+            with self._lock:
+                self._models[name] = model
+                self._unloaded.pop(name, None)
+                self._deferred.discard(name)
+                self._states[name] = (ModelState.READY, "")
+                self._recent[name] = None
+                self._recent.move_to_end(name)
+                self._sizes[name] = size
+                if hold:
+                    self._inflight[id(model)] = self._inflight.get(id(model), 0) + 1
+                victims = self._over_budget(keep=name)
+                if old is not None and old is not model:
+                    replaced = self._retire(old)
+                    if replaced is not None:
+                        victims.append(replaced)
+            for victim in victims:
+                victim.unload()
+            return model
+
     def unload(self, name: str) -> None:
-        """Stop serving ``name``; requests already running on it finish."""
+        """Stop serving ``name``; requests already running on it finish first."""
         with self._lock:
             model = self._models.pop(name, None)
             if model is None:
+                if name in self._deferred:
+                    self._deferred.discard(name)
+                    self._states[name] = (ModelState.UNAVAILABLE, "unloaded")
+                    return
                 raise errors.ModelNotFound(name)
+            self._forget(name)
             self._states[name] = (ModelState.UNAVAILABLE, "unloaded")
             self._unloaded[name] = model
-        model.unload()
+            model = self._retire(model)
+        if model is not None:
+            model.unload()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _name_lock(self, name: str) -> threading.RLock:
+        with self._lock:
+            lock = self._name_locks.get(name)
+            if lock is None:
+                lock = self._name_locks[name] = threading.RLock()
+            return lock
+
+    def _build(self, name: str) -> tuple[Model, Model | None]:
+        old = self._models.get(name)
+        if self._loader is None:
+            model = old or self._unloaded.get(name)
+            if model is None:
+                raise errors.ModelNotFound(name)
+            return model, old
+        known = self._lister is None or old is not None or name in self._deferred
+        if not known and self._lister is not None and name not in self._lister():
+            raise errors.ModelNotFound(name)
+        self._states[name] = (ModelState.LOADING, "")
+        try:
+            return self._loader(name), old
+        except errors.ModelhostError as exc:
+            self._states[name] = (ModelState.UNAVAILABLE, str(exc))
+            raise
+        except Exception as exc:
+            self._states[name] = (ModelState.UNAVAILABLE, str(exc))
+            raise errors.ModelLoadError(f"Failed to load model {name}: {exc}") from exc
+
+    def _forget(self, name: str) -> None:
+        self._recent.pop(name, None)
+        self._sizes.pop(name, None)
+
+    def _retire(self, model: Model) -> Model | None:
+        """``model`` to unload now, or None when requests still hold it (they unload it)."""
+        key = id(model)
+        if self._inflight.get(key, 0) > 0:
+            self._retired[key] = model
+            return None
+        return model
+
+    def _over_budget(self, keep: str) -> list[Model]:
+        """Evict least recently used models until the budget holds; returns the ones to unload."""
+        victims: list[Model] = []
+        while self._exceeds_budget():
+            name = next((n for n in self._recent if n != keep), None)
+            if name is None:
+                break
+            model = self._models.pop(name)
+            self._forget(name)
+            self._deferred.add(name)
+            self._unloaded[name] = model
+            self._states[name] = (ModelState.UNAVAILABLE, EVICTED)
+            retired = self._retire(model)
+            if retired is not None:
+                victims.append(retired)
+        return victims
+
+    def _exceeds_budget(self) -> bool:
+        if self.max_loaded_models > 0 and len(self._recent) > self.max_loaded_models:
+            return True
+        return self.max_loaded_bytes > 0 and sum(self._sizes.values()) > self.max_loaded_bytes

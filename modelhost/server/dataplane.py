@@ -48,16 +48,23 @@ class DataPlane:
 
     def model(self, name: str, version: str | None = None) -> Model:
         model = self.repository.get_model(name)
-        own = getattr(model, "version", None)
-        if version and own is not None and str(own) != version:
-            raise errors.ModelNotFound(f"{name} (version {version})")
+        _check_version(model, name, version)
         return model
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
+        # A deferred model (evicted, or past the budget) is servable: it loads on request.
+        if self.repository.is_deferred(name):
+            return True
         return self.model(name, version).ready
 
-    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
-        model = self.model(name, version)
+    async def loaded_model(self, name: str, version: str | None = None) -> Model:
+        """The model, loading it first if it is deferred."""
+        if self.repository.is_deferred(name):
+            await self.runner.call(self.repository.ensure_loaded, name)
+        return self.model(name, version)
+
+    async def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        model = await self.loaded_model(name, version)
         metadata: dict[str, Any] = {"name": model.name}
         own = getattr(model, "version", None)
         if own is not None:
@@ -69,16 +76,37 @@ class DataPlane:
 
     # -- inference -----------------------------------------------------------------
 
-    def ready_model(self, name: str, version: str | None = None) -> Model:
+    def check_servable(self, name: str, version: str | None = None) -> None:
+        """Fail fast, before a body is decoded, for a model that cannot serve now."""
+        if self.repository.is_deferred(name):
+            return
         model = self.model(name, version)
         if not model.ready:
             raise errors.ModelNotReady(name)
+
+    async def _acquire(self, name: str, version: str | None) -> Model:
+        """The ready model held for one request; loads a deferred model first."""
+        repository = self.repository
+        try:
+            model = repository.acquire(name)
+        except (errors.ModelNotFound, errors.ModelNotReady):
+            if not repository.is_deferred(name):
+                raise
+            model = await self.runner.call(repository.acquire_loaded, name)
+        try:
+            _check_version(model, name, version)
+        except errors.ModelNotFound:
+            self.repository.release(model)
+            raise
         return model
 
     async def infer(self, request: InferRequest, headers: dict[str, str]) -> InferResponse:
         """Run a v2 request (REST or gRPC) and return a response for it."""
-        model = self.ready_model(request.model_name, request.model_version)
-        result, _ = await self.runner.run(model, request, headers)
+        model = await self._acquire(request.model_name, request.model_version)
+        try:
+            result, _ = await self.runner.run(model, request, headers)
+        finally:
+            self.repository.release(model)
         response = _as_response(request, result, model)
         if request.request_outputs:
             response.outputs = _select_outputs(response, request)
@@ -93,10 +121,13 @@ class DataPlane:
         self, name: str, payload: dict[str, Any], headers: dict[str, str], verb: str = "predict"
     ) -> tuple[Any, dict[str, str]]:
         """Run a v1 ``:predict`` or ``:explain``; the result is encoded by the route."""
-        model = self.ready_model(name)
-        if verb == "explain" and not model.has_explainer():
-            raise errors.Unsupported(f"Model {name} has no explainer.")
-        return await self.runner.run(model, payload, headers, verb)
+        model = await self._acquire(name, None)
+        try:
+            if verb == "explain" and not model.has_explainer():
+                raise errors.Unsupported(f"Model {name} has no explainer.")
+            return await self.runner.run(model, payload, headers, verb)
+        finally:
+            self.repository.release(model)
 
     # -- repository extension ------------------------------------------------------
 
@@ -113,6 +144,12 @@ class DataPlane:
 
     async def unload(self, name: str) -> None:
         await self.runner.call(self.repository.unload, name)
+
+
+def _check_version(model: Model, name: str, version: str | None) -> None:
+    own = getattr(model, "version", None)
+    if version and own is not None and str(own) != version:
+        raise errors.ModelNotFound(f"{name} (version {version})")
 
 
 def _as_response(request: InferRequest, result: Any, model: Model) -> InferResponse:

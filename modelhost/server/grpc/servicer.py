@@ -121,7 +121,7 @@ class InferenceServicer:
 
     @_unary("model_metadata")
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        metadata = self.dataplane.model_metadata(request.name, request.version or None)
+        metadata = await self.dataplane.model_metadata(request.name, request.version or None)
         return pb.ModelMetadataResponse(
             name=metadata["name"],
             versions=metadata.get("versions", []),
@@ -159,7 +159,7 @@ class InferenceServicer:
 
     async def _infer(self, message: Any, context: Any) -> Any:
         # Unknown or unready models are reported before the tensors are decoded.
-        self.dataplane.ready_model(message.model_name, message.model_version or None)
+        self.dataplane.check_servable(message.model_name, message.model_version or None)
         request = v2_grpc.request_from_proto(message)
         response = await self.dataplane.infer(request, _headers(context))
         return v2_grpc.response_to_proto(response, request)

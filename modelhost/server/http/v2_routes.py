@@ -34,7 +34,7 @@ class V2Routes:
         return json_response({"models": sorted(self.dataplane.repository.get_models())})
 
     async def model_metadata(self, request: HttpRequest) -> HttpResponse:
-        return json_response(self.dataplane.model_metadata(request.model, request.version))
+        return json_response(await self.dataplane.model_metadata(request.model, request.version))
 
     async def model_ready(self, request: HttpRequest) -> HttpResponse:
         ready = self.dataplane.model_ready(request.model, request.version)
@@ -42,9 +42,10 @@ class V2Routes:
 
     async def infer(self, request: HttpRequest) -> HttpResponse:
         # An unknown or unready model is reported before the body is looked at.
-        model = self.dataplane.ready_model(request.model, request.version)
+        self.dataplane.check_servable(request.model, request.version)
         header_length = _header_length(request.headers.get(v2_json.HEADER_LENGTH))
         if header_length == 0:
+            model = await self.dataplane.loaded_model(request.model, request.version)
             infer_request = v2_json.decode_raw_request(
                 request.body, model.get_input_types(), request.model
             )
