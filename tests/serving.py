@@ -82,8 +82,8 @@ def serve_command(*args: str) -> list[str]:
 class ServeProcess:
     """A server in a child process on free loopback ports, read from its ready line."""
 
-    def __init__(self, command: list[str], cwd: Path) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    def __init__(self, command: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--http_port", "0", "--grpc_port", "0"],
             cwd=cwd,

@@ -9,9 +9,16 @@ from typing import Any
 
 from modelhost import errors
 from modelhost.model.model import Model
-from modelhost.runtimes import lightgbm, model_settings, sklearn, xgboost
+from modelhost.runtimes import lightgbm, model_settings, onnx, pytorch, sklearn, xgboost
 from modelhost.runtimes._common import listing, matches, truthy
+from modelhost.runtimes.catboost import PATTERNS as CATBOOST_PATTERNS
+from modelhost.runtimes.catboost import CatBoostModel
 from modelhost.runtimes.custom import build_custom_model
+from modelhost.runtimes.huggingface import WEIGHT_PATTERNS as HF_WEIGHTS
+from modelhost.runtimes.huggingface import HuggingFaceModel
+from modelhost.runtimes.huggingface import claim as hf_claim
+from modelhost.runtimes.mlflow import MLflowModel
+from modelhost.runtimes.mlflow import claim as mlflow_claim
 
 __all__ = ["RUNTIMES", "Runtime", "build_model", "detect_runtime", "get_runtime"]
 
@@ -56,6 +63,32 @@ def _lightgbm(name: str, path: Path, options: Mapping[str, Any]) -> Model:
     return lightgbm.LightGBMModel(name, path, nthread=int(options.get("nthread") or 1))
 
 
+def _onnx(name: str, path: Path, options: Mapping[str, Any]) -> Model:
+    return onnx.ONNXModel(name, path, nthread=int(options.get("nthread") or 1))
+
+
+def _pytorch(name: str, path: Path, options: Mapping[str, Any]) -> Model:
+    device = str(options.get("device") or "cpu")
+    return pytorch.PyTorchModel(name, path, device=device, nthread=int(options.get("nthread") or 1))
+
+
+def _huggingface(name: str, path: Path, options: Mapping[str, Any]) -> Model:
+    return HuggingFaceModel.from_options(name, path, options)
+
+
+def _mlflow(name: str, path: Path, options: Mapping[str, Any]) -> Model:
+    return MLflowModel(name, path)
+
+
+def _catboost(name: str, path: Path, options: Mapping[str, Any]) -> Model:
+    return CatBoostModel(
+        name,
+        path,
+        predict_proba=truthy(options.get("predict_proba")),
+        nthread=int(options.get("nthread") or 1),
+    )
+
+
 def _custom(name: str, path: Path, options: Mapping[str, Any]) -> Model:
     spec = options.get("model_class")
     if not spec:
@@ -69,6 +102,18 @@ _REGISTRY: dict[str, Runtime] = {
         Runtime("sklearn", sklearn.PATTERNS, _sklearn),
         Runtime("xgboost", xgboost.PATTERNS, _xgboost),
         Runtime("lightgbm", lightgbm.PATTERNS, _lightgbm),
+        Runtime("onnx", onnx.PATTERNS, _onnx, aliases=("onnxruntime",)),
+        Runtime("pytorch", pytorch.PATTERNS, _pytorch, aliases=("torch", "torchscript")),
+        Runtime(
+            "huggingface",
+            HF_WEIGHTS,
+            _huggingface,
+            aliases=("hf", "transformers"),
+            priority=1,
+            claim=hf_claim,
+        ),
+        Runtime("mlflow", (), _mlflow, priority=1, claim=mlflow_claim),
+        Runtime("catboost", CATBOOST_PATTERNS, _catboost),
         Runtime("custom", (), _custom),
     )
 }

@@ -6,6 +6,14 @@ call: a manifest digest, a commit id, a listing of sizes and ETags) and keys the
 machine-wide cache on it, so a model is fetched once however many servers use it and
 fetched again only when its content changed. ``fetch`` then writes the files into an
 empty private folder that the cache renames into place when it returns.
+
+The cache calls ``identity()`` and then, only when that content is not cached yet,
+``fetch()`` on the same instance, so a source may keep what ``identity()`` learned (a
+listing, a resolved commit or digest) and fetch exactly that. Failures are typed:
+``StorageNotFound``, ``StorageAccessDenied``, ``StorageUnreachable`` (for which the cache
+falls back to the copy the URI resolved to last time, if any) or another ``StorageError``.
+A source reads credentials from ``settings.environ`` only, and imports its client library
+when it is used, not when its module is imported.
 """
 
 from __future__ import annotations

@@ -161,7 +161,7 @@ def test_a_model_held_by_a_request_is_unloaded_only_when_it_is_released() -> Non
 
 
 def test_explicit_unload_waits_for_running_requests_and_is_not_reloaded_on_request() -> None:
-    repository, built = _sized_repository()
+    repository, _built = _sized_repository()
     repository.load("a")
     held = repository.acquire("a")
     repository.unload("a")

@@ -135,7 +135,7 @@ def test_evicted_models_reload_on_request_and_alternating_load_loses_nothing(
                     failures.append(f"{name} answered {got}")
 
     threads = [
-        threading.Thread(target=hammer, args=(["one", "two", "three"][i % 3 :] + ["one"],))
+        threading.Thread(target=hammer, args=([*["one", "two", "three"][i % 3 :], "one"],))
         for i in range(6)
     ]
     for thread in threads:

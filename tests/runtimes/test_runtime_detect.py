@@ -27,7 +27,17 @@ def touch(folder: Path, *names: str) -> Path:
 
 
 def test_runtime_names() -> None:
-    assert RUNTIMES == ("sklearn", "xgboost", "lightgbm", "custom")
+    assert RUNTIMES == (
+        "sklearn",
+        "xgboost",
+        "lightgbm",
+        "onnx",
+        "pytorch",
+        "huggingface",
+        "mlflow",
+        "catboost",
+        "custom",
+    )
 
 
 @pytest.mark.parametrize(
@@ -102,8 +112,8 @@ def test_runtime_flag_settles_ambiguity(tmp_path: Path) -> None:
 
 
 def test_unknown_runtime(tmp_path: Path) -> None:
-    with pytest.raises(errors.ModelLoadError, match=r"Unknown runtime 'onnx'.*sklearn"):
-        build_model(touch(tmp_path / "m", "model.joblib"), "m", runtime="onnx")
+    with pytest.raises(errors.ModelLoadError, match=r"Unknown runtime 'tensorflow'.*sklearn"):
+        build_model(touch(tmp_path / "m", "model.joblib"), "m", runtime="tensorflow")
 
 
 def test_custom_runtime_needs_a_class(tmp_path: Path) -> None:
@@ -151,3 +161,17 @@ def test_model_settings_file_sets_batching(tmp_path: Path) -> None:
         build_model(tmp_path, "iris")
     (tmp_path / "model-settings.json").write_text('{"name": "iris"}')
     assert build_model(tmp_path, "iris").batching is None
+
+
+def test_aliases_name_the_same_runtime() -> None:
+    from modelhost.runtimes.detect import get_runtime
+
+    assert get_runtime("torch").name == "pytorch"
+    assert get_runtime("onnxruntime").name == "onnx"
+    assert get_runtime("HF").name == "huggingface"
+
+
+def test_a_folder_format_wins_over_the_files_inside_it(tmp_path: Path) -> None:
+    folder = touch(tmp_path / "m", "model.pkl")
+    (folder / "MLmodel").write_text("flavors: {}\n")
+    assert detect_runtime(folder) == "mlflow"

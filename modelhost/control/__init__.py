@@ -1,0 +1,80 @@
+"""The control plane: KServe's API objects, defaulting, validation, runtime choice, the planner.
+
+The control path is parse → default → validate → select runtime → plan; an executor carries
+out the :class:`ServicePlan` and writes status back with :func:`propagate_rollout`. Nothing
+here does I/O, so the embedded platform and the Kubernetes operator share it unchanged.
+"""
+
+from __future__ import annotations
+
+from modelhost.control.config import PlatformConfig
+from modelhost.control.defaults import apply_defaults
+from modelhost.control.errors import (
+    FieldError,
+    ParseError,
+    RuntimeSelectionError,
+    ValidationError,
+)
+from modelhost.control.objects import (
+    ClusterServingRuntime,
+    InferenceService,
+    InferenceServiceStatus,
+    ServingRuntime,
+)
+from modelhost.control.parse import dump_yaml, parse_documents, parse_object, to_dict
+from modelhost.control.plan import plan
+from modelhost.control.plan_types import (
+    BatcherPlan,
+    ComponentPlan,
+    LoggerPlan,
+    ProcessSpec,
+    Revision,
+    Route,
+    ScalingPolicy,
+    ServicePlan,
+    TrafficSplit,
+)
+from modelhost.control.runtime_validation import validate_serving_runtime
+from modelhost.control.runtimes import (
+    SelectedRuntime,
+    builtin_runtimes,
+    select_runtime,
+    supporting_runtimes,
+)
+from modelhost.control.status import effective_traffic, propagate_rollout
+from modelhost.control.validation import validate_inference_service
+
+__all__ = [
+    "BatcherPlan",
+    "ClusterServingRuntime",
+    "ComponentPlan",
+    "FieldError",
+    "InferenceService",
+    "InferenceServiceStatus",
+    "LoggerPlan",
+    "ParseError",
+    "PlatformConfig",
+    "ProcessSpec",
+    "Revision",
+    "Route",
+    "RuntimeSelectionError",
+    "ScalingPolicy",
+    "SelectedRuntime",
+    "ServicePlan",
+    "ServingRuntime",
+    "TrafficSplit",
+    "ValidationError",
+    "apply_defaults",
+    "builtin_runtimes",
+    "dump_yaml",
+    "effective_traffic",
+    "parse_documents",
+    "parse_object",
+    "plan",
+    "propagate_rollout",
+    "select_runtime",
+    "supporting_runtimes",
+    "to_dict",
+    "validate_inference_service",
+    "validate_serving_runtime",
+]
