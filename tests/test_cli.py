@@ -97,3 +97,38 @@ def test_serve_reports_a_bad_model_dir(tmp_path: Path) -> None:
     )
     assert run.returncode == 1
     assert "nope" in run.stderr
+
+
+def test_plan_prints_what_the_platform_would_run(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from modelhost.cli import main
+
+    sample = ROOT / "tests" / "control" / "samples" / "sklearn-iris-canary.yaml"
+    assert main(["plan", "-f", str(sample), "-o", "json"]) == 0
+    (plan,) = json.loads(capsys.readouterr().out)
+    assert plan["name"] == "sklearn-iris"
+    predictor = plan["components"][0]
+    assert predictor["component"] == "predictor"
+    assert predictor["revision"]["process"]["command"] == ["modelhost", "serve"]
+    assert "--runtime=sklearn" in predictor["revision"]["process"]["args"]
+    assert sum(split["percent"] for split in predictor["traffic"]) == 100
+
+
+def test_plan_names_the_offending_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from modelhost.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: serving.kserve.io/v1beta1\n"
+        "kind: InferenceService\n"
+        "metadata: {name: iris}\n"
+        "spec:\n"
+        "  predictor:\n"
+        "    minReplica: 1\n"
+        "    sklearn: {storageUri: 'gs://kfserving-examples/models/sklearn/1.0/model'}\n"
+    )
+    assert main(["plan", "-f", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "spec.predictor.minReplica" in err
+    assert "minReplicas" in err
