@@ -19,12 +19,15 @@ from modelhost.protocol.infer_type import InferOutput, InferRequest, InferRespon
 
 __all__ = [
     "IGNORED_NAMES",
+    "PREDICT_PROBA",
+    "asks_for_proba",
     "conform",
     "import_framework",
     "input_error",
     "listing",
     "matches",
     "model_files",
+    "names_proba_output",
     "native_message",
     "single_model_file",
     "tensor_inputs",
@@ -269,3 +272,24 @@ def tensor_response(
     if len(values) == 1:
         return {"predictions": next(iter(values.values()))}
     return {"predictions": values}
+
+
+# The option, v1 key, v2 parameter and requested-output name that ask a classifier for
+# class probabilities (MLServer's and KServe's spelling), in the runtimes that offer it.
+PREDICT_PROBA = "predict_proba"
+
+
+def names_proba_output(payload: Any) -> bool:
+    """Whether a v2 request asks for an output named ``predict_proba``."""
+    if not isinstance(payload, InferRequest):
+        return False
+    return any(out.name == PREDICT_PROBA for out in payload.request_outputs or ())
+
+
+def asks_for_proba(payload: Any) -> bool:
+    """Whether the request asks for probabilities: v1 key, v2 parameter or output name."""
+    if isinstance(payload, InferRequest):
+        return truthy(payload.parameters.get(PREDICT_PROBA)) or names_proba_output(payload)
+    if isinstance(payload, dict):
+        return truthy(payload.get(PREDICT_PROBA))
+    return False

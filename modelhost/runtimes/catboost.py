@@ -26,14 +26,19 @@ import numpy as np
 from modelhost import errors
 from modelhost.model.payload import get_predict_response
 from modelhost.protocol import datatypes
-from modelhost.protocol.infer_type import InferRequest, InferResponse
-from modelhost.runtimes._common import import_framework, single_model_file, truthy
+from modelhost.protocol.infer_type import InferResponse
+from modelhost.runtimes._common import (
+    PREDICT_PROBA,
+    asks_for_proba,
+    import_framework,
+    names_proba_output,
+    single_model_file,
+)
 from modelhost.runtimes._framework import FrameworkModel
 
 __all__ = ["PATTERNS", "PREDICT_PROBA", "CatBoostModel"]
 
 PATTERNS = ("*.cbm",)
-PREDICT_PROBA = "predict_proba"
 
 # Losses of classifiers, for a model saved without its class labels.
 _CLASSIFICATION_LOSSES = frozenset({"Logloss", "CrossEntropy", "MultiClass", "MultiClassOneVsAll"})
@@ -89,7 +94,7 @@ class CatBoostModel(FrameworkModel):
         return self.ready
 
     def _compute(self, estimator: Any, x: Any, payload: Any) -> Any:
-        proba = self.predict_proba or _asks_for_proba(payload)
+        proba = self.predict_proba or asks_for_proba(payload)
         if proba and not self._is_classifier:
             raise errors.InvalidInput(f"Model {self.name} is a regressor: it has no predict_proba.")
         self._check_rows(x)
@@ -119,7 +124,7 @@ class CatBoostModel(FrameworkModel):
 
     def _respond(self, payload: Any, result: Any) -> Any:
         response = get_predict_response(payload, result, self.name)
-        if isinstance(response, InferResponse) and _names_proba_output(payload):
+        if isinstance(response, InferResponse) and names_proba_output(payload):
             response.outputs[0].name = PREDICT_PROBA
         return response
 
@@ -145,17 +150,3 @@ class CatBoostModel(FrameworkModel):
 
 def _message(exc: BaseException) -> str:
     return _NATIVE_PREFIX.sub("", str(exc).strip()) or type(exc).__name__
-
-
-def _names_proba_output(payload: Any) -> bool:
-    if not isinstance(payload, InferRequest):
-        return False
-    return any(out.name == PREDICT_PROBA for out in payload.request_outputs or ())
-
-
-def _asks_for_proba(payload: Any) -> bool:
-    if isinstance(payload, InferRequest):
-        return truthy(payload.parameters.get(PREDICT_PROBA)) or _names_proba_output(payload)
-    if isinstance(payload, dict):
-        return truthy(payload.get(PREDICT_PROBA))
-    return False

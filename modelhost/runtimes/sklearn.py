@@ -12,14 +12,18 @@ import numpy as np
 from modelhost import errors
 from modelhost.model.payload import get_predict_response
 from modelhost.protocol import datatypes
-from modelhost.protocol.infer_type import InferRequest, InferResponse
-from modelhost.runtimes._common import single_model_file, truthy
+from modelhost.protocol.infer_type import InferResponse
+from modelhost.runtimes._common import (
+    PREDICT_PROBA,
+    asks_for_proba,
+    names_proba_output,
+    single_model_file,
+)
 from modelhost.runtimes._framework import FrameworkModel
 
 __all__ = ["PATTERNS", "PREDICT_PROBA", "SKLearnModel"]
 
 PATTERNS = ("*.joblib", "*.pkl", "*.pickle")
-PREDICT_PROBA = "predict_proba"
 
 
 class SKLearnModel(FrameworkModel):
@@ -56,7 +60,7 @@ class SKLearnModel(FrameworkModel):
         return self.ready
 
     def _compute(self, estimator: Any, x: Any, payload: Any) -> Any:
-        if self.predict_proba or _asks_for_proba(payload):
+        if self.predict_proba or asks_for_proba(payload):
             if not hasattr(estimator, PREDICT_PROBA):
                 raise errors.InvalidInput(
                     f"Model {self.name} ({type(estimator).__name__}) does not support "
@@ -67,7 +71,7 @@ class SKLearnModel(FrameworkModel):
 
     def _respond(self, payload: Any, result: Any) -> Any:
         response = get_predict_response(payload, result, self.name)
-        if isinstance(response, InferResponse) and _names_proba_output(payload):
+        if isinstance(response, InferResponse) and names_proba_output(payload):
             response.outputs[0].name = PREDICT_PROBA
         return response
 
@@ -119,17 +123,3 @@ def _load_error(path: Path, exc: BaseException) -> errors.ModelLoadError:
             "pip install 'modelhost[sklearn]' or the package that provides it."
         )
     return errors.ModelLoadError(f"Cannot load {path}: {type(exc).__name__}: {exc}")
-
-
-def _names_proba_output(payload: Any) -> bool:
-    if not isinstance(payload, InferRequest):
-        return False
-    return any(out.name == PREDICT_PROBA for out in payload.request_outputs or ())
-
-
-def _asks_for_proba(payload: Any) -> bool:
-    if isinstance(payload, InferRequest):
-        return truthy(payload.parameters.get(PREDICT_PROBA)) or _names_proba_output(payload)
-    if isinstance(payload, dict):
-        return truthy(payload.get(PREDICT_PROBA))
-    return False
