@@ -20,7 +20,14 @@ from modelhost.runtimes.huggingface import claim as hf_claim
 from modelhost.runtimes.mlflow import MLflowModel
 from modelhost.runtimes.mlflow import claim as mlflow_claim
 
-__all__ = ["RUNTIMES", "Runtime", "build_model", "detect_runtime", "get_runtime"]
+__all__ = [
+    "RUNTIMES",
+    "Runtime",
+    "build_model",
+    "detect_runtime",
+    "get_runtime",
+    "matching_runtimes",
+]
 
 Factory = Callable[[str, Path, Mapping[str, Any]], Model]
 Claim = Callable[[list[Path]], list[str]]
@@ -132,13 +139,8 @@ def get_runtime(name: str) -> Runtime:
     return runtime
 
 
-def detect_runtime(model_dir: str | Path) -> str:
-    """The runtime whose file patterns the files in ``model_dir`` match; loads nothing.
-
-    Raises :class:`ModelLoadError` when none or several runtimes match.
-    """
-    path = Path(model_dir).expanduser()
-    files = listing(path)
+def matching_runtimes(files: list[Path]) -> dict[str, list[str]]:
+    """Runtime name -> the files that identify it, for the highest priority that matches."""
     found: dict[str, list[str]] = {}
     best = 0
     for runtime in _REGISTRY.values():
@@ -149,6 +151,17 @@ def detect_runtime(model_dir: str | Path) -> str:
             if runtime.priority > best:
                 found, best = {}, runtime.priority
             found[runtime.name] = names
+    return found
+
+
+def detect_runtime(model_dir: str | Path) -> str:
+    """The runtime whose file patterns the files in ``model_dir`` match; loads nothing.
+
+    Raises :class:`ModelLoadError` when none or several runtimes match.
+    """
+    path = Path(model_dir).expanduser()
+    files = listing(path)
+    found = matching_runtimes(files)
     if len(found) == 1:
         return next(iter(found))
     choices = f"pass --runtime ({', '.join(RUNTIMES)})"

@@ -27,6 +27,7 @@ from typing import Any
 from modelhost import errors
 from modelhost.model.model import Model
 from modelhost.runtimes import detect, model_settings
+from modelhost.runtimes._common import listing
 
 __all__ = ["ModelFolder", "ModelSpec", "is_model_repository"]
 
@@ -65,13 +66,9 @@ def is_model_repository(path: Path) -> bool:
         return False
     if (path / model_settings.FILE_NAME).is_file():
         return False
-    try:
-        detect.detect_runtime(path)
-    except errors.ModelLoadError as exc:
-        if "Several runtimes" in str(exc):
-            return False
-        return any(_model_folders(path))
-    return False
+    if detect.matching_runtimes(listing(path)):
+        return False
+    return any(_model_folders(path))
 
 
 class ModelFolder:
