@@ -11,6 +11,7 @@ from typing import Any
 
 from modelhost import errors, storage
 from modelhost._version import __version__
+from modelhost.cli import platform_commands
 from modelhost.model.repository import ModelRepository
 from modelhost.runtimes import detect, model_folder
 from modelhost.server.model_server import ModelServer, configure_logging
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan_command.add_argument(
         "-o", "--output", choices=["yaml", "json"], default="yaml", help="output format"
     )
+    platform_commands.add_commands(commands)
     return parser
 
 
@@ -156,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "plan":
         return _plan(args)
+    if args.command in platform_commands.COMMANDS:
+        return platform_commands.run(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -1,0 +1,399 @@
+"""The platform's commands: ``up``, ``down``, and ``kubectl``'s verbs for KServe's objects."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelhost import errors
+
+__all__ = ["COMMANDS", "add_commands", "run"]
+
+COMMANDS = ("up", "down", "apply", "get", "describe", "delete", "logs")
+
+
+def add_commands(commands: Any) -> None:
+    up = commands.add_parser(
+        "up",
+        help="start the embedded platform (KServe's InferenceServices on this machine)",
+        description=(
+            "Start the platform: a gateway and control API on --port, a gRPC gateway on "
+            "--grpc-port, state in --home. Services applied before come back."
+        ),
+    )
+    _home(up)
+    up.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    up.add_argument("--port", type=int, default=8080, help="HTTP gateway and control API")
+    up.add_argument("--grpc-port", "--grpc_port", type=int, default=8081, help="gRPC gateway")
+    up.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    up.add_argument("--domain", default=None, help="ingress domain (default example.com)")
+    up.add_argument(
+        "--config",
+        default=None,
+        help="YAML file of platform settings (KServe's and Knative's defaults: "
+        "stable_window_s, scale_to_zero_grace_period_s, ingress_domain, ...)",
+    )
+    up.add_argument(
+        "--replica-start-timeout", type=float, default=300.0, help="seconds to become ready"
+    )
+    down = commands.add_parser("down", help="stop the platform started with `up -d`")
+    _home(down)
+    apply = commands.add_parser("apply", help="create or change objects from YAML files")
+    _client(apply)
+    apply.add_argument(
+        "-f", "--filename", action="append", required=True, help="YAML or JSON file ('-': stdin)"
+    )
+    get = commands.add_parser("get", help="list InferenceServices (or runtimes) and status")
+    _client(get)
+    get.add_argument("kind", help="isvc, servingruntime or clusterservingruntime")
+    get.add_argument("name", nargs="?", default=None)
+    get.add_argument("-A", "--all-namespaces", action="store_true")
+    get.add_argument("-o", "--output", choices=["yaml", "json", "wide"], default=None)
+    describe = commands.add_parser("describe", help="an InferenceService, its revisions, replicas")
+    _client(describe)
+    describe.add_argument("kind", help="isvc")
+    describe.add_argument("name")
+    delete = commands.add_parser("delete", help="delete objects (their replicas stop)")
+    _client(delete)
+    delete.add_argument("kind", nargs="?", default=None)
+    delete.add_argument("name", nargs="?", default=None)
+    delete.add_argument("-f", "--filename", action="append", default=None)
+    logs = commands.add_parser("logs", help="the log of a service's newest replica")
+    _client(logs)
+    logs.add_argument("name", help="InferenceService name")
+    logs.add_argument(
+        "-c", "--component", default="predictor", help="predictor, transformer or explainer"
+    )
+    logs.add_argument("--tail", type=int, default=200)
+
+
+def _home(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        default=None,
+        help="state and logs folder (default $MODELHOST_HOME or ~/.modelhost)",
+    )
+
+
+def _client(parser: argparse.ArgumentParser) -> None:
+    _home(parser)
+    parser.add_argument("--server", default=None, help="platform URL (default: the running one)")
+    parser.add_argument("-n", "--namespace", default="default")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "up":
+            return _up(args)
+        if args.command == "down":
+            return _down(args)
+        return _client_command(args)
+    except errors.ModelhostError as exc:
+        print(f"modelhost {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"modelhost {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _home_path(args: argparse.Namespace) -> Path:
+    from modelhost.local.settings import default_home
+
+    return Path(args.home) if args.home else default_home()
+
+
+# -- up / down ------------------------------------------------------------------------------
+
+
+def _up(args: argparse.Namespace) -> int:
+    from modelhost.server.model_server import configure_logging
+
+    home = _home_path(args)
+    if args.detach:
+        return _detach(args, home)
+    settings = _settings(args, home)
+    configure_logging("INFO")
+    from modelhost.local import server
+
+    asyncio.run(server.run(settings))
+    return 0
+
+
+def _settings(args: argparse.Namespace, home: Path) -> Any:
+    from modelhost.control import PlatformConfig
+    from modelhost.local.settings import PlatformSettings
+
+    overrides: dict[str, Any] = {}
+    if args.config:
+        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise errors.InvalidInput(f"{args.config}: expected a mapping of settings")
+        known = {f.name for f in dataclasses.fields(PlatformConfig)}
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            raise errors.InvalidInput(
+                f"{args.config}: unknown settings {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        overrides.update(loaded)
+    if args.domain:
+        overrides["ingress_domain"] = args.domain
+    return PlatformSettings(
+        home=home,
+        host=args.host,
+        http_port=args.port,
+        grpc_port=args.grpc_port,
+        config=PlatformConfig(**overrides),
+        workdir=os.getcwd(),
+        replica_start_timeout_s=args.replica_start_timeout,
+    )
+
+
+def _detach(args: argparse.Namespace, home: Path) -> int:
+    from modelhost.local.client import PlatformClient
+
+    home.mkdir(parents=True, exist_ok=True)
+    address = home / "platform.json"
+    running = _running_pid(address)
+    if running is not None:
+        print(f"modelhost up: a platform already runs (pid {running}); `modelhost down` first")
+        return 1
+    argv = [a for a in sys.argv[1:] if a not in ("-d", "--detach")]
+    if not argv or argv[0] != "up":
+        argv = ["up", *argv]
+    if "--home" not in argv:
+        argv += ["--home", str(home)]
+    log_path = home / "platform.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "modelhost", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            print(f"modelhost up: the platform exited; see {log_path}", file=sys.stderr)
+            return 1
+        try:
+            found = json.loads(address.read_text())
+        except (OSError, ValueError):
+            found = {}
+        if found.get("pid") == process.pid and PlatformClient(found["url"], 2).healthy():
+            print(f"modelhost platform running in the background (pid {process.pid})")
+            print(f"  gateway and API: {found['url']}   gRPC: {found['grpc']}")
+            print(f"  log: {log_path}   stop: modelhost down")
+            return 0
+        time.sleep(0.1)
+    print(f"modelhost up: the platform did not start in 60s; see {log_path}", file=sys.stderr)
+    return 1
+
+
+def _running_pid(address: Path) -> int | None:
+    try:
+        pid = int(json.loads(address.read_text())["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid
+
+
+def _down(args: argparse.Namespace) -> int:
+    address = _home_path(args) / "platform.json"
+    pid = _running_pid(address)
+    if pid is None:
+        print("modelhost down: no platform is running")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            print(f"modelhost platform (pid {pid}) stopped")
+            return 0
+        time.sleep(0.1)
+    print(f"modelhost down: pid {pid} still runs after 60s", file=sys.stderr)
+    return 1
+
+
+# -- the kubectl verbs ------------------------------------------------------------------------
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    from modelhost.local.client import PlatformClient, platform_url
+
+    url = platform_url(args.server, _home_path(args), dict(os.environ))
+    client = PlatformClient(url)
+    if args.command == "apply":
+        for filename in args.filename:
+            text = sys.stdin.buffer.read() if filename == "-" else Path(filename).read_bytes()
+            for item in client.apply(text, source=filename):
+                print(f"{_kind_name(item['kind'])}/{item['name']} {item['result']}")
+        return 0
+    if args.command == "get":
+        return _get(client, args)
+    if args.command == "describe":
+        return _describe(client, args)
+    if args.command == "delete":
+        return _delete(client, args)
+    if args.command == "logs":
+        print(client.logs(args.namespace, args.name, args.component, args.tail), end="")
+        return 0
+    return 2
+
+
+def _kind_name(kind: str) -> str:
+    return f"{kind.lower()}.serving.kserve.io"
+
+
+def _get(client: Any, args: argparse.Namespace) -> int:
+    if args.name:
+        items = [client.get(args.kind, args.namespace, args.name)]
+    else:
+        items = client.list_objects(args.kind, None if args.all_namespaces else args.namespace)
+    if args.output == "json":
+        data = items[0] if args.name else {"items": items}
+        print(json.dumps(data, indent=2))
+        return 0
+    if args.output == "yaml":
+        data = items[0] if args.name else {"items": items}
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+        return 0
+    if not items:
+        print(f"No resources found in {args.namespace} namespace.")
+        return 0
+    rows = [_row(item, args.all_namespaces) for item in items]
+    header = [
+        "NAME",
+        "URL",
+        "READY",
+        "PREV",
+        "LATEST",
+        "PREVROLLEDOUTREVISION",
+        "LATESTREADYREVISION",
+        "AGE",
+    ]
+    if args.all_namespaces:
+        header.insert(0, "NAMESPACE")
+    if not args.kind.lower().startswith(("isvc", "inferenceservice")):
+        header = ["NAMESPACE", "NAME", "AGE"] if args.all_namespaces else ["NAME", "AGE"]
+        rows = [
+            ([item["metadata"].get("namespace", "")] if args.all_namespaces else [])
+            + [item["metadata"]["name"], _age(item)]
+            for item in items
+        ]
+    _table(header, rows)
+    return 0
+
+
+def _row(item: dict[str, Any], namespaces: bool) -> list[str]:
+    status = item.get("status") or {}
+    ready = next(
+        (c.get("status", "") for c in status.get("conditions") or () if c.get("type") == "Ready"),
+        "Unknown",
+    )
+    predictor = (status.get("components") or {}).get("predictor") or {}
+    prev = latest = ""
+    for target in predictor.get("traffic") or ():
+        if target.get("latestRevision"):
+            latest = str(target.get("percent", ""))
+        else:
+            prev = str(target.get("percent", ""))
+    row = [
+        item["metadata"]["name"],
+        status.get("url", ""),
+        ready,
+        prev,
+        latest,
+        predictor.get("latestRolledoutRevision", ""),
+        predictor.get("latestReadyRevision", ""),
+        _age(item),
+    ]
+    return [item["metadata"].get("namespace", ""), *row] if namespaces else row
+
+
+def _age(item: dict[str, Any]) -> str:
+    created = item["metadata"].get("creationTimestamp")
+    if not created:
+        return ""
+    when = datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc
+    )
+    seconds = int((datetime.datetime.now(datetime.timezone.utc) - when).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(
+            "   ".join(
+                str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
+            ).rstrip()
+        )
+
+
+def _describe(client: Any, args: argparse.Namespace) -> int:
+    item = client.get(args.kind, args.namespace, args.name)
+    print(yaml.safe_dump(item, sort_keys=False), end="")
+    if args.kind.lower() not in ("isvc", "inferenceservice", "inferenceservices"):
+        return 0
+    print("revisions:")
+    for revision in client.revisions(args.namespace, args.name):
+        print(
+            f"  {revision['component']}  {revision['revision']}  traffic {revision['traffic']}%"
+            f"  desired {revision['desired']}  restarts {revision['restarts']}"
+            f"  cold starts {revision['coldStarts']}  in flight {revision['inFlight']}"
+        )
+        if revision.get("lastError"):
+            print(f"    last error: {revision['lastError']}")
+        for replica in revision["replicas"]:
+            print(
+                f"    {replica['name']}  pid {replica['pid']}  {replica['state']}"
+                f"  http :{replica['httpPort']}  grpc :{replica['grpcPort']}"
+                f"  in flight {replica['inFlight']}"
+            )
+    return 0
+
+
+def _delete(client: Any, args: argparse.Namespace) -> int:
+    from modelhost import control
+
+    targets: list[tuple[str, str, str]] = []
+    for filename in args.filename or ():
+        text = sys.stdin.read() if filename == "-" else Path(filename).read_text()
+        for obj in control.parse_documents(text, source=filename):
+            namespace = obj.metadata.namespace or args.namespace
+            targets.append((obj.kind, namespace, obj.metadata.name or ""))
+    if args.kind and args.name:
+        targets.append((args.kind, args.namespace, args.name))
+    if not targets:
+        print(
+            "modelhost delete: name an object (delete isvc NAME) or give -f FILE", file=sys.stderr
+        )
+        return 2
+    for kind, namespace, name in targets:
+        client.delete(kind, namespace, name)
+        from modelhost.local.client import resource
+
+        plural = resource(kind)[0]
+        print(f'{plural[:-1]}.serving.kserve.io "{name}" deleted')
+    return 0

@@ -1,0 +1,191 @@
+"""One replica: a model-server process on free loopback ports, probed until it is ready.
+
+A replica is the embedded platform's pod. It owns its process (in a session of its own, so
+stopping it stops whatever it spawned), its log file, and a readiness gate: the gateway sends
+it nothing until its server answers ``/v2/health/ready`` (KServe's and modelhost's readiness
+probe), or, for a custom server that has no such route, until its HTTP port accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import aiohttp
+
+__all__ = ["Replica", "ReplicaState", "free_port", "local_argv"]
+
+logger = logging.getLogger("modelhost.local")
+
+_PROBE_PATH = "/v2/health/ready"
+_PROBE_INTERVAL_S = 0.05
+
+
+class ReplicaState(enum.Enum):
+    STARTING = "Starting"
+    READY = "Ready"
+    DRAINING = "Draining"
+    STOPPED = "Stopped"
+    FAILED = "Failed"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel has just handed out; the replica binds it moments later."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def local_argv(argv: Sequence[str]) -> list[str]:
+    """The argv to run here: ``modelhost`` and ``python`` mean this very interpreter.
+
+    A container image brings its own ``modelhost`` and ``python``; on one machine the
+    platform's own environment is the one that has modelhost and the runtimes installed.
+    """
+    argv = list(argv)
+    if not argv:
+        return argv
+    head = os.path.basename(argv[0])
+    if head == "modelhost":
+        return [sys.executable, "-m", "modelhost", *argv[1:]]
+    if head in ("python", "python3", f"python3.{sys.version_info.minor}"):
+        return [sys.executable, *argv[1:]]
+    return argv
+
+
+class Replica:
+    """A process serving one revision on ``http_port`` (and ``grpc_port``)."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        http_port: int,
+        grpc_port: int,
+        log_path: Path,
+        cwd: str | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+        self.log_path = log_path
+        self.cwd = cwd
+        self.state = ReplicaState.STARTING
+        self.in_flight = 0
+        self.started_at = 0.0
+        self.ready_at: float | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._stopping = False
+
+    @property
+    def http_address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode if self._process else None
+
+    @property
+    def serving(self) -> bool:
+        """Takes new requests: ready, and not draining or gone."""
+        return self.state is ReplicaState.READY
+
+    async def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # A local file opened for appending: no wait worth a thread.
+        with open(self.log_path, "ab") as log:  # noqa: ASYNC230
+            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {self.name}: start\n".encode())
+            log.flush()
+            self._process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.started_at = time.monotonic()
+        logger.info("replica %s started: pid %s, port %s", self.name, self.pid, self.http_port)
+
+    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> bool:
+        """Probe until the server is ready; False when the process exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        url = f"http://{self.http_address}{_PROBE_PATH}"
+        probe_timeout = aiohttp.ClientTimeout(total=2.0)
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.returncode is not None or self._stopping:
+                return False
+            try:
+                async with session.get(url, timeout=probe_timeout) as response:
+                    await response.read()
+                    # A server without the v2 route is up once it answers at all.
+                    if response.status == 200 or response.status == 404:
+                        self.state = ReplicaState.READY
+                        self.ready_at = time.monotonic()
+                        return True
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(_PROBE_INTERVAL_S)
+        return False
+
+    async def wait_exit(self) -> int:
+        assert self._process is not None
+        return await self._process.wait()
+
+    async def drain(self, timeout: float) -> None:
+        """Take no new requests, and wait for the ones it holds to finish."""
+        if self.state is ReplicaState.READY or self.state is ReplicaState.STARTING:
+            self.state = ReplicaState.DRAINING
+        deadline = time.monotonic() + timeout
+        # Polled: the count moves in the gateway's hot path, which should not wake anyone.
+        while self.in_flight > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM (the server drains), then SIGKILL after ``grace`` seconds."""
+        self._stopping = True
+        process = self._process
+        self.state = ReplicaState.STOPPED
+        if process is None or process.returncode is not None:
+            return
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), grace)
+        except asyncio.TimeoutError:
+            logger.warning("replica %s did not stop in %ss: killed", self.name, grace)
+            _signal_group(process.pid, signal.SIGKILL)
+            await process.wait()
+
+    def kill_now(self) -> None:
+        """Last resort at platform exit: no replica outlives the platform."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            _signal_group(process.pid, signal.SIGKILL)
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
