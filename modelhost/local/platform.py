@@ -415,7 +415,9 @@ class Platform:
         shares = [
             (state.runners[t.revision_name], t.percent or 0)
             for t in component_status.traffic or ()
-            if t.revision_name in state.runners and t.revision_name in ready
+            # Not only the ready ones: a revision whose replica just crashed keeps its share,
+            # and its requests wait for the replacement (Knative's activator does the same).
+            if t.revision_name in state.runners
         ]
         state.split = WeightedChoice(shares)
         keep = set(wanted) | {
@@ -440,7 +442,7 @@ class Platform:
         condition = _COMPONENT_CONDITIONS[kind]
         if stopped:
             return component_status, (condition, False, "Stopped", "the service is stopped")
-        if shares:
+        if any(runner.ready for runner, percent in shares if percent > 0):
             return component_status, (condition, True, None, None)
         errors_seen = [r.last_error for r in state.runners.values() if r.last_error]
         message = errors_seen[0] if errors_seen else f"revision {plan.revision.name} is starting"

@@ -1,0 +1,242 @@
+"""Rollouts under a steady load: canary, rollback, promotion, rolling update, a crash, zero."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from platform_fixtures import RunningPlatform, is_ready, start_platform, stop_platform, traffic
+
+SAMPLES = Path(__file__).resolve().parents[1] / "control" / "samples"
+ROW = [6.8, 2.8, 4.8, 1.4]  # class 1 for the first model; model-2 always answers 2
+HOST = "sklearn-iris.kserve-test.example.com"
+
+
+@dataclass
+class Load:
+    """Requests sent back to back from a few threads, every answer recorded in order."""
+
+    url: str
+    host: str
+    path: str = "/v1/models/sklearn-iris:predict"
+    threads: int = 2
+    answers: list[tuple[float, int, object]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _workers: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> Load:
+        for _ in range(self.threads):
+            worker = threading.Thread(target=self._run, daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(60)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post(
+                        self.path, json={"instances": [ROW]}, headers={"Host": self.host}
+                    )
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                if response.status_code != 200:
+                    self.failures.append(f"{response.status_code} {response.text}")
+                    continue
+                self.answers.append(
+                    (time.monotonic(), response.status_code, response.json()["predictions"][0])
+                )
+
+    def since(self, moment: float) -> Counter[object]:
+        """Answers after ``moment``, less one per thread: those may have left before it."""
+        later = [answer for when, _, answer in list(self.answers) if when >= moment]
+        return Counter(later[self.threads :])
+
+    def wait_answers(self, count: int, since: float, timeout: float = 30) -> Counter[object]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen = self.since(since)
+            if sum(seen.values()) >= count:
+                return seen
+            time.sleep(0.05)
+        raise AssertionError(f"only {self.since(since)} answers in {timeout}s")
+
+
+@pytest.fixture
+def load_on(platform: RunningPlatform) -> Iterator[list[Load]]:
+    loads: list[Load] = []
+    yield loads
+    for load in loads:
+        load.stop()
+
+
+def _canary_sample(percent: int | None) -> str:
+    """KServe's canary tutorial: step 1 (model), step 2 (model-2 at 10%), 0 (rollback), none."""
+    text = (SAMPLES / "sklearn-iris-canary.yaml").read_text()
+    if percent is None:
+        return text.replace("    canaryTrafficPercent: 10\n", "")
+    return text.replace("canaryTrafficPercent: 10", f"canaryTrafficPercent: {percent}")
+
+
+def test_canary_split_rollback_and_promotion_lose_no_request(
+    platform: RunningPlatform, load_on: list[Load]
+) -> None:
+    step_one = _canary_sample(None).replace("1.0/model-2", "1.0/model")
+    platform.apply(step_one)
+    status = platform.wait_ready("sklearn-iris", "kserve-test")
+    (stable,) = traffic(status)
+    load = Load(platform.url, HOST).start()
+    load_on.append(load)
+    load.wait_answers(20, since=0)
+
+    # Step two, KServe's sample unchanged: the new model takes 10% once it is ready.
+    platform.apply((SAMPLES / "sklearn-iris-canary.yaml").read_text())
+    status = platform.wait_for(
+        "sklearn-iris",
+        lambda s: len(traffic(s)) == 2 and is_ready(s) and
+        s["components"]["predictor"]["latestReadyRevision"] != stable,
+        "kserve-test",
+        what="canary at 10%",
+    )
+    canary = status["components"]["predictor"]["latestReadyRevision"]
+    assert traffic(status) == {canary: 10, stable: 90}
+    assert status["components"]["predictor"]["latestRolledoutRevision"] == stable
+    split_at = time.monotonic()
+    seen = load.wait_answers(200, since=split_at)
+    share = seen[2] / sum(seen.values())
+    assert 0.07 <= share <= 0.13, seen
+
+    # Rollback: canaryTrafficPercent 0 sends everything to the rolled-out revision.
+    platform.apply(_canary_sample(0))
+    status = platform.wait_for(
+        "sklearn-iris", lambda s: traffic(s).get(stable) == 100, "kserve-test", what="rollback"
+    )
+    rolled_back_at = time.monotonic()
+    assert set(load.wait_answers(50, since=rolled_back_at)) == {1}
+
+    # Promotion: without canaryTrafficPercent the latest revision takes everything.
+    platform.apply(_canary_sample(None))
+    status = platform.wait_for(
+        "sklearn-iris", lambda s: traffic(s) == {canary: 100}, "kserve-test", what="promotion"
+    )
+    assert status["components"]["predictor"]["latestRolledoutRevision"] == canary
+    assert status["components"]["predictor"]["previousRolledoutRevision"] == stable
+    promoted_at = time.monotonic()
+    assert set(load.wait_answers(50, since=promoted_at)) == {2}
+    _wait_revisions(platform, "kserve-test", {canary})
+    load.stop()
+    assert load.failures == []
+    assert len(load.answers) > 300
+
+
+def test_rolling_update_loses_no_request(platform: RunningPlatform, load_on: list[Load]) -> None:
+    sample = (SAMPLES / "sklearn-iris-v1.yaml").read_text()
+    platform.apply(sample)
+    (old,) = traffic(platform.wait_ready("sklearn-iris"))
+    load = Load(platform.url, "sklearn-iris.default.example.com").start()
+    load_on.append(load)
+    load.wait_answers(20, since=0)
+    platform.apply(sample.replace("1.0/model", "1.0/model-2"))
+    status = platform.wait_for(
+        "sklearn-iris",
+        lambda s: old not in traffic(s) and is_ready(s),
+        what="the new revision serving",
+    )
+    (new,) = traffic(status)
+    assert status["components"]["predictor"]["latestRolledoutRevision"] == new
+    moved_at = time.monotonic()
+    assert set(load.wait_answers(50, since=moved_at)) == {2}
+    _wait_revisions(platform, "default", {new}, name="sklearn-iris")
+    load.stop()
+    assert load.failures == []
+    assert Counter(a for _, _, a in load.answers).keys() == {1, 2}
+
+
+def test_a_crashed_replica_is_replaced(platform: RunningPlatform, load_on: list[Load]) -> None:
+    platform.apply((SAMPLES / "sklearn-iris-v1.yaml").read_text())
+    platform.wait_ready("sklearn-iris")
+    load = Load(platform.url, "sklearn-iris.default.example.com", threads=1).start()
+    load_on.append(load)
+    load.wait_answers(20, since=0)
+    ((replica,),) = [rev["replicas"] for rev in platform.revisions("sklearn-iris")]
+    os.kill(replica["pid"], signal.SIGKILL)
+    killed_at = time.monotonic()
+    load.wait_answers(50, since=killed_at, timeout=60)
+    (revision,) = platform.revisions("sklearn-iris")
+    assert revision["restarts"] == 1
+    assert revision["lastError"] is None  # cleared once the replacement is ready
+    ((fresh,),) = [[r for r in revision["replicas"] if r["state"] == "Ready"]]
+    assert fresh["pid"] != replica["pid"]
+    load.stop()
+    # One client thread: at most the one request the replica held when it died is lost.
+    assert len(load.failures) <= 1, load.failures
+
+
+def test_scale_to_zero_and_the_first_request_after_idle_is_answered(
+    tmp_path: Path, sample_buckets: object
+) -> None:
+    env = {
+        **sample_buckets.env(),  # type: ignore[attr-defined]
+        "MODELHOST_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    platform = start_platform(
+        tmp_path / "home", replica_env=env, stable_window_s=2.0, scale_to_zero_grace_period_s=1.0
+    )
+    try:
+        sample = (SAMPLES / "sklearn-iris-v1.yaml").read_text()
+        platform.apply(sample.replace("  predictor:\n", "  predictor:\n    minReplicas: 0\n"))
+        platform.wait_ready("sklearn-iris")
+        _wait_replicas(platform, "sklearn-iris", 0, timeout=30)
+        # Scaled to zero, the service stays Ready: a request may wake it at any time.
+        assert is_ready(platform.status("sklearn-iris"))
+        with httpx.Client(base_url=platform.url, timeout=60) as client:
+            response = client.post(
+                "/v1/models/sklearn-iris:predict",
+                json={"instances": [ROW]},
+                headers={"Host": "sklearn-iris.default.example.com"},
+            )
+            assert response.status_code == 200, response.text
+            assert response.json() == {"predictions": [1]}
+        (revision,) = platform.revisions("sklearn-iris")
+        assert revision["coldStarts"] == 1
+        assert "modelhost_gateway_cold_starts_total" in platform.metrics()
+        # Idle again, it goes back to zero.
+        _wait_replicas(platform, "sklearn-iris", 0, timeout=30)
+    finally:
+        stop_platform(platform)
+
+
+def _wait_revisions(
+    platform: RunningPlatform, namespace: str, names: set[str], name: str = "sklearn-iris"
+) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if {r["revision"] for r in platform.revisions(name, namespace)} == names:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"revisions {platform.revisions(name, namespace)} != {names}")
+
+
+def _wait_replicas(platform: RunningPlatform, name: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        live = sum(len(r["replicas"]) for r in platform.revisions(name))
+        if live == count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{platform.revisions(name)}: not {count} replicas in {timeout}s")
