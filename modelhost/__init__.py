@@ -25,6 +25,7 @@ from modelhost.protocol.infer_type import (
     InferResponse,
     RequestedOutput,
 )
+from modelhost.server import model_server as model_server  # KServe scripts' parser
 from modelhost.server.model_server import ModelServer
 from modelhost.settings import BatchSettings, ServerSettings
 

@@ -55,6 +55,10 @@ def add_commands(commands: Any) -> None:
     apply.add_argument(
         "-f", "--filename", action="append", required=True, help="YAML or JSON file ('-': stdin)"
     )
+    apply.add_argument(
+        "--wait", action="store_true", help="return once the InferenceServices are Ready"
+    )
+    apply.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
     get = commands.add_parser("get", help="list InferenceServices (or runtimes) and status")
     _client(get)
     get.add_argument("kind", help="isvc, servingruntime or clusterservingruntime")
@@ -240,11 +244,14 @@ def _client_command(args: argparse.Namespace) -> int:
     url = platform_url(args.server, _home_path(args), dict(os.environ))
     client = PlatformClient(url)
     if args.command == "apply":
+        applied = []
         for filename in args.filename:
             text = sys.stdin.buffer.read() if filename == "-" else Path(filename).read_bytes()
             for item in client.apply(text, source=filename):
                 print(f"{_kind_name(item['kind'])}/{item['name']} {item['result']}")
-        return 0
+                applied.append(item)
+        services = [i for i in applied if i["kind"] == "InferenceService"]
+        return _wait_ready(client, services, args.timeout) if args.wait else 0
     if args.command == "get":
         return _get(client, args)
     if args.command == "describe":
@@ -255,6 +262,28 @@ def _client_command(args: argparse.Namespace) -> int:
         print(client.logs(args.namespace, args.name, args.component, args.tail), end="")
         return 0
     return 2
+
+
+def _wait_ready(client: Any, services: list[dict[str, Any]], timeout: float) -> int:
+    """Poll until every service is Ready at its newest generation; 1 on time-out."""
+    deadline = time.monotonic() + timeout
+    waiting = list(services)
+    while waiting and time.monotonic() < deadline:
+        item = waiting[0]
+        found = client.get("isvc", item["namespace"], item["name"])
+        status = found.get("status") or {}
+        ready: dict[str, Any] = next(
+            (c for c in status.get("conditions") or () if c.get("type") == "Ready"), {}
+        )
+        current = status.get("observedGeneration") == found["metadata"].get("generation")
+        if current and ready.get("status") == "True":
+            print(f"inferenceservice/{item['name']} ready at {status.get('url')}")
+            waiting.pop(0)
+            continue
+        time.sleep(0.2)
+    for item in waiting:
+        print(f"modelhost apply: {item['name']} not Ready in {timeout:.0f}s", file=sys.stderr)
+    return 1 if waiting else 0
 
 
 def _kind_name(kind: str) -> str:

@@ -5,7 +5,8 @@ stalls health checks or other requests (KServe runs them on the loop: its issue 
 An ``async`` step is awaited on the loop. Steps the model does not override are
 skipped, and each step's time goes to KServe's step histograms. ``predict`` goes through
 the model's adaptive batcher when batching is on for it (``model.batching``, or the
-server's default).
+server's default). A transformer, a model that keeps the base ``predict`` and names a
+``predictor_host``, has its ``predict`` done by its predictor (``remote_predictor``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prometheus_client import Histogram
 from modelhost.model.model import Model
 from modelhost.server.batcher import Batcher
 from modelhost.server.metrics import Metrics
+from modelhost.server.remote_predictor import RemotePredictor, RemotePredictors
 from modelhost.settings import BatchSettings
 
 __all__ = ["StepRunner"]
@@ -72,6 +74,11 @@ class StepRunner:
         )
         # Keyed by the model object: a reloaded model gets a fresh batcher.
         self._batchers: weakref.WeakKeyDictionary[Model, Batcher] = weakref.WeakKeyDictionary()
+        self._remote = RemotePredictors()
+        # Decided once per model object: its forwarder, or None for the model's own predict.
+        self._forwarders: weakref.WeakKeyDictionary[Model, RemotePredictor | None] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def batcher(self, model: Model) -> Batcher | None:
         """The model's batcher, made on first use; None when batching is off for it."""
@@ -81,18 +88,31 @@ class StepRunner:
             if not settings.enabled:
                 return None
             extra = model.return_response_headers
+            method = self.predict_method(model)
 
             async def predict(payload: Any, headers: dict[str, str]) -> Any:
                 args = (payload, headers, {}) if extra else (payload, headers)
-                return await self._timed(model, model.predict, self._metrics.predict, args)
+                return await self._timed(model, method, self._metrics.predict, args)
 
             batcher = self._batchers[model] = Batcher(model, settings, predict, self._metrics)
         return batcher
 
+    def predict_method(self, model: Model) -> Callable[..., Any]:
+        """``model.predict``, or for a transformer the call to its predictor."""
+        if type(model).predict is not Model.predict:
+            return model.predict
+        try:
+            forwarder = self._forwarders[model]
+        except KeyError:
+            forwarder = self._forwarders[model] = self._remote.for_model(model)
+        # Without a predictor_host the base predict raises NotImplementedError: a 501.
+        return model.predict if forwarder is None else forwarder.predict
+
     async def close(self) -> None:
-        """Stop every batcher's queue tasks (at server shutdown)."""
+        """Stop every batcher's queue tasks and close the predictor clients (at shutdown)."""
         for batcher in list(self._batchers.values()):
             await batcher.close()
+        await self._remote.close()
 
     async def _timed(
         self,
@@ -177,8 +197,14 @@ class StepRunner:
             if batcher is not None:
                 result = await batcher.submit(payload, headers)
             else:
+                # Only a model without a predict of its own can be a transformer.
+                predict = (
+                    model.predict
+                    if kind.predict is not Model.predict
+                    else self.predict_method(model)
+                )
                 result = await self._timed(
-                    model, model.predict, metrics.predict, (payload, headers, *extra)
+                    model, predict, metrics.predict, (payload, headers, *extra)
                 )
         if kind.postprocess is not Model.postprocess:
             result = await self._timed(

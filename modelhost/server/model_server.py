@@ -3,10 +3,15 @@
 It loads the models, binds both ports (0 picks a free one), serves until SIGTERM or
 SIGINT, then drains: readiness turns false, no new connection is accepted, requests
 already running finish (up to ``grace_period``), and only then does the process exit.
+
+As KServe's ``kserve.model_server`` module, it offers ``parser``, the server's flags for
+a script's own ``ArgumentParser(parents=[model_server.parser])``; it is built on first
+use, and nothing reads the command line at import.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -20,17 +25,23 @@ from typing import Any
 
 import uvicorn
 
-from modelhost.model.model import Model
+from modelhost.model.model import Model, PredictorConfig
 from modelhost.model.repository import ModelRepository
 from modelhost.server.dataplane import DataPlane
 from modelhost.server.grpc.server import GrpcServer
 from modelhost.server.http.app import HttpApp
 from modelhost.server.inference import StepRunner
 from modelhost.server.metrics import Metrics
+from modelhost.server.remote_predictor import PROTOCOLS
 from modelhost.server.workers import WorkerPool, reserve_port
-from modelhost.settings import BatchSettings, ServerSettings, parse_known_server_args
+from modelhost.settings import (
+    BatchSettings,
+    ServerSettings,
+    add_server_arguments,
+    parse_known_server_args,
+)
 
-__all__ = ["ModelServer"]
+__all__ = ["ModelServer", "predictor_config_from_args", "server_parser"]
 
 logger = logging.getLogger("modelhost.server")
 
@@ -245,3 +256,86 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("modelhost").setLevel(level.upper())
+
+
+# -- KServe's model_server.parser --------------------------------------------------------
+
+
+def server_parser() -> argparse.ArgumentParser:
+    """The server's and a model's flags, KServe's names, as a parent for a script's parser.
+
+    Server flags default to None (not given: the environment's or the default setting,
+    see ``settings_from_args``); the model flags have KServe's defaults.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    add_server_arguments(parser)
+    group = parser.add_argument_group("model")
+    group.add_argument("--model_name", default="model", help="model name in URLs (model)")
+    group.add_argument(
+        "--predictor_host",
+        default=None,
+        help="a transformer's predictor, host:port (gRPC v2: its gRPC address)",
+    )
+    group.add_argument(
+        "--predictor_protocol",
+        default="v1",
+        choices=PROTOCOLS,
+        help="protocol to the predictor (v1)",
+    )
+    # KServe's deprecated name; here it applies when --predictor_protocol is left at v1.
+    group.add_argument("--protocol", default="v1", choices=PROTOCOLS, help=argparse.SUPPRESS)
+    group.add_argument(
+        "--predictor_use_ssl",
+        type=_bool_flag,
+        nargs="?",
+        const=True,
+        default=False,
+        help="https (and TLS gRPC) to the predictor (false)",
+    )
+    group.add_argument(
+        "--predictor_request_timeout_seconds",
+        type=float,
+        default=600,
+        help="seconds a request to the predictor may take (600)",
+    )
+    return parser
+
+
+def predictor_config_from_args(args: argparse.Namespace) -> PredictorConfig | None:
+    """The ``PredictorConfig`` that flags from :func:`server_parser` give; None without a host."""
+    host = getattr(args, "predictor_host", None)
+    if not host:
+        return None
+    protocol = getattr(args, "predictor_protocol", "v1")
+    if protocol == "v1":
+        protocol = getattr(args, "protocol", None) or protocol
+    return PredictorConfig(
+        predictor_host=host,
+        predictor_protocol=protocol,
+        predictor_use_ssl=bool(getattr(args, "predictor_use_ssl", False)),
+        predictor_request_timeout_seconds=float(
+            getattr(args, "predictor_request_timeout_seconds", 600)
+        ),
+    )
+
+
+def _bool_flag(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {raw!r}")
+
+
+_parser: argparse.ArgumentParser | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # ``parser`` is made on first use, so that importing this module parses nothing.
+    global _parser
+    if name == "parser":
+        if _parser is None:
+            _parser = server_parser()
+        return _parser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "storage"))
-from storage_servers import GcsServer, start_gcs  # noqa: E402
+from storage_servers import GcsServer, start_gcs
 
 # Where KServe's samples keep their models (gs://kfserving-examples/..., gs://seldon-models/...).
 SAMPLE_OBJECTS = {
@@ -48,9 +48,7 @@ def sample_buckets() -> Iterator[GcsServer]:
 
 
 @pytest.fixture
-def platform(
-    tmp_path: Path, sample_buckets: GcsServer
-) -> Iterator[RunningPlatform]:
+def platform(tmp_path: Path, sample_buckets: GcsServer) -> Iterator[RunningPlatform]:
     running = start_platform(
         tmp_path / "home",
         replica_env={**sample_buckets.env(), "MODELHOST_CACHE_DIR": str(tmp_path / "cache")},

@@ -73,7 +73,9 @@ class RunningPlatform:
             f"revisions {revisions}"
         )
 
-    def wait_ready(self, name: str, namespace: str = "default", timeout: float = 60) -> dict[str, Any]:
+    def wait_ready(
+        self, name: str, namespace: str = "default", timeout: float = 60
+    ) -> dict[str, Any]:
         return self.wait_for(name, is_ready, namespace, timeout, "Ready")
 
     def revisions(self, name: str, namespace: str = "default") -> list[dict[str, Any]]:

@@ -18,8 +18,10 @@ from platform_fixtures import (
     stop_platform,
     traffic,
 )
+from tritonclient.utils import InferenceServerException
 
 from modelhost.cli import main
+from modelhost.errors import ModelhostError
 
 SAMPLES = Path(__file__).resolve().parents[1] / "control" / "samples"
 ROWS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]
@@ -28,8 +30,12 @@ ROWS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]
 def test_kserve_v1_sample_is_served_by_host_and_by_path(platform: RunningPlatform) -> None:
     results = platform.apply((SAMPLES / "sklearn-iris-v1.yaml").read_text())
     assert results == [
-        {"kind": "InferenceService", "namespace": "default", "name": "sklearn-iris",
-         "result": "created"}
+        {
+            "kind": "InferenceService",
+            "namespace": "default",
+            "name": "sklearn-iris",
+            "result": "created",
+        }
     ]
     status = platform.wait_ready("sklearn-iris")
     assert status["url"] == "http://sklearn-iris.default.example.com"
@@ -78,8 +84,7 @@ def test_kserve_v2_sample_over_rest_and_grpc(platform: RunningPlatform) -> None:
     with httpx.Client(base_url=platform.url, timeout=30) as client:
         response = client.post(
             "/v2/models/sklearn-v2-iris/infer",
-            json={"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
-                              "data": ROWS}]},
+            json={"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": ROWS}]},
             headers={"Host": "sklearn-v2-iris.default.example.com"},
         )
         assert response.status_code == 200, response.text
@@ -97,7 +102,7 @@ def test_kserve_v2_sample_over_rest_and_grpc(platform: RunningPlatform) -> None:
         )
         assert hosted.as_numpy("output-0").tolist() == [1, 1]
         assert client.is_model_ready("sklearn-v2-iris")
-        with pytest.raises(Exception, match="NOT_FOUND|does not exist"):
+        with pytest.raises(InferenceServerException, match=r"does not exist"):
             client.infer("no-such-model", [tensor])
     finally:
         client.close()
@@ -120,13 +125,13 @@ spec:
         name: sklearn
       storageUri: gs://kfserving-examples/models/sklearn/1.0/model
 """
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(ModelhostError) as raised:
         platform.apply(text)
     assert getattr(raised.value, "status_code", None) == 400
     assert "spec.predictor.minReplicas" in str(raised.value)
     assert platform.client.list_objects("isvc", "default") == []
     unknown_format = text.replace("sklearn", "no-such-format").replace("minReplicas: 3", "")
-    with pytest.raises(Exception, match="no runtime found"):
+    with pytest.raises(ModelhostError, match="no runtime found"):
         platform.apply(unknown_format.replace("maxReplicas: 2", ""))
 
 
@@ -143,14 +148,19 @@ def test_cli_verbs_against_the_platform(
     assert main(["get", "isvc", *server]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["NAME", "URL", "READY"]
-    assert table[1].split()[:3] == ["sklearn-iris", "http://sklearn-iris.default.example.com", "True"]
+    assert table[1].split()[:3] == [
+        "sklearn-iris",
+        "http://sklearn-iris.default.example.com",
+        "True",
+    ]
     assert main(["get", "isvc", "sklearn-iris", "-o", "json", *server]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["metadata"]["generation"] == 1
     assert is_ready(document["status"])
     assert main(["describe", "isvc", "sklearn-iris", *server]) == 0
     described = capsys.readouterr().out
-    assert "revisions:" in described and " Ready " in described
+    assert "revisions:" in described
+    assert " Ready " in described
     assert main(["logs", "sklearn-iris", *server]) == 0
     assert "modelhost serving sklearn-iris" in capsys.readouterr().out
     pids = [r["pid"] for rev in platform.revisions("sklearn-iris") for r in rev["replicas"]]
@@ -170,8 +180,10 @@ def test_services_come_back_after_a_restart(
     first = platform.wait_ready("sklearn-iris")
     old_pids = {r["pid"] for rev in platform.revisions("sklearn-iris") for r in rev["replicas"]}
     home = platform.home
-    env = {"STORAGE_EMULATOR_HOST": sample_buckets.env()["STORAGE_EMULATOR_HOST"],  # type: ignore[attr-defined]
-           "MODELHOST_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        "STORAGE_EMULATOR_HOST": sample_buckets.env()["STORAGE_EMULATOR_HOST"],  # type: ignore[attr-defined]
+        "MODELHOST_CACHE_DIR": str(tmp_path / "cache"),
+    }
     stop_platform(platform)
     assert not (home / "platform.json").exists()
     again = start_platform(home, replica_env=env)
@@ -180,7 +192,8 @@ def test_services_come_back_after_a_restart(
         status = again.wait_ready("sklearn-iris")
         assert traffic(status) == traffic(first)
         new_pids = {r["pid"] for rev in again.revisions("sklearn-iris") for r in rev["replicas"]}
-        assert new_pids and not new_pids & old_pids
+        assert new_pids
+        assert not new_pids & old_pids
         with httpx.Client(base_url=again.url, timeout=30) as client:
             response = client.post("/v1/models/sklearn-iris:predict", json={"instances": ROWS})
             assert response.json() == {"predictions": [1, 1]}

@@ -108,8 +108,11 @@ def test_canary_split_rollback_and_promotion_lose_no_request(
     platform.apply((SAMPLES / "sklearn-iris-canary.yaml").read_text())
     status = platform.wait_for(
         "sklearn-iris",
-        lambda s: len(traffic(s)) == 2 and is_ready(s) and
-        s["components"]["predictor"]["latestReadyRevision"] != stable,
+        lambda s: (
+            len(traffic(s)) == 2
+            and is_ready(s)
+            and s["components"]["predictor"]["latestReadyRevision"] != stable
+        ),
         "kserve-test",
         what="canary at 10%",
     )

@@ -24,8 +24,8 @@ from modelhost import (
     Model,
     ModelServer,
     PredictorConfig,
+    model_server,
 )
-from modelhost.server import model_server
 
 
 class IrisTransformer(Model):
