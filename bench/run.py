@@ -63,6 +63,8 @@ class Server:
     ready: str = f"{HTTP}/v2/models/iris/ready"
     env: dict[str, str] = field(default_factory=dict)
     model: str = "iris"
+    # KServe YAML applied once the process answers /healthz (the embedded platform).
+    apply: str | None = None
 
 
 def mh(*args: str) -> list[str]:
@@ -240,10 +242,65 @@ def servers(scenario: str) -> list[Server]:
                 model="mlp",
             ),
         ]
-    raise SystemExit(f"unknown scenario {scenario!r}: iris, tensor or mlp")
+    if scenario == "gateway":
+        # The same model server, direct and behind the embedded platform's gateway (the
+        # platform and its replica share core 0, as the direct server has it alone).
+        home = PEERS / "run" / "platform-home"
+        shutil.rmtree(home, ignore_errors=True)
+        isvc = PEERS / "run" / "iris-isvc.yaml"
+        isvc.parent.mkdir(parents=True, exist_ok=True)
+        isvc.write_text(GATEWAY_ISVC.format(storage=IRIS))
+        return [
+            Server("modelhost", mh(str(IRIS), "--name", "iris"), iris_loads("v1 v2 grpc")),
+            Server(
+                "modelhost-gateway",
+                [
+                    MODELHOST,
+                    "up",
+                    "--home",
+                    str(home),
+                    "--port",
+                    "8080",
+                    "--grpc-port",
+                    "8081",
+                ],
+                iris_loads("v1 v2 grpc"),
+                apply=str(isvc),
+            ),
+        ]
+    raise SystemExit(f"unknown scenario {scenario!r}: iris, tensor, mlp or gateway")
+
+
+GATEWAY_ISVC = """
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: iris
+spec:
+  predictor:
+    model:
+      modelFormat:
+        name: sklearn
+      storageUri: {storage}
+"""
 
 
 # -- running one server ------------------------------------------------------------------
+
+
+def apply_when_up(path: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode} before it listened")
+        try:
+            with urllib.request.urlopen(f"{HTTP}/healthz", timeout=1):
+                break
+        except OSError:
+            time.sleep(0.1)
+    subprocess.run(
+        [MODELHOST, "apply", "-f", path, "--server", HTTP, "--wait"], check=True, timeout=120
+    )
 
 
 def port_open(port: int) -> bool:
@@ -450,6 +507,8 @@ def run_server(server: Server, scenario: str, run: int, out: Path) -> tuple[dict
     rows: list[dict] = []
     info: dict[str, object] = {"pass": run, "scenario": scenario, "server": server.name}
     try:
+        if server.apply:
+            apply_when_up(server.apply, process)
         info["startup_s"] = round(wait_ready(server, process), 2)
         time.sleep(3)
         info["idle_rss_mib"] = round(benchlib.rss(process.pid) / 1024)
@@ -489,7 +548,7 @@ def run_server(server: Server, scenario: str, run: int, out: Path) -> tuple[dict
 
 
 def main() -> None:
-    scenarios = sys.argv[1:] or ["iris", "tensor", "mlp"]
+    scenarios = sys.argv[1:] or ["iris", "tensor", "mlp", "gateway"]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = Path(os.environ.get("OUT", HERE / "results" / stamp))
     (out / "raw").mkdir(parents=True, exist_ok=True)

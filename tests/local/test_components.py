@@ -31,16 +31,24 @@ spec:
       - name: kserve-container
         image: example.com/iris-transformer:latest
         command: ["python", "tests/local/apps/iris_transformer.py"]
+  explainer:
+    containers:
+      - name: kserve-container
+        image: example.com/iris-explainer:latest
+        command: ["python", "tests/local/apps/iris_explainer.py"]
 """
 
 
-def test_transformer_calls_its_predictor(platform: RunningPlatform) -> None:
+def test_transformer_calls_its_predictor_and_explain_goes_to_the_explainer(
+    platform: RunningPlatform,
+) -> None:
     platform.apply(PIPELINE)
     status = platform.wait_ready("iris-pipeline")
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["TransformerReady"] == "True"
     assert conditions["PredictorReady"] == "True"
-    assert set(status["components"]) == {"predictor", "transformer"}
+    assert conditions["ExplainerReady"] == "True"
+    assert set(status["components"]) == {"predictor", "transformer", "explainer"}
     with httpx.Client(base_url=platform.url, timeout=60) as client:
         response = client.post(
             "/v1/models/iris-pipeline:predict",
@@ -57,6 +65,17 @@ def test_transformer_calls_its_predictor(platform: RunningPlatform) -> None:
             headers={"Host": "iris-pipeline-predictor.default.example.com"},
         )
         assert direct.json() == {"predictions": [1, 1]}
+        # KServe routes :explain to the explainer, which calls the transformer in turn.
+        explained = client.post(
+            "/v1/models/iris-pipeline:explain",
+            json={"instances": ROWS},
+            headers={"Host": "iris-pipeline.default.example.com"},
+        )
+        assert explained.status_code == 200, explained.text
+        assert explained.json() == {
+            "predictions": [1, 1],
+            "explanations": ["petal length", "petal length"],
+        }
 
 
 @pytest.fixture

@@ -224,6 +224,52 @@ def test_scale_to_zero_and_the_first_request_after_idle_is_answered(
         stop_platform(platform)
 
 
+def test_autoscaler_adds_replicas_under_load_and_removes_them_after(
+    tmp_path: Path, sample_buckets: object
+) -> None:
+    env = {
+        **sample_buckets.env(),  # type: ignore[attr-defined]
+        "MODELHOST_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    platform = start_platform(tmp_path / "home", replica_env=env, stable_window_s=2.0)
+    load = None
+    try:
+        sample = (SAMPLES / "sklearn-iris-v1.yaml").read_text()
+        platform.apply(
+            sample.replace(
+                "  predictor:\n",
+                "  predictor:\n    scaleMetric: rps\n    scaleTarget: 5\n    maxReplicas: 2\n",
+            )
+        )
+        platform.wait_ready("sklearn-iris")
+        # Requests per second, not concurrency: these clients share the test process (and
+        # its GIL) with the platform, so they send tens of requests a second but hold few
+        # at once. A target of 5 rps (times Knative's 70% utilisation) asks for more than
+        # two replicas, capped at two.
+        load = Load(platform.url, "sklearn-iris.default.example.com", threads=3).start()
+        _wait_ready_replicas(platform, "sklearn-iris", 2, timeout=40)
+        load.stop()
+        assert load.failures == []
+        # Idle for the stable window: back to minReplicas (1).
+        _wait_replicas(platform, "sklearn-iris", 1, timeout=40)
+    finally:
+        if load is not None:
+            load.stop()
+        stop_platform(platform)
+
+
+def _wait_ready_replicas(platform: RunningPlatform, name: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = sum(
+            1 for rev in platform.revisions(name) for r in rev["replicas"] if r["state"] == "Ready"
+        )
+        if ready == count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{platform.revisions(name)}: not {count} ready replicas in {timeout}s")
+
+
 def _wait_revisions(
     platform: RunningPlatform, namespace: str, names: set[str], name: str = "sklearn-iris"
 ) -> None:
