@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 from modelhost.control import Route
@@ -14,7 +15,7 @@ def test_weighted_choice_deals_exact_shares_evenly() -> None:
     assert Counter(picks) == {"canary": 10, "stable": 90}
     # Evenly: the canary never comes twice within a window of 10.
     positions = [i for i, pick in enumerate(picks) if pick == "canary"]
-    assert all(b - a == 10 for a, b in zip(positions, positions[1:], strict=False))
+    assert all(b - a == 10 for a, b in itertools.pairwise(positions))
 
 
 def test_weighted_choice_skips_zero_shares_and_may_be_empty() -> None:
