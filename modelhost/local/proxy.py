@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -20,7 +19,7 @@ import aiohttp
 from modelhost import errors
 from modelhost.local.component import ComponentState
 from modelhost.local.metrics import GatewayMetrics
-from modelhost.local.payload_logger import LogContext, PayloadLogger
+from modelhost.local.payload_logger import LogContext, PayloadLogger, request_id_from
 from modelhost.local.replica import Replica
 from modelhost.local.revision import RevisionRunner
 
@@ -126,9 +125,11 @@ class Forwarder:
     ) -> int:
         revision = runner.revision
         headers = _request_headers(scope)
-        request_id = headers.get("x-request-id") or str(uuid.uuid4())
-        headers["x-request-id"] = request_id
-        log_plan = revision.logger
+        request_id = request_id_from(headers)
+        headers.setdefault("x-request-id", request_id)
+        # Inference calls are logged; probes and scrapes (GETs) are not, as KServe's agent
+        # leaves kubelet probes and Prometheus scrapes out.
+        log_plan = revision.logger if scope["method"] == "POST" else None
         context = LogContext(
             service=component.service,
             namespace=component.namespace,

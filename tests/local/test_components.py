@@ -104,7 +104,7 @@ def sink() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     server.server_close()
 
 
-def test_logger_sends_request_and_response_events(
+def test_logger_sends_request_and_response_events_and_batcher_batches(
     platform: RunningPlatform, sink: tuple[str, list[dict[str, Any]]]
 ) -> None:
     url, events = sink
@@ -116,6 +116,9 @@ metadata:
   name: sklearn-iris
 spec:
   predictor:
+    batcher:
+      maxBatchSize: 8
+      maxLatency: 20
     logger:
       mode: all
       url: {url}
@@ -139,6 +142,9 @@ spec:
             headers={"Host": "sklearn-iris.default.example.com", "x-request-id": "req-2"},
         )
         assert bad.status_code == 400
+        # The batcher became the replica's adaptive batching: its metrics say so.
+        metrics = client.get("/metrics", headers={"Host": "sklearn-iris.default.example.com"})
+        assert 'modelhost_batch_size_count{model="sklearn-iris"} 1.0' in metrics.text
     deadline = time.monotonic() + 10
     while len(events) < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
