@@ -131,7 +131,12 @@ def _up(args: argparse.Namespace) -> int:
     configure_logging("INFO")
     from modelhost.local import server
 
-    asyncio.run(server.run(settings))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard] on Linux
+        asyncio.run(server.run(settings))
+    else:
+        uvloop.run(server.run(settings))
     return 0
 
 

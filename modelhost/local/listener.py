@@ -27,8 +27,12 @@ class Listener:
     """``app`` served on ``host:port`` until :meth:`stop`."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named explicitly: asyncio sets TCP_NODELAY on accepted connections only
+        # for sockets that say they are TCP, and a proxy that writes the status line and the
+        # body apart otherwise waits 40 ms for the delayed ACK (Nagle) on every response.
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socket.bind((host, port))
         self._socket.listen(2048)
         self._socket.setblocking(False)
@@ -41,6 +45,9 @@ class Listener:
             lifespan="off",
             access_log=False,
             log_level="warning",
+            # The replica's own Date and Server headers pass through the gateway.
+            server_header=False,
+            date_header=False,
             timeout_keep_alive=75,
         )
         self._server = _Server(config)
