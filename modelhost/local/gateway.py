@@ -9,19 +9,28 @@ API (``/apis/...``), ``/metrics`` and ``/healthz``, and else KServe's path rules
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 
 from modelhost.local import api
+from modelhost.local.component import ComponentState
+from modelhost.local.http_proxy import LOCAL, Request
 from modelhost.local.platform import Platform
-from modelhost.local.proxy import Receive, Scope, Send, error_response, read_body
-from modelhost.local.routing import strip_port
 
-__all__ = ["GatewayApp"]
+__all__ = ["LOCAL_PATHS", "GatewayApp", "resolve"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+LOCAL_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
 class GatewayApp:
+    """The platform's own routes: the control API, ``/metrics``, ``/healthz``."""
+
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
 
@@ -29,21 +38,14 @@ class GatewayApp:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        host = strip_port(_header(scope, b"host"))
-        routes = self.platform.routes
-        if host in routes.hosts:
-            component = routes.match(host, path)
-            if component is not None:
-                body = await _body_or_none(receive)
-                if body is not None:
-                    await self.platform.forwarder.forward(scope, body, send, component)
-                return
         if path.startswith(api.API_PREFIX):
-            body = await _body_or_none(receive)
-            if body is None:
-                return
+            message = await receive()
             response = await api.handle(
-                self.platform, scope["method"], path, scope.get("query_string", b""), body
+                self.platform,
+                scope["method"],
+                path,
+                scope.get("query_string", b""),
+                message.get("body", b""),
             )
             await _respond(send, response.status, response.body, response.content_type)
             return
@@ -51,27 +53,21 @@ class GatewayApp:
             payload, content_type = self.platform.metrics.exposition(_header(scope, b"accept"))
             await _respond(send, 200, payload, content_type)
             return
-        if path in ("/healthz", "/readyz"):
-            await _respond(send, 200, b'{"status":"ok"}', "application/json")
-            return
-        body = await _body_or_none(receive)
-        if body is None:
-            return
-        model = _model_field(body) if routes.needs_model(path) else None
-        component = routes.match(host, path, model)
-        if component is None:
-            await error_response(
-                send, 404, f"no InferenceService serves host {host or '-'} and path {path}"
-            )
-            return
-        await self.platform.forwarder.forward(scope, body, send, component)
+        await _respond(send, 200, b'{"status":"ok"}', "application/json")
 
 
-async def _body_or_none(receive: Receive) -> bytes | None:
-    try:
-        return await read_body(receive)
-    except Exception:
-        return None  # the client went away: nothing to answer
+def resolve(platform: Platform, request: Request) -> ComponentState | str | None:
+    """Where a request to the gateway's port goes: a component, the platform, or nowhere."""
+    routes = platform.routes
+    path = request.path
+    if request.host in routes.hosts:
+        component = routes.match(request.host, path)
+        if component is not None:
+            return component
+    if path.startswith(api.API_PREFIX) or path in LOCAL_PATHS:
+        return LOCAL
+    model = _model_field(request.body) if routes.needs_model(path) else None
+    return routes.match(request.host, path, model)
 
 
 def _header(scope: Scope, name: bytes) -> str:

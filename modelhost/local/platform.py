@@ -35,10 +35,9 @@ from modelhost.control import (
 from modelhost.control.objects import Addressable, ComponentStatusSpec, Condition
 from modelhost.local.component import ComponentState
 from modelhost.local.grpc_gateway import GrpcTarget
-from modelhost.local.listener import Listener
+from modelhost.local.http_proxy import Forwarder, ProxyServer
 from modelhost.local.metrics import GatewayMetrics, ReplicaCount
 from modelhost.local.payload_logger import PayloadLogger
-from modelhost.local.proxy import ComponentApp, Forwarder
 from modelhost.local.replica import ReplicaState
 from modelhost.local.revision import ReplicaSpec, RevisionRunner
 from modelhost.local.routing import RouteTable, WeightedChoice
@@ -63,7 +62,7 @@ class _Service:
     name: str
     plan: ServicePlan | None = None
     components: dict[str, ComponentState] = field(default_factory=dict)
-    listeners: dict[str, Listener] = field(default_factory=dict)
+    listeners: dict[str, ProxyServer] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pending: bool = False
 
@@ -113,7 +112,7 @@ class Platform:
         )
         self._payload_logger = PayloadLogger()
         await self._payload_logger.start()
-        self._forwarder = Forwarder(self._session, self.metrics, self._payload_logger)
+        self._forwarder = Forwarder(self.metrics, self._payload_logger)
         for stored in self.store.list_objects("InferenceService"):
             self._kick(stored.namespace, stored.name)
         self._ticker = asyncio.create_task(self._autoscale_loop(), name="autoscaler")
@@ -133,6 +132,8 @@ class Platform:
             return_exceptions=True,
         )
         self._services.clear()
+        if self._forwarder is not None:
+            self._forwarder.close()
         if self._payload_logger is not None:
             await self._payload_logger.stop()
         if self._session is not None:
@@ -378,9 +379,10 @@ class Platform:
         state = service.components.get(kind)
         if state is None:
             state = ComponentState(service.namespace, service.name, kind, plan)
-            listener = Listener(ComponentApp(self.forwarder, state), host="127.0.0.1", port=0)
-            await listener.start()
-            state.service_port = listener.port
+            # The component's own address (a Kubernetes Service's): everything sent to it
+            # goes to this component, whatever its host or path.
+            listener = ProxyServer(self.forwarder, functools.partial(_always, state))
+            state.service_port = await listener.start("127.0.0.1", 0)
             service.components[kind] = state
             service.listeners[kind] = listener
         state.plan = plan
@@ -537,6 +539,10 @@ class Platform:
                             state.value,
                             count,
                         )
+
+
+def _always(component: ComponentState, request: object) -> ComponentState:
+    return component
 
 
 def _document(stored: StoredObject) -> dict[str, Any]:

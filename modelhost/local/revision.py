@@ -129,6 +129,10 @@ class RevisionRunner:
 
     # -- requests -------------------------------------------------------------------------
 
+    def try_acquire(self) -> Replica | None:
+        """The least busy ready replica, if one can take a request now (no waiting)."""
+        return self._pick()
+
     async def acquire(self, timeout: float) -> Replica:
         """The least busy ready replica; waits (the activator) while none can take it."""
         replica = self._pick()

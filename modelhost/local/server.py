@@ -13,9 +13,9 @@ import logging
 import os
 import signal
 
-from modelhost.local.gateway import GatewayApp
+from modelhost.local import gateway
 from modelhost.local.grpc_gateway import GrpcGateway
-from modelhost.local.listener import Listener
+from modelhost.local.http_proxy import ProxyServer
 from modelhost.local.platform import Platform
 from modelhost.local.settings import PlatformSettings
 
@@ -30,7 +30,7 @@ class PlatformServer:
     def __init__(self, settings: PlatformSettings) -> None:
         self.settings = settings
         self.platform = Platform(settings)
-        self._http: Listener | None = None
+        self._http: ProxyServer | None = None
         self._grpc: GrpcGateway | None = None
 
     @property
@@ -49,10 +49,13 @@ class PlatformServer:
 
     async def start(self) -> None:
         await self.platform.start()
-        self._http = Listener(
-            GatewayApp(self.platform), host=self.settings.host, port=self.settings.http_port
+        platform = self.platform
+        self._http = ProxyServer(
+            platform.forwarder,
+            lambda request: gateway.resolve(platform, request),
+            gateway.GatewayApp(platform),
         )
-        await self._http.start()
+        await self._http.start(self.settings.host, self.settings.http_port)
         self._grpc = GrpcGateway(
             self.platform.resolve_grpc, host=self.settings.host, port=self.settings.grpc_port
         )

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import uvloop
+
 from modelhost.control import PlatformConfig
 from modelhost.local.client import PlatformClient
 from modelhost.local.server import PlatformServer
@@ -115,7 +117,8 @@ def start_platform(
         autoscale_tick_s=0.25,
     )
     server = PlatformServer(settings)
-    loop = asyncio.new_event_loop()
+    # uvloop, as `modelhost up` runs it.
+    loop = uvloop.new_event_loop()
     started = threading.Event()
     failure: list[BaseException] = []
 

@@ -1,0 +1,596 @@
+"""The gateway's HTTP data path: requests in from clients, relayed to replicas, answers back.
+
+A client connection is parsed with httptools; a request bound for a component is sent to a
+replica over a pooled keep-alive connection (:mod:`modelhost.local.upstream`) and the answer
+is relayed byte for byte. Everything on the common path runs in protocol callbacks, without
+a task, an ASGI scope or a response object per request: the hop must cost a fraction of what
+the replica spends on a small model. Requests for the platform itself (control API,
+``/metrics``) go to an ordinary ASGI app instead.
+
+Nothing is lost on a rollout or a crash: a request whose replica refused the connection, or
+closed a reused idle connection before answering, is sent again to a replica (the request
+body is held until the answer starts); one that a replica took and then lost is answered 502.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import http
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, cast
+
+import httptools
+import orjson
+
+from modelhost import errors
+from modelhost.local.component import ComponentState
+from modelhost.local.metrics import GatewayMetrics
+from modelhost.local.payload_logger import LogContext, PayloadLogger, request_id_from
+from modelhost.local.replica import Replica
+from modelhost.local.revision import RevisionRunner
+from modelhost.local.upstream import Exchange, UpstreamConnection, UpstreamPool
+
+__all__ = ["LOCAL", "Forwarder", "ProxyServer", "Request", "Resolver"]
+
+logger = logging.getLogger("modelhost.local")
+
+ASGIApp = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[MutableMapping[str, Any]]],
+        Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
+
+# What a resolver answers for a request the platform itself serves (API, metrics).
+LOCAL = "local"
+
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"expect",
+    }
+)
+_ATTEMPTS = 5
+
+
+class Request:
+    """One parsed request, its body whole."""
+
+    __slots__ = ("body", "headers", "host", "keep_alive", "method", "path", "target")
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        keep_alive: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.path = target.split(b"?", 1)[0].decode("latin-1")
+        host = b""
+        for name, value in headers:
+            if name == b"host":
+                host = value
+                break
+        text = host.decode("latin-1")
+        self.host = text.rsplit(":", 1)[0] if ":" in text and not text.endswith("]") else text
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+# (request) → the component that serves it, LOCAL, or None (404).
+Resolver = Callable[[Request], "ComponentState | str | None"]
+
+
+class Forwarder:
+    """Sends requests to replicas: acquire, relay, release, retry, time out, log, count."""
+
+    def __init__(self, metrics: GatewayMetrics, payload_logger: PayloadLogger | None) -> None:
+        self.metrics = metrics
+        self.payload_logger = payload_logger
+        self.pool = UpstreamPool()
+        self._counters: dict[tuple[str, ...], Any] = {}
+        self._histograms: dict[tuple[str, ...], Any] = {}
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def forward(
+        self, client: _ClientConnection, request: Request, component: ComponentState
+    ) -> None:
+        runner = component.choose()
+        if runner is None:
+            client.respond_error(
+                503, f"{component.service}: no revision of the {component.component} is ready"
+            )
+            return
+        _Call(self, client, request, component, runner).start()
+
+    def count(
+        self, component: ComponentState, runner: RevisionRunner, status: int, seconds: float
+    ) -> None:
+        labels = (component.namespace, component.service, component.component, runner.name)
+        key = (*labels, str(status))
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.requests.labels(*key)
+        counter.inc()
+        histogram = self._histograms.get(labels)
+        if histogram is None:
+            histogram = self._histograms[labels] = self.metrics.latency.labels(*labels)
+        histogram.observe(seconds)
+
+
+class _Call:
+    """One request's way through a revision: possibly several attempts, one answer."""
+
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        client: _ClientConnection,
+        request: Request,
+        component: ComponentState,
+        runner: RevisionRunner,
+    ) -> None:
+        self.forwarder = forwarder
+        self.client = client
+        self.request = request
+        self.component = component
+        self.runner = runner
+        self.started = time.perf_counter()
+        self.attempt = 0
+        self.replica: Replica | None = None
+        self.connection: UpstreamConnection | None = None
+        self.reused = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.log_plan = runner.revision.logger if request.method == b"POST" else None
+        self.request_id = ""
+        self.payload: bytes = b""
+        self._exchange = Exchange(client.write, self._done, keep_body=False)
+
+    def start(self) -> None:
+        request = self.request
+        headers: dict[str, str] | None = None
+        if self.log_plan is not None or request.header(b"x-request-id") is None:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
+            self.request_id = request_id_from(headers)
+        self.payload = self._encode()
+        if self.log_plan is not None and self.forwarder.payload_logger is not None:
+            assert headers is not None
+            self.forwarder.payload_logger.log_request(
+                self.log_plan, self._context(), self.request_id, headers, request.body
+            )
+        timeout = float(self.runner.revision.timeout_s)
+        self.timer = asyncio.get_running_loop().call_later(timeout, self._timed_out)
+        self.client.call = self
+        self._acquire()
+
+    def _context(self) -> LogContext:
+        return LogContext(
+            service=self.component.service,
+            namespace=self.component.namespace,
+            component=self.component.component,
+            endpoint=self.runner.name,
+        )
+
+    def _encode(self) -> bytes:
+        request = self.request
+        parts = [request.method, b" ", request.target, b" HTTP/1.1\r\n"]
+        for name, value in request.headers:
+            if name not in _HOP_BY_HOP:
+                parts += [name, b": ", value, b"\r\n"]
+        if self.request_id and request.header(b"x-request-id") is None:
+            parts += [b"x-request-id: ", self.request_id.encode("latin-1"), b"\r\n"]
+        peer = self.client.peer
+        if peer:
+            parts += [b"x-forwarded-for: ", peer, b"\r\n"]
+        parts += [b"content-length: ", str(len(request.body)).encode(), b"\r\n\r\n", request.body]
+        return b"".join(parts)
+
+    # -- acquiring a replica and a connection --
+
+    def _acquire(self) -> None:
+        replica = self.runner.try_acquire()
+        if replica is not None:
+            self._connect(replica)
+            return
+        self.client.spawn(self._acquire_slowly())
+
+    async def _acquire_slowly(self) -> None:
+        try:
+            replica = await self.runner.acquire(float(self.runner.revision.timeout_s))
+        except errors.ModelhostError as exc:
+            self._fail(errors.http_status(exc), str(exc))
+            return
+        if self.client.closed or self.timer is None:
+            self.runner.release(replica)
+            return
+        self._connect(replica)
+
+    def _connect(self, replica: Replica) -> None:
+        self.replica = replica
+        connection = self.forwarder.pool.take(replica.http_address)
+        if connection is not None:
+            self.reused = True
+            self._send(connection)
+            return
+        self.reused = False
+        self.client.spawn(self._open(replica))
+
+    async def _open(self, replica: Replica) -> None:
+        try:
+            connection = await self.forwarder.pool.connect(replica.http_address)
+        except OSError as exc:
+            logger.info("replica %s refused a connection (%s)", replica.name, exc)
+            self._release()
+            await asyncio.sleep(0.05 * (self.attempt + 1))
+            self._retry(f"no replica of {self.runner.name} accepted the request")
+            return
+        if self.client.closed or self.timer is None:
+            self.forwarder.pool.put_back(connection)
+            self._release()
+            return
+        self._send(connection)
+
+    def _send(self, connection: UpstreamConnection) -> None:
+        self.connection = connection
+        keep = self.log_plan is not None and self.forwarder.payload_logger is not None
+        exchange = Exchange(self.client.write, self._done, keep_body=keep)
+        self._exchange = exchange
+        connection.send(self.payload, exchange)
+
+    def _retry(self, reason: str) -> None:
+        self.attempt += 1
+        if self.attempt >= _ATTEMPTS or self.timer is None or self.client.closed:
+            self._fail(503, reason)
+            return
+        self._acquire()
+
+    # -- the answer --
+
+    def _done(self, status: int, body: bytes | None, complete: bool) -> None:
+        self.connection = None
+        exchange = self._exchange
+        self._release()
+        if not complete and not exchange.wrote_any and self.reused:
+            # A kept-alive connection the replica had just closed: it never saw the request.
+            self._retry("the replica closed the connection")
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.client.call = None
+        if not complete:
+            if exchange.wrote_any:
+                self.forwarder.count(self.component, self.runner, 502, self._elapsed())
+                self.client.abort()
+                return
+            self._answer(
+                502, f"replica of {self.runner.name} closed the connection without answering"
+            )
+            return
+        self.forwarder.count(self.component, self.runner, status, self._elapsed())
+        if self.log_plan is not None and self.forwarder.payload_logger is not None:
+            self.forwarder.payload_logger.log_response(
+                self.log_plan, self._context(), self.request_id, status, {}, body or b""
+            )
+        self.client.finished(self.request.keep_alive)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            wrote = self._exchange.wrote_any
+            connection.abandon()
+            self._release()
+            self.client.call = None
+            if wrote:
+                self.client.abort()
+                return
+        timeout = self.runner.revision.timeout_s
+        self._answer(504, f"revision {self.runner.name} did not answer within {timeout}s")
+
+    def _fail(self, status: int, message: str) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.client.call = None
+        self._answer(status, message)
+
+    def _answer(self, status: int, message: str) -> None:
+        self.forwarder.count(self.component, self.runner, status, self._elapsed())
+        if not self.client.closed:
+            self.client.respond_error(status, message)
+
+    def _release(self) -> None:
+        replica, self.replica = self.replica, None
+        if replica is not None:
+            self.runner.release(replica)
+
+    def abandon(self) -> None:
+        """The client went away: stop waiting for the replica."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            connection.abandon()
+            self._release()
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+class _ClientConnection(asyncio.Protocol):
+    """A client's connection to the gateway; requests are answered one at a time, in order."""
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer = b""
+        self.closed = False
+        self.call: _Call | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._queue: collections.deque[Request] = collections.deque()
+        self._busy = False
+
+    # -- asyncio.Protocol --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]).encode() if peer else b""
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.respond_error(501, "protocol upgrades are not supported by the gateway")
+            self.abort()
+        except httptools.HttpParserError as exc:
+            self.respond_error(400, f"malformed HTTP request: {exc}")
+            self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self.call is not None:
+            call, self.call = self.call, None
+            call.abandon()
+
+    # -- httptools callbacks --
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._body = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        for name, value in self._headers:
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
+        request = Request(
+            self._parser.get_method(),
+            self._url,
+            self._headers,
+            body,
+            self._parser.should_keep_alive(),
+        )
+        self._queue.append(request)
+        if not self._busy:
+            self._next()
+
+    # -- answering --
+
+    def _next(self) -> None:
+        if not self._queue or self.closed:
+            self._busy = False
+            if self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+            return
+        self._busy = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self.server.handle(self, self._queue.popleft())
+
+    def finished(self, keep_alive: bool) -> None:
+        if not keep_alive:
+            self.close()
+            return
+        self._next()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes,
+        keep_alive: bool = True,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        reason = _reason(status)
+        parts = [b"HTTP/1.1 ", str(status).encode(), b" ", reason, b"\r\n"]
+        parts += [b"content-type: ", content_type, b"\r\n"]
+        for name, value in headers or ():
+            if name not in (
+                b"content-length",
+                b"content-type",
+                b"transfer-encoding",
+                b"connection",
+            ):
+                parts += [name, b": ", value, b"\r\n"]
+        parts += [b"content-length: ", str(len(body)).encode(), b"\r\n"]
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += [b"\r\n", body]
+        self.write(b"".join(parts))
+        self.finished(keep_alive)
+
+    def respond_error(self, status: int, message: str) -> None:
+        self.respond(status, orjson.dumps({"error": message}), b"application/json")
+
+    def abort(self) -> None:
+        """End a response cut short: the client sees the connection close."""
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self._queue.clear()
+        if self.transport is not None:
+            self.transport.close()
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        self.server.spawn(coro)
+
+
+class ProxyServer:
+    """Listens on one address; ``resolve`` says where each request goes."""
+
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        resolve: Resolver,
+        local_app: ASGIApp | None = None,
+    ) -> None:
+        self.forwarder = forwarder
+        self.resolve = resolve
+        self.local_app = local_app
+        self.connections: set[_ClientConnection] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _ClientConnection(self), host, port, backlog=2048, reuse_address=True
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def handle(self, client: _ClientConnection, request: Request) -> None:
+        try:
+            target = self.resolve(request)
+        except errors.ModelhostError as exc:
+            client.respond_error(errors.http_status(exc), str(exc))
+            return
+        if isinstance(target, ComponentState):
+            self.forwarder.forward(client, request, target)
+        elif target == LOCAL and self.local_app is not None:
+            self.spawn(self._local(client, request))
+        else:
+            client.respond_error(
+                404,
+                f"no InferenceService serves host {request.host or '-'} and path {request.path}",
+            )
+
+    async def _local(self, client: _ClientConnection, request: Request) -> None:
+        """The platform's own routes, through an ASGI app (they are few and not hot)."""
+        assert self.local_app is not None
+        path, _, query = request.target.partition(b"?")
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": request.method.decode("latin-1"),
+            "path": path.decode("latin-1"),
+            "raw_path": path,
+            "query_string": query,
+            "headers": request.headers,
+            "client": (client.peer.decode(), 0),
+        }
+        sent = False
+        status = 500
+        headers: list[tuple[bytes, bytes]] = []
+        chunks: list[bytes] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": request.body, "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", ())]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        try:
+            await self.local_app(scope, receive, send)
+        except Exception:
+            logger.exception("the gateway's own route %s failed", scope["path"])
+            client.respond_error(500, "internal error in the platform's API")
+            return
+        content_type = next((v for k, v in headers if k == b"content-type"), b"application/json")
+        client.respond(status, b"".join(chunks), content_type, request.keep_alive, headers)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""

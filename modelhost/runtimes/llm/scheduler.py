@@ -1,0 +1,235 @@
+"""The decode loop: one thread that admits, prefills, steps and retires sequences.
+
+Each turn of the loop, in order: drop the sequences that finished or were cancelled (their
+rows leave the batch before the next step), admit waiting ones up to ``max_batch_size``
+and prefill them together, then run one decode step for every running sequence. Events
+go to the event loop after each prefill and each step, so a new request's first token does
+not wait for the others' step. The event loop never runs the model: it queues, cancels
+and reads counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from modelhost import errors
+from modelhost.runtimes.llm.batch import KVBatch
+from modelhost.runtimes.llm.params import EngineOverloaded
+from modelhost.runtimes.llm.sampling import choose, new_row_state
+from modelhost.runtimes.llm.sequence import Item, Sequence, deliver
+
+__all__ = ["Scheduler"]
+
+logger = logging.getLogger("modelhost.runtimes.llm")
+
+
+class Scheduler:
+    """Owns the running batch; every method but the worker's is safe from the event loop."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        device: torch.device,
+        pad_id: int,
+        vocab_size: int,
+        token_text: Callable[[int], str],
+        max_batch_size: int,
+        max_queue: int,
+        max_prefill_tokens: int,
+        max_model_len: int,
+    ) -> None:
+        self._batch = KVBatch(model, device, pad_id)
+        self._device = device
+        self._vocab_size = vocab_size
+        self._token_text = token_text
+        self._max_batch_size = max_batch_size
+        self._max_queue = max_queue
+        self._max_prefill_tokens = max_prefill_tokens
+        self._capacity = max_batch_size * max_model_len
+        self._cond = threading.Condition()
+        self._waiting: deque[Sequence] = deque()
+        self._running: list[Sequence] = []
+        self._admitting = 0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.prompt_tokens_total = 0
+        self.generation_tokens_total = 0
+        self.kv_cache_usage = 0.0
+
+    # -- from the event loop ------------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        return len(self._running) + self._admitting
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def probe(self, token_id: int) -> None:
+        """Prefill one token, so a model whose cache cannot be batched fails at load time."""
+        with torch.inference_mode():
+            self._batch.prefill([[token_id]])
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="modelhost-llm", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the current step, then fail whatever is still queued or running; blocks."""
+        thread = self._thread
+        if thread is None:
+            return
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        thread.join()
+        self._thread = None
+
+    def submit(self, sequence: Sequence) -> None:
+        with self._cond:
+            if self._stopping or self._thread is None:
+                raise errors.ServerNotReady("The LLM engine is not running.")
+            if len(self._waiting) >= self._max_queue:
+                raise EngineOverloaded(
+                    f"The LLM engine is busy: {len(self._waiting)} requests are already "
+                    "waiting; retry later."
+                )
+            self._waiting.append(sequence)
+            self._cond.notify()
+
+    def cancel(self, sequence: Sequence) -> None:
+        """Forget the sequence: a waiting one at once, a running one before the next step."""
+        sequence.cancelled = True
+        with self._cond:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(sequence)
+            self._cond.notify()
+
+    # -- on the worker thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        # inference_mode is per thread: set here, not by the caller.
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not (self._stopping or self._waiting or self._running):
+                        self._cond.wait()
+                    if self._stopping:
+                        break
+                    free = self._max_batch_size - len(self._running)
+                    joining = [self._waiting.popleft() for _ in range(min(free, self.waiting))]
+                    self._admitting = len(joining)
+                self._retire()
+                self._admit([s for s in joining if not s.cancelled])
+                self._retire()
+                if self._running:
+                    self._decode()
+        self._fail_all(errors.ServerNotReady("The LLM engine stopped."))
+
+    def _admit(self, joining: list[Sequence]) -> None:
+        try:
+            for group in self._prefill_groups(joining):
+                self._prefill(group)
+        finally:
+            self._admitting = 0
+
+    def _prefill_groups(self, joining: list[Sequence]) -> list[list[Sequence]]:
+        """Consecutive groups whose left-padded prompts stay within the prefill budget."""
+        groups: list[list[Sequence]] = []
+        group: list[Sequence] = []
+        for sequence in joining:
+            width = max([len(sequence.prompt_ids), *(len(s.prompt_ids) for s in group)])
+            if group and width * (len(group) + 1) > self._max_prefill_tokens:
+                groups.append(group)
+                group = []
+            group.append(sequence)
+        if group:
+            groups.append(group)
+        return groups
+
+    def _prefill(self, group: list[Sequence]) -> None:
+        try:
+            for sequence in group:
+                sequence.sampling = new_row_state(sequence.params, self._vocab_size, self._device)
+            prefill = self._batch.prefill([s.prompt_ids for s in group])
+            choices = choose(prefill.logits, [_state(s) for s in group], self._token_text)
+        except Exception as exc:
+            logger.exception("The LLM engine failed to prefill %d request(s).", len(group))
+            self._send([(s, _inference_error(exc)) for s in group])
+            return
+        self._batch.join(prefill)
+        self._running.extend(group)
+        self.prompt_tokens_total += sum(len(s.prompt_ids) for s in group)
+        self._emit(group, choices)
+
+    def _decode(self) -> None:
+        running = self._running
+        try:
+            logits = self._batch.step([s.last_token for s in running])
+            choices = choose(logits, [_state(s) for s in running], self._token_text)
+        except Exception as exc:
+            logger.exception("The LLM engine failed a decode step of %d requests.", len(running))
+            self._batch.clear()
+            self._running = []
+            self._send([(s, _inference_error(exc)) for s in running])
+            return
+        self._emit(running, choices)
+
+    def _emit(self, sequences: list[Sequence], choices: list[Any]) -> None:
+        self.generation_tokens_total += len(sequences)
+        self._send([(s, s.advance(choice)) for s, choice in zip(sequences, choices, strict=True)])
+        self.kv_cache_usage = self._batch.rows * self._batch.columns / self._capacity
+
+    def _retire(self) -> None:
+        """Drop finished and cancelled sequences from the batch, before the next step."""
+        keep = [i for i, s in enumerate(self._running) if not s.done]
+        if len(keep) != len(self._running):
+            self._batch.keep(keep)
+            self._running = [self._running[i] for i in keep]
+            self.kv_cache_usage = self._batch.rows * self._batch.columns / self._capacity
+
+    def _fail_all(self, exc: errors.ModelhostError) -> None:
+        with self._cond:
+            pending = [*self._running, *self._waiting]
+            self._waiting.clear()
+        self._running = []
+        self._batch.clear()
+        self.kv_cache_usage = 0.0
+        self._send([(s, exc) for s in pending if not s.done])
+
+    def _send(self, items: list[tuple[Sequence, Item]]) -> None:
+        """Hand events to their event loops: one callback per loop per step."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Sequence, Item]]] = {}
+        for sequence, item in items:
+            if not sequence.cancelled:
+                by_loop.setdefault(sequence.loop, []).append((sequence, item))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(deliver, batch)
+            except RuntimeError:
+                # The loop closed under a request nobody waits on any more.
+                logger.debug("Dropped %d LLM events for a closed event loop.", len(batch))
+
+
+def _state(sequence: Sequence) -> Any:
+    assert sequence.sampling is not None
+    return sequence.sampling
+
+
+def _inference_error(exc: Exception) -> errors.ModelhostError:
+    if isinstance(exc, errors.ModelhostError):
+        return exc
+    return errors.InferenceError(f"Generation failed: {type(exc).__name__}: {exc}")
