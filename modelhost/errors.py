@@ -9,6 +9,7 @@ status codes themselves, they ask :func:`http_status` and :func:`grpc_status_nam
     ├── ModelNotFound                   404  NOT_FOUND
     ├── ModelNotReady                   503  UNAVAILABLE
     ├── ServerNotReady                  503  UNAVAILABLE
+    ├── Overloaded                      429  RESOURCE_EXHAUSTED  (a queue is full: retry later)
     ├── Unsupported                     501  UNIMPLEMENTED
     ├── InferenceError                  500  INTERNAL
     └── ModelLoadError                  500  INTERNAL
@@ -30,6 +31,7 @@ __all__ = [
     "ModelNotFound",
     "ModelNotReady",
     "ModelhostError",
+    "Overloaded",
     "PayloadTooLarge",
     "ServerNotReady",
     "StorageAccessDenied",
@@ -99,6 +101,13 @@ class ServerNotReady(ModelhostError):
 
     status_code = 503
     grpc_status = "UNAVAILABLE"
+
+
+class Overloaded(ModelhostError):
+    """Too much work is waiting already (a generation queue is full): retry later."""
+
+    status_code = 429
+    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 class Unsupported(ModelhostError):

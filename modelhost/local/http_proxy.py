@@ -66,6 +66,7 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _ATTEMPTS = 5
+_PIPELINE_LIMIT = 8
 
 
 class Request:
@@ -175,7 +176,8 @@ class _Call:
     def start(self) -> None:
         request = self.request
         headers: dict[str, str] | None = None
-        if self.log_plan is not None or request.header(b"x-request-id") is None:
+        if self.log_plan is not None:
+            # The id ties a request's event to its response's (ce-id, else x-request-id).
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
             self.request_id = request_id_from(headers)
         self.payload = self._encode()
@@ -360,6 +362,7 @@ class _ClientConnection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._queue: collections.deque[Request] = collections.deque()
         self._busy = False
+        self._paused = False
 
     # -- asyncio.Protocol --
 
@@ -420,18 +423,21 @@ class _ClientConnection(asyncio.Protocol):
         self._queue.append(request)
         if not self._busy:
             self._next()
+        elif len(self._queue) >= _PIPELINE_LIMIT and not self._paused and self.transport:
+            # Pipelined requests wait their turn; past a few, stop reading more of them.
+            self._paused = True
+            self.transport.pause_reading()
 
     # -- answering --
 
     def _next(self) -> None:
         if not self._queue or self.closed:
             self._busy = False
-            if self.transport is not None and not self.closed:
+            if self._paused and self.transport is not None and not self.closed:
+                self._paused = False
                 self.transport.resume_reading()
             return
         self._busy = True
-        if self.transport is not None:
-            self.transport.pause_reading()
         self.server.handle(self, self._queue.popleft())
 
     def finished(self, keep_alive: bool) -> None:

@@ -98,7 +98,6 @@ class UpstreamConnection(asyncio.Protocol):
     def send(self, request: bytes, exchange: Exchange) -> None:
         assert self.transport is not None
         self.exchange = exchange
-        self._parser = httptools.HttpResponseParser(self)
         self.transport.write(request)
 
     def abandon(self) -> None:

@@ -296,7 +296,9 @@ class Engine:
         encoded = encoded.to(self._device)
         with torch.inference_mode():
             hidden = self.model.base_model(
-                input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]
+                input_ids=encoded["input_ids"],
+                attention_mask=encoded["attention_mask"],
+                use_cache=False,
             ).last_hidden_state
             mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)

@@ -30,11 +30,8 @@ _SEED_RANGE = (-(2**63), 2**64 - 1)
 FinishReason = Literal["stop", "length"]
 
 
-class EngineOverloaded(errors.ModelhostError):
+class EngineOverloaded(errors.Overloaded):
     """The engine's waiting queue is full: the client should retry later."""
-
-    status_code = 429
-    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 @dataclass(frozen=True)

@@ -97,9 +97,9 @@ def _sample(scores: torch.Tensor, row: RowState) -> int:
         scores = scores.masked_fill(scores < kth, float("-inf"))
     if params.top_p < 1.0:
         ordered, order = scores.sort(descending=True)
-        cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+        probabilities = ordered.softmax(dim=-1)
         # Drop a token when the ones before it already reach top_p; the first always stays.
-        drop = (cumulative - ordered.softmax(dim=-1)) >= params.top_p
+        drop = (probabilities.cumsum(dim=-1) - probabilities) >= params.top_p
         drop[0] = False
         scores = scores.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
     probabilities = scores.softmax(dim=-1)

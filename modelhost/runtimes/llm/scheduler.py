@@ -124,27 +124,34 @@ class Scheduler:
         # inference_mode is per thread: set here, not by the caller.
         with torch.inference_mode():
             while True:
-                with self._cond:
-                    while not (self._stopping or self._waiting or self._running):
-                        self._cond.wait()
-                    if self._stopping:
+                try:
+                    if not self._turn():
                         break
-                    free = self._max_batch_size - len(self._running)
-                    joining = [self._waiting.popleft() for _ in range(min(free, self.waiting))]
-                    self._admitting = len(joining)
-                self._retire()
-                self._admit([s for s in joining if not s.cancelled])
-                self._retire()
-                if self._running:
-                    self._decode()
+                except Exception as exc:
+                    # A bug here must not leave requests waiting on a dead thread forever.
+                    logger.exception("The LLM engine's decode loop failed.")
+                    self._fail_all(_inference_error(exc))
         self._fail_all(errors.ServerNotReady("The LLM engine stopped."))
 
-    def _admit(self, joining: list[Sequence]) -> None:
+    def _turn(self) -> bool:
+        """One turn: retire, admit and prefill, decode one step; False once stopping."""
+        with self._cond:
+            while not (self._stopping or self._waiting or self._running):
+                self._cond.wait()
+            if self._stopping:
+                return False
+            free = self._max_batch_size - len(self._running)
+            joining = [self._waiting.popleft() for _ in range(min(free, self.waiting))]
+            self._admitting = len(joining)
+        self._retire()
         try:
-            for group in self._prefill_groups(joining):
+            for group in self._prefill_groups([s for s in joining if not s.cancelled]):
                 self._prefill(group)
         finally:
             self._admitting = 0
+        if self._running:
+            self._decode()
+        return True
 
     def _prefill_groups(self, joining: list[Sequence]) -> list[list[Sequence]]:
         """Consecutive groups whose left-padded prompts stay within the prefill budget."""
@@ -168,10 +175,12 @@ class Scheduler:
             choices = choose(prefill.logits, [_state(s) for s in group], self._token_text)
         except Exception as exc:
             logger.exception("The LLM engine failed to prefill %d request(s).", len(group))
+            self._admitting -= len(group)
             self._send([(s, _inference_error(exc)) for s in group])
             return
         self._batch.join(prefill)
         self._running.extend(group)
+        self._admitting -= len(group)
         self.prompt_tokens_total += sum(len(s.prompt_ids) for s in group)
         self._emit(group, choices)
 
@@ -190,8 +199,13 @@ class Scheduler:
 
     def _emit(self, sequences: list[Sequence], choices: list[Any]) -> None:
         self.generation_tokens_total += len(sequences)
-        self._send([(s, s.advance(choice)) for s, choice in zip(sequences, choices, strict=True)])
+        events: list[tuple[Sequence, Item]] = [
+            (s, s.advance(choice)) for s, choice in zip(sequences, choices, strict=True)
+        ]
+        # Retired first, so a client that sees its last event sees its slot free too.
+        self._retire()
         self.kv_cache_usage = self._batch.rows * self._batch.columns / self._capacity
+        self._send(events)
 
     def _retire(self) -> None:
         """Drop finished and cancelled sequences from the batch, before the next step."""
