@@ -5,7 +5,7 @@ Importing this package does not import torch: ``Engine`` loads it when built.
 
 from __future__ import annotations
 
+from modelhost.model.generation import EngineOverloaded, SamplingParams, TokenEvent
 from modelhost.runtimes.llm.engine import Engine
-from modelhost.runtimes.llm.params import EngineOverloaded, SamplingParams, TokenEvent
 
 __all__ = ["Engine", "EngineOverloaded", "SamplingParams", "TokenEvent"]

@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from modelhost import errors
+from modelhost.model.generation import EngineOverloaded, SamplingParams, TokenEvent
 from modelhost.runtimes._common import import_framework
-from modelhost.runtimes.llm.params import EngineOverloaded, SamplingParams, TokenEvent
 from modelhost.runtimes.llm.sequence import Sequence
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from modelhost.runtimes.llm.params import SamplingParams
+from modelhost.model.generation import SamplingParams
 
 __all__ = ["Choice", "RowState", "choose", "new_row_state"]
 

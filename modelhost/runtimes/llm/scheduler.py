@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from modelhost import errors
+from modelhost.model.generation import EngineOverloaded
 from modelhost.runtimes.llm.batch import KVBatch
-from modelhost.runtimes.llm.params import EngineOverloaded
 from modelhost.runtimes.llm.sampling import choose, new_row_state
 from modelhost.runtimes.llm.sequence import Item, Sequence, deliver
 

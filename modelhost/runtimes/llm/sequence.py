@@ -11,7 +11,7 @@ from collections.abc import Callable
 from collections.abc import Sequence as Tokens
 from typing import TYPE_CHECKING
 
-from modelhost.runtimes.llm.params import FinishReason, SamplingParams, TokenEvent
+from modelhost.model.generation import FinishReason, SamplingParams, TokenEvent
 from modelhost.runtimes.llm.text import Detokenizer, StopText
 
 if TYPE_CHECKING:

@@ -1,21 +1,26 @@
-"""What a generation request asks for and what it streams back: plain data, no framework imports.
+"""Generative models: what a generation asks for, what it streams back, and the model's API.
 
-The API layer builds a :class:`SamplingParams` from an OpenAI request and reads
-:class:`TokenEvent` objects back, so both stay importable without torch.
+The OpenAI layer of the server builds a :class:`SamplingParams` from a request, calls a
+:class:`GenerativeModel`'s ``generate`` and reads :class:`TokenEvent` objects back; the LLM
+runtimes (``modelhost.runtimes.llm``) implement it. Plain data here: no framework imports.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from modelhost import errors
+from modelhost.model.model import Model
 
 __all__ = [
     "MAX_LOGPROBS",
+    "EmbeddingModel",
     "EngineOverloaded",
     "FinishReason",
+    "GenerativeModel",
     "SamplingParams",
     "TokenEvent",
 ]
@@ -128,3 +133,60 @@ def _number(name: str, value: object, *, minimum: float) -> None:
         raise errors.InvalidInput(f"{name} must be a number, not {value!r}.")
     if not math.isfinite(value) or value < minimum:
         raise errors.InvalidInput(f"{name} must be a finite number >= {minimum}, not {value}.")
+
+
+class GenerativeModel(Model):
+    """A model that generates text: what the OpenAI-compatible API and ``generate`` call.
+
+    ``name`` is the base model's name; ``adapters`` the LoRA adapters served over it, each a
+    model name of its own in ``/v1/models`` and in a request's ``model`` field.
+    """
+
+    @property
+    def adapters(self) -> list[str]:
+        return []
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        """Serve a LoRA adapter from ``path`` as model ``name`` (vLLM's load_lora_adapter)."""
+        raise errors.Unsupported(f"{self.name} does not take LoRA adapters")
+
+    async def unload_adapter(self, name: str) -> None:
+        raise errors.Unsupported(f"{self.name} does not take LoRA adapters")
+
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        raise NotImplementedError
+
+    def apply_chat_template(self, messages: list[dict[str, Any]]) -> str:
+        """The prompt a chat turns into, from the tokenizer's template."""
+        raise NotImplementedError
+
+    def generate(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        *,
+        request_id: str,
+        adapter: str | None = None,
+    ) -> AsyncIterator[TokenEvent]:
+        """Stream the tokens of one completion; leaving the iteration frees its slot."""
+        raise NotImplementedError
+
+    @property
+    def stats(self) -> Mapping[str, Any]:
+        """running, waiting, kv_cache_usage (or None), prompt/generation token totals."""
+        return {}
+
+    @property
+    def max_model_len(self) -> int:
+        raise NotImplementedError
+
+
+class EmbeddingModel(Model):
+    """A model that turns texts into vectors: what ``/v1/embeddings`` calls."""
+
+    async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """One vector per text, and the number of tokens the texts took (for ``usage``)."""
+        raise NotImplementedError
