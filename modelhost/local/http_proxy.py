@@ -263,7 +263,7 @@ class _Call:
         keep = self.log_plan is not None and self.forwarder.payload_logger is not None
         exchange = Exchange(self.client.write, self._done, keep_body=keep)
         self._exchange = exchange
-        connection.send(self.payload, exchange)
+        connection.send(self.payload, exchange, head=self.request.method == b"HEAD")
 
     def _retry(self, reason: str) -> None:
         self.attempt += 1

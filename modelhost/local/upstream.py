@@ -48,6 +48,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self._parser = httptools.HttpResponseParser(self)
         self._keep_alive = True
+        self._head = False
 
     # -- asyncio.Protocol --
 
@@ -81,6 +82,11 @@ class UpstreamConnection(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.status = self._parser.get_status_code()
         self._keep_alive = self._parser.should_keep_alive()
+        if self._head:
+            # A HEAD answer has a Content-Length but no body; the parser cannot know that,
+            # so the answer ends here and the next one starts with a fresh parser.
+            self._parser = httptools.HttpResponseParser(self)
+            self.on_message_complete()
 
     def on_body(self, body: bytes) -> None:
         if self.exchange is not None and self.exchange.keep_body:
@@ -95,9 +101,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- the gateway's side --
 
-    def send(self, request: bytes, exchange: Exchange) -> None:
+    def send(self, request: bytes, exchange: Exchange, *, head: bool = False) -> None:
         assert self.transport is not None
         self.exchange = exchange
+        self._head = head
         self.transport.write(request)
 
     def abandon(self) -> None:

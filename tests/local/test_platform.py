@@ -199,3 +199,37 @@ def test_services_come_back_after_a_restart(
             assert response.json() == {"predictions": [1, 1]}
     finally:
         stop_platform(again)
+
+
+def test_gateway_edge_cases_head_pipelining_and_malformed(platform: RunningPlatform) -> None:
+    import socket
+
+    platform.apply((SAMPLES / "sklearn-iris-v1.yaml").read_text())
+    platform.wait_ready("sklearn-iris")
+    host = "sklearn-iris.default.example.com"
+    with httpx.Client(base_url=platform.url, timeout=30) as client:
+        head = client.head("/v2/health/ready", headers={"Host": host})
+        assert head.status_code == 200
+        after = client.get("/v1/models/sklearn-iris", headers={"Host": host})
+        assert after.json() == {"name": "sklearn-iris", "ready": True}
+    address = platform.url.removeprefix("http://").split(":")
+    with socket.create_connection((address[0], int(address[1])), timeout=30) as sock:
+        body = b'{"instances": [[6.8, 2.8, 4.8, 1.4]]}'
+        one = (
+            b"POST /v1/models/sklearn-iris:predict HTTP/1.1\r\nHost: "
+            + host.encode()
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        sock.sendall(one * 3)  # pipelined: three answers, in order
+        received = b""
+        while received.count(b'{"predictions":[1]}') < 3:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        assert received.count(b"HTTP/1.1 200 OK") == 3
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 400"), answer
