@@ -16,6 +16,7 @@ import datetime
 import functools
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -277,10 +278,14 @@ class Platform:
         runner = component.choose()
         if runner is None:
             raise errors.ServerNotReady(f"{component.service}: no revision is ready")
+        started = time.perf_counter()
         replica = await runner.acquire(float(runner.revision.timeout_s))
+        chosen = component
 
         def release(ok: bool) -> None:
             runner.release(replica)
+            # gRPC calls count as 200 or 500 beside the HTTP ones (a status per revision).
+            self.forwarder.count(chosen, runner, 200 if ok else 500, time.perf_counter() - started)
 
         return GrpcTarget(address=replica.grpc_address, release=release)
 
