@@ -125,6 +125,40 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
         "--nthread", type=int, default=None, help="threads per predict for native runtimes (1)"
     )
     group.add_argument(
+        "--dtype", default=None, help="huggingface, llm: auto, float32, float16 or bfloat16"
+    )
+    group.add_argument(
+        "--backend",
+        default=None,
+        help="llm: auto, transformers or vllm (auto: vllm if installed and a GPU is visible)",
+    )
+    group.add_argument(
+        "--max_num_seqs",
+        "--max-num-seqs",
+        dest="max_num_seqs",
+        type=int,
+        default=None,
+        help="llm: requests generated together in the running batch (16)",
+    )
+    group.add_argument(
+        "--max_model_len",
+        "--max-model-len",
+        dest="max_model_len",
+        type=int,
+        default=None,
+        help="llm: context length in tokens, prompt and output (the model's)",
+    )
+    group.add_argument(
+        "--lora",
+        "--lora_modules",
+        "--lora-modules",
+        dest="lora",
+        action="append",
+        default=None,
+        metavar="NAME=PATH",
+        help="llm: serve the LoRA adapter in folder PATH as model NAME (repeatable)",
+    )
+    group.add_argument(
         "--option",
         dest="extra_options",
         action="append",
@@ -134,7 +168,10 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-_OPTION_FLAGS = ("predict_proba", "task", "return_probabilities", "max_length", "device", "nthread")
+_OPTION_FLAGS = (
+    *("predict_proba", "task", "return_probabilities", "max_length", "device", "nthread"),
+    *("dtype", "backend", "max_num_seqs", "max_model_len", "lora"),
+)
 
 
 def runtime_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from modelhost.runtimes.custom import build_custom_model
 from modelhost.runtimes.huggingface import WEIGHT_PATTERNS as HF_WEIGHTS
 from modelhost.runtimes.huggingface import HuggingFaceModel
 from modelhost.runtimes.huggingface import claim as hf_claim
+from modelhost.runtimes.llm import runtime as llm
 from modelhost.runtimes.mlflow import MLflowModel
 from modelhost.runtimes.mlflow import claim as mlflow_claim
 
@@ -80,7 +81,20 @@ def _pytorch(name: str, path: Path, options: Mapping[str, Any]) -> Model:
 
 
 def _huggingface(name: str, path: Path, options: Mapping[str, Any]) -> Model:
+    # KServe's Hugging Face server generates text too (--task text_generation, or a causal
+    # LM's folder): the llm runtime does that here.
+    task = options.get("task")
+    if llm.is_generation_task(task) or (not task and path.is_dir() and llm.is_causal_lm(path)):
+        return llm.build_llm_model(name, path, options)
     return HuggingFaceModel.from_options(name, path, options)
+
+
+def _llm(name: str, path: Path, options: Mapping[str, Any]) -> Model:
+    return llm.build_llm_model(name, path, options)
+
+
+def _vllm(name: str, path: Path, options: Mapping[str, Any]) -> Model:
+    return llm.build_llm_model(name, path, options, backend="vllm")
 
 
 def _mlflow(name: str, path: Path, options: Mapping[str, Any]) -> Model:
@@ -122,6 +136,10 @@ _REGISTRY: dict[str, Runtime] = {
         Runtime("mlflow", (), _mlflow, priority=1, claim=mlflow_claim),
         Runtime("catboost", CATBOOST_PATTERNS, _catboost),
         Runtime("custom", (), _custom),
+        # A causal LM's folder is a Hugging Face folder too: the llm runtime outranks it.
+        Runtime("llm", HF_WEIGHTS, _llm, priority=2, claim=llm.claim),
+        # Never detected: --runtime vllm asks for the vLLM backend by name.
+        Runtime("vllm", (), _vllm),
     )
 }
 

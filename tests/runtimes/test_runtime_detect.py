@@ -37,6 +37,8 @@ def test_runtime_names() -> None:
         "mlflow",
         "catboost",
         "custom",
+        "llm",
+        "vllm",
     )
 
 

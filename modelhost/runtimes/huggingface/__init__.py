@@ -8,7 +8,8 @@ or a pipeline's: ``text-classification``, ``ner``, ``fill-mask``, ``feature-extr
 or is inferred from ``config.json``'s ``architectures``: ``*ForSequenceClassification``,
 ``*ForTokenClassification``, ``*ForMaskedLM``, and a bare ``*Model`` (or a
 sentence-transformers folder, one with ``modules.json``) for ``text_embedding``.
-Generative models are not served here.
+Causal LMs are the ``llm`` runtime's (``modelhost.runtimes.llm``), which takes their
+folders, and ``--task text_generation``, from this runtime.
 
 Requests carry texts: v1 ``{"instances": ["text", ...]}``, or v2 one BYTES input of shape
 ``[n]`` under any name (the metadata calls it ``input-0``). The texts of a request are
@@ -37,6 +38,6 @@ tasks answer per-class scores instead of ids: v2 FP32 ``[n, classes]`` or
 from __future__ import annotations
 
 from modelhost.runtimes.huggingface.folder import TASKS, WEIGHT_PATTERNS, claim
-from modelhost.runtimes.huggingface.model import HuggingFaceModel
+from modelhost.runtimes.huggingface.model import HuggingFaceEmbeddingModel, HuggingFaceModel
 
-__all__ = ["TASKS", "WEIGHT_PATTERNS", "HuggingFaceModel", "claim"]
+__all__ = ["TASKS", "WEIGHT_PATTERNS", "HuggingFaceEmbeddingModel", "HuggingFaceModel", "claim"]

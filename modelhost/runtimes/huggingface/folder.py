@@ -153,7 +153,8 @@ def _check_supported(task: str, what: str) -> None:
     supported = ", ".join(TASKS)
     if task in GENERATIVE_TASKS:
         raise errors.ModelLoadError(
-            f"{what} generates text; this runtime serves the predictive tasks only ({supported})."
+            f"{what} generates text; this runtime serves the predictive tasks only ({supported}); "
+            "the llm runtime serves causal LMs."
         )
     if task in _OTHER_TASKS:
         raise errors.ModelLoadError(f"{what} is not supported; supported tasks: {supported}.")

@@ -1,7 +1,12 @@
-"""``HuggingFaceModel``: a transformers encoder loaded from its folder and run on texts."""
+"""``HuggingFaceModel``: a transformers encoder loaded from its folder and run on texts.
+
+A ``text_embedding`` folder is built as ``HuggingFaceEmbeddingModel``, which the OpenAI
+API's ``/v1/embeddings`` calls too.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Mapping
@@ -12,6 +17,7 @@ from typing import Any
 import numpy.typing as npt
 
 from modelhost import errors
+from modelhost.model.generation import EmbeddingModel
 from modelhost.model.model import Model
 from modelhost.runtimes._common import import_framework, truthy
 from modelhost.runtimes.huggingface import folder, results
@@ -23,7 +29,7 @@ from modelhost.runtimes.huggingface.folder import (
     Pooling,
 )
 
-__all__ = ["HuggingFaceModel"]
+__all__ = ["HuggingFaceEmbeddingModel", "HuggingFaceModel"]
 
 logger = logging.getLogger("modelhost.runtimes.huggingface")
 
@@ -122,10 +128,13 @@ class HuggingFaceModel(Model):
     def from_options(cls, name: str, path: Path, options: Mapping[str, Any]) -> HuggingFaceModel:
         """The model built from runtime options, strings included (``--option max_length=64``)."""
         max_length = options.get("max_length", options.get("max_model_len"))
+        task = str(options["task"]) if options.get("task") else None
+        if cls is HuggingFaceModel and _embeds(path, task):
+            cls = HuggingFaceEmbeddingModel
         return cls(
             name,
             path,
-            task=str(options["task"]) if options.get("task") else None,
+            task=task,
             return_probabilities=truthy(options.get("return_probabilities")),
             return_raw_logits=truthy(options.get("return_raw_logits")),
             max_length=_integer("max_length", max_length),
@@ -345,6 +354,61 @@ class HuggingFaceModel(Model):
     @property
     def platform(self) -> str:
         return "huggingface"
+
+
+class HuggingFaceEmbeddingModel(HuggingFaceModel, EmbeddingModel):
+    """A ``text_embedding`` model, served to ``/v1/embeddings`` as well as to ``predict``."""
+
+    async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """The texts' embeddings (pooled and normalized as for ``predict``), and the tokens
+        they took, special tokens included; runs in a thread."""
+        if not isinstance(texts, list) or not texts:
+            raise errors.InvalidInput("input must be a non-empty list of strings.")
+        if not all(isinstance(text, str) for text in texts):
+            raise errors.InvalidInput("input must hold strings only.")
+        return await asyncio.to_thread(self._embed, texts)
+
+    def _embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        loaded = self._loaded
+        if loaded is None:
+            raise errors.ModelNotReady(self.name)
+        if loaded.task != TEXT_EMBEDDING or loaded.pooling is None:
+            raise errors.Unsupported(f"Model {self.name} serves {loaded.task}, not embeddings.")
+        torch = loaded.torch
+        with self._tokenizer_lock:
+            encoded = loaded.tokenizer(
+                texts,
+                padding=True,
+                truncation=loaded.max_length is not None,
+                max_length=loaded.max_length,
+                add_special_tokens=self.add_special_tokens,
+                return_tensors="pt",
+            )
+        try:
+            with torch.inference_mode():
+                outputs = loaded.model(**encoded.to(loaded.device))
+                vectors = results.pool(
+                    outputs.last_hidden_state, encoded["attention_mask"], loaded.pooling, torch
+                )
+        except Exception as exc:
+            raise errors.InferenceError(
+                f"Model {self.name} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        embeddings: list[list[float]] = vectors.tolist()
+        return embeddings, int(encoded["attention_mask"].sum())
+
+
+def _embeds(path: Path, task: str | None) -> bool:
+    """Whether the folder serves ``text_embedding``; a folder that cannot tell fails at load."""
+    if not path.is_dir():
+        return False
+    try:
+        config = folder.read_json(path / folder.CONFIG_FILE)
+        if not isinstance(config, dict):
+            return False
+        return folder.resolve_task(task, path, config) == TEXT_EMBEDDING
+    except errors.ModelhostError:
+        return False
 
 
 def _integer(name: str, value: Any) -> int | None:

@@ -1,11 +1,15 @@
-"""LLM generation on ``transformers`` with continuous batching, below the OpenAI API layer.
+"""The ``llm`` runtime: causal LMs served as ``GenerativeModel``, below the OpenAI API layer.
 
-Importing this package does not import torch: ``Engine`` loads it when built.
+``LLMModel`` serves a Hugging Face folder with the ``transformers`` ``Engine`` (continuous
+batching, LoRA adapters in the same batch); ``vllm_backend.VLLMModel`` serves it with vLLM
+on a GPU; ``runtime`` detects the folders and picks the backend. Importing this package
+imports neither torch nor vLLM: they load when a model is built or loaded.
 """
 
 from __future__ import annotations
 
 from modelhost.model.generation import EngineOverloaded, SamplingParams, TokenEvent
 from modelhost.runtimes.llm.engine import Engine
+from modelhost.runtimes.llm.model import LLMModel
 
-__all__ = ["Engine", "EngineOverloaded", "SamplingParams", "TokenEvent"]
+__all__ = ["Engine", "EngineOverloaded", "LLMModel", "SamplingParams", "TokenEvent"]

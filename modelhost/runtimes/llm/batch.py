@@ -10,6 +10,10 @@ among themselves) and their cache rows concatenated in; finished ones are droppe
 The cost: a join or a leave copies the whole cache once (each step already copies it, as
 ``DynamicCache`` grows by concatenation), and a short sequence next to a long one attends
 over (masked) padding. A paged cache would avoid both; this keeps the model untouched.
+
+Each row also names its LoRA adapter (``None`` for the base model); ``lora.Adapters`` turns
+the rows' names into the module to run and ``peft``'s per-row ``adapter_names``, so rows of
+different adapters share one forward.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from modelhost import errors
+from modelhost.runtimes.llm.lora import Adapters
 
 __all__ = ["KVBatch", "Prefill"]
 
@@ -29,17 +34,23 @@ __all__ = ["KVBatch", "Prefill"]
 class Prefill:
     """What a prefill produced: last-position logits and a left-padded cache to join."""
 
-    def __init__(self, logits: torch.Tensor, cache: Any, mask: torch.Tensor) -> None:
+    def __init__(
+        self, logits: torch.Tensor, cache: Any, mask: torch.Tensor, adapters: list[str | None]
+    ) -> None:
         self.logits = logits
         self.cache = cache
         self.mask = mask
+        self.adapters = adapters
 
 
 class KVBatch:
     """The cache rows of the running sequences, in the order the scheduler keeps them."""
 
-    def __init__(self, model: Any, device: torch.device, pad_id: int) -> None:
+    def __init__(
+        self, model: Any, device: torch.device, pad_id: int, adapters: Adapters | None = None
+    ) -> None:
         self._model = model
+        self._adapters = adapters
         self._device = device
         self._pad_id = pad_id
         parameters = inspect.signature(model.forward).parameters
@@ -49,6 +60,7 @@ class KVBatch:
         self._cache: Any = None
         self._mask: torch.Tensor | None = None  # [rows, columns], 1 where a token is
         self._lengths: torch.Tensor | None = None  # [rows]: real tokens in each row
+        self._rows: list[str | None] = []  # each row's adapter
 
     @property
     def rows(self) -> int:
@@ -58,7 +70,9 @@ class KVBatch:
     def columns(self) -> int:
         return 0 if self._mask is None else int(self._mask.shape[1])
 
-    def prefill(self, prompts: Sequence[Sequence[int]]) -> Prefill:
+    def prefill(
+        self, prompts: Sequence[Sequence[int]], adapters: Sequence[str | None] | None = None
+    ) -> Prefill:
         """Run the prompts through the model together, left-padded to the longest."""
         from transformers import DynamicCache
 
@@ -73,15 +87,17 @@ class KVBatch:
         # No config: every layer a plain DynamicLayer, which rows can be cut from and
         # padded; a sliding-window layer's window then lives in the mask alone.
         cache = DynamicCache()
-        logits, cache = self._forward(ids, mask, positions, cache, last_only=True)
+        rows: list[str | None] = list(adapters) if adapters is not None else [None] * len(prompts)
+        logits, cache = self._forward(ids, mask, positions, cache, rows, last_only=True)
         _check_cache(cache)
-        return Prefill(logits, cache, mask)
+        return Prefill(logits, cache, mask, rows)
 
     def join(self, prefill: Prefill) -> None:
         """Append the prefilled sequences as the batch's last rows."""
         lengths = prefill.mask.sum(dim=-1)
         if self._cache is None or self._mask is None or self._lengths is None:
             self._cache, self._mask, self._lengths = prefill.cache, prefill.mask, lengths
+            self._rows = list(prefill.adapters)
             return
         width = max(self.columns, int(prefill.mask.shape[1]))
         for mine, theirs in zip(self._cache.layers, prefill.cache.layers, strict=True):
@@ -89,6 +105,7 @@ class KVBatch:
             mine.values = torch.cat([_pad_kv(mine.values, width), _pad_kv(theirs.values, width)])
         self._mask = torch.cat([_pad_mask(self._mask, width), _pad_mask(prefill.mask, width)])
         self._lengths = torch.cat([self._lengths, lengths])
+        self._rows.extend(prefill.adapters)
 
     def keep(self, rows: Sequence[int]) -> None:
         """Keep only these rows, in this order; cut the padding no row needs any more."""
@@ -105,9 +122,11 @@ class KVBatch:
             layer.values = layer.values.index_select(0, index)[..., start:, :]
         self._mask = mask[:, start:]
         self._lengths = self._lengths.index_select(0, index)
+        self._rows = [self._rows[row] for row in rows]
 
     def clear(self) -> None:
         self._cache = self._mask = self._lengths = None
+        self._rows = []
 
     def step(self, tokens: Sequence[int]) -> torch.Tensor:
         """Feed each row its last token; the next-token logits, ``[rows, vocab]``."""
@@ -117,7 +136,7 @@ class KVBatch:
         ones = torch.ones((self.rows, 1), dtype=torch.long, device=self._device)
         mask = torch.cat([self._mask, ones], dim=1)
         logits, self._cache = self._forward(
-            ids, mask, self._lengths[:, None], self._cache, last_only=False
+            ids, mask, self._lengths[:, None], self._cache, self._rows, last_only=False
         )
         self._mask = mask
         self._lengths = self._lengths + 1
@@ -129,13 +148,19 @@ class KVBatch:
         mask: torch.Tensor,
         positions: torch.Tensor,
         cache: Any,
+        rows: Sequence[str | None],
         *,
         last_only: bool,
     ) -> tuple[torch.Tensor, Any]:
-        options: dict[str, Any] = {self._cache_arg: cache}
+        options: dict[str, Any]
+        model, options = self._model, {}
+        if self._adapters is not None:
+            model, options = self._adapters.route(rows)
+        # The base model's argument names: peft's wrapper passes them on as they are.
+        options[self._cache_arg] = cache
         if last_only and self._keeps_logits:
             options["logits_to_keep"] = 1
-        output = self._model(
+        output = model(
             input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **options
         )
         cache = getattr(output, "cache", None)

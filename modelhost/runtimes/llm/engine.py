@@ -4,13 +4,13 @@ The layer below the OpenAI API: it turns prompt token ids and ``SamplingParams``
 async stream of ``TokenEvent``. The model runs on one worker thread (``scheduler``), which
 keeps a running batch that requests join and leave between decode steps (``batch`` has the
 per-step design and its costs); the event loop only queues requests and reads their events.
+LoRA adapters (``lora``) run in the same batch as the base model, each row with its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from collections.abc import Sequence as Tokens
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,9 @@ import numpy.typing as npt
 from modelhost import errors
 from modelhost.model.generation import EngineOverloaded, SamplingParams, TokenEvent
 from modelhost.runtimes._common import import_framework
+from modelhost.runtimes.llm.lora import Adapters
 from modelhost.runtimes.llm.sequence import Sequence
+from modelhost.runtimes.llm.tokenizer import Tokenizer, load_tokenizer
 
 if TYPE_CHECKING:
     from modelhost.runtimes.llm.scheduler import Scheduler
@@ -39,8 +41,9 @@ class Engine:
 
     ``max_batch_size`` sequences decode together; up to ``max_queue`` more wait, and past
     that ``generate`` raises ``EngineOverloaded`` (429). ``max_prefill_tokens`` bounds one
-    prefill forward (joining prompts times the longest of them). Loading blocks: build the
-    engine off the event loop (``asyncio.to_thread``), then ``await start()``.
+    prefill forward (joining prompts times the longest of them). ``loras`` maps adapter
+    names to LoRA adapter folders loaded with the model. Loading blocks: build the engine
+    off the event loop (``asyncio.to_thread``), then ``await start()`` (or ``launch()``).
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class Engine:
         max_prefill_tokens: int = 4096,
         threads: int | None = None,
         trust_remote_code: bool = False,
+        loras: Mapping[str, str | Path] | None = None,
     ) -> None:
         for name, value in (
             ("max_batch_size", max_batch_size),
@@ -78,7 +82,8 @@ class Engine:
         options: dict[str, Any] = {"local_files_only": True}
         if trust_remote_code:
             options["trust_remote_code"] = True
-        self.tokenizer = _load(transformers.AutoTokenizer, self.model_dir, options, "tokenizer")
+        self.tokenizer = load_tokenizer(self.model_dir, trust_remote_code=trust_remote_code)
+        self._text = Tokenizer(self.tokenizer, self.model_dir)
         model = _load(transformers.AutoModelForCausalLM, self.model_dir, options, "model")
         name = dtype.strip().lower()
         if name != "auto" and name not in _DTYPES:
@@ -86,14 +91,16 @@ class Engine:
         default = "float16" if self._device.type == "cuda" else "float32"
         self.model = model.to(device=self._device, dtype=getattr(torch, _DTYPES.get(name, default)))
         self.model.eval()
-        # A fast tokenizer used from two threads at once can fail with "Already borrowed".
-        self._tokenizer_lock = threading.Lock()
         self.max_model_len = self._context_length(max_model_len)
         self.eos_ids = self._eos_ids()
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = min(self.eos_ids) if self.eos_ids else 0
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        self._adapters = Adapters(self.model, self.model_dir)
+        for adapter, path in (loras or {}).items():
+            # Before the worker exists: nothing else runs the model yet.
+            self._adapters.load(_adapter_name(adapter), path)
         from modelhost.runtimes.llm.scheduler import Scheduler
 
         self._scheduler: Scheduler = Scheduler(
@@ -106,6 +113,7 @@ class Engine:
             max_queue=max_queue,
             max_prefill_tokens=max_prefill_tokens,
             max_model_len=self.max_model_len,
+            adapters=self._adapters,
         )
         try:
             self._scheduler.probe(int(pad_id))
@@ -151,63 +159,90 @@ class Engine:
     async def start(self) -> None:
         self._scheduler.start()
 
+    def launch(self) -> None:
+        """Start the worker thread if it is not running (safe from any thread, and cheap)."""
+        self._scheduler.start()
+
     async def stop(self) -> None:
         """Stop the worker after its current step; unfinished requests get ``ServerNotReady``."""
         await asyncio.to_thread(self._scheduler.stop)
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        """:meth:`stop` for synchronous callers; ``wait=False`` returns without blocking."""
+        self._scheduler.stop(wait=wait)
+
+    # -- LoRA adapters ------------------------------------------------------------------------
+
+    @property
+    def adapters(self) -> list[str]:
+        return self._adapters.names
+
+    def adapter_path(self, name: str) -> str | None:
+        return self._adapters.path(name)
+
+    async def load_adapter(self, name: str, path: str | Path) -> None:
+        """Load a LoRA adapter while the engine runs; between two decode steps, on its worker.
+
+        The running batch pauses while the adapter's weights are read (small files: well
+        under a second for a rank-16 adapter of a 7B model on local disk).
+        """
+        name = _adapter_name(name)
+        if name in self._adapters:
+            raise errors.InvalidInput(f"The LoRA adapter {name!r} is already loaded.")
+        await asyncio.wrap_future(self._scheduler.call(lambda: self._adapters.load(name, path)))
+
+    async def unload_adapter(self, name: str) -> None:
+        """Stop serving an adapter; its waiting and running requests fail with ``ModelNotFound``."""
+        if name not in self._adapters:
+            raise errors.ModelNotFound(name)
+
+        def unload() -> None:
+            self._scheduler.fail_where(
+                lambda sequence: sequence.adapter == name, errors.ModelNotFound(name)
+            )
+            self._adapters.unload(name)
+
+        await asyncio.wrap_future(self._scheduler.call(unload))
 
     # -- text ---------------------------------------------------------------------------------
 
     def encode_prompt(self, prompt: str, *, add_special_tokens: bool = True) -> list[int]:
         """The prompt's token ids; a chat-templated prompt already has its special tokens."""
-        if not isinstance(prompt, str):
-            raise errors.InvalidInput(f"prompt must be a string, not {type(prompt).__name__}.")
-        with self._tokenizer_lock:
-            ids = self.tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
-        return [int(i) for i in ids]
+        return self._text.encode(prompt, add_special_tokens=add_special_tokens)
 
     def decode(self, token_ids: Tokens[int]) -> str:
         """The text of ``token_ids``, special tokens left out (for ``echo``)."""
-        with self._tokenizer_lock:
-            return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
+        return self._text.decode(token_ids)
 
     def _token_text(self, token_id: int) -> str:
-        with self._tokenizer_lock:
-            return str(self.tokenizer.decode([token_id]))
+        return self._text.token_text(token_id)
 
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+    def apply_chat_template(self, messages: list[dict[str, Any]]) -> str:
         """The prompt the model's chat template makes of ``messages``, ready for a reply."""
-        if not isinstance(messages, list) or not messages:
-            raise errors.InvalidInput("messages must be a non-empty list.")
-        for index, message in enumerate(messages):
-            if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
-                raise errors.InvalidInput(f"messages[{index}] must be an object with a role.")
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise errors.InvalidInput(
-                f"The model in {self.model_dir} has no chat template; use completions instead."
-            )
-        try:
-            with self._tokenizer_lock:
-                text = self.tokenizer.apply_chat_template(
-                    messages, tokenize=False, add_generation_prompt=True
-                )
-        except Exception as exc:
-            # Templates reject what they cannot render (say, roles out of turn) by raising.
-            raise errors.InvalidInput(f"The chat template refused the messages: {exc}") from exc
-        return str(text)
+        return self._text.apply_chat_template(messages)
 
     # -- generation ---------------------------------------------------------------------------
 
     async def generate(
-        self, prompt_ids: list[int], params: SamplingParams, *, request_id: str
-    ) -> AsyncIterator[TokenEvent]:
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        *,
+        request_id: str,
+        adapter: str | None = None,
+    ) -> AsyncGenerator[TokenEvent, None]:
         """Stream the request's tokens; leaving the loop or cancelling frees its slot.
 
-        Raises ``InvalidInput`` for a bad prompt, ``EngineOverloaded`` when the queue is full
-        and ``ServerNotReady`` when the engine is not running, on the first iteration.
+        ``adapter`` names a loaded LoRA adapter (``None``: the base model). Raises
+        ``InvalidInput`` for a bad prompt, ``ModelNotFound`` for an adapter not loaded,
+        ``EngineOverloaded`` when the queue is full and ``ServerNotReady`` when the engine is
+        not running, on the first iteration.
         """
         if not isinstance(params, SamplingParams):
             raise errors.InvalidInput("params must be SamplingParams.")
         self._check_prompt(prompt_ids, params)
+        if adapter is not None and adapter not in self._adapters:
+            raise errors.ModelNotFound(adapter)
         if request_id in self._active:
             raise errors.InvalidInput(f"Request {request_id!r} is already running.")
         sequence = Sequence(
@@ -217,6 +252,7 @@ class Engine:
             loop=asyncio.get_running_loop(),
             decode=self.decode,
             eos_ids=self.eos_ids,
+            adapter=adapter,
         )
         self._scheduler.submit(sequence)
         self._active[request_id] = sequence
@@ -285,21 +321,16 @@ class Engine:
         if not texts:
             return np.zeros((0, int(self.model.config.get_text_config().hidden_size)), np.float32)
         torch = self._torch
-        with self._tokenizer_lock:
-            encoded = self.tokenizer(
-                texts,
-                padding=True,
-                truncation=True,
-                max_length=self.max_model_len,
-                return_tensors="pt",
-            )
-        encoded = encoded.to(self._device)
+        encoded = self._text.batch(texts, max_length=self.max_model_len).to(self._device)
+        inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+        model, options = self._adapters.route([None] * len(texts))
         with torch.inference_mode():
-            hidden = self.model.base_model(
-                input_ids=encoded["input_ids"],
-                attention_mask=encoded["attention_mask"],
-                use_cache=False,
-            ).last_hidden_state
+            if options:
+                # Adapters are loaded: through peft, which keeps them out of base rows.
+                output = model(**inputs, use_cache=False, output_hidden_states=True, **options)
+                hidden = output.hidden_states[-1]
+            else:
+                hidden = self.model.base_model(**inputs, use_cache=False).last_hidden_state
             mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
         return np.asarray(pooled.float().cpu().numpy(), dtype=np.float32)
@@ -312,6 +343,12 @@ def _load(auto_class: Any, folder: Path, options: dict[str, Any], what: str) -> 
         raise errors.ModelLoadError(
             f"Cannot load the {what} in {folder}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _adapter_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise errors.InvalidInput(f"A LoRA adapter needs a non-empty name, not {name!r}.")
+    return name
 
 
 def _device(torch: Any, wanted: str) -> Any:

@@ -5,7 +5,8 @@ rows leave the batch before the next step), admit waiting ones up to ``max_batch
 and prefill them together, then run one decode step for every running sequence. Events
 go to the event loop after each prefill and each step, so a new request's first token does
 not wait for the others' step. The event loop never runs the model: it queues, cancels
-and reads counters.
+and reads counters. Work that changes the model (loading a LoRA adapter) is handed to the
+worker with ``call`` and runs between two turns, never during a forward.
 """
 
 from __future__ import annotations
@@ -16,19 +17,23 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 import torch
 
 from modelhost import errors
 from modelhost.model.generation import EngineOverloaded
 from modelhost.runtimes.llm.batch import KVBatch
+from modelhost.runtimes.llm.lora import Adapters
 from modelhost.runtimes.llm.sampling import choose, new_row_state
 from modelhost.runtimes.llm.sequence import Item, Sequence, deliver
 
 __all__ = ["Scheduler"]
 
 logger = logging.getLogger("modelhost.runtimes.llm")
+
+T = TypeVar("T")
 
 
 class Scheduler:
@@ -46,8 +51,10 @@ class Scheduler:
         max_queue: int,
         max_prefill_tokens: int,
         max_model_len: int,
+        adapters: Adapters | None = None,
     ) -> None:
-        self._batch = KVBatch(model, device, pad_id)
+        self._batch = KVBatch(model, device, pad_id, adapters)
+        self._adapters = adapters
         self._device = device
         self._vocab_size = vocab_size
         self._token_text = token_text
@@ -58,6 +65,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._waiting: deque[Sequence] = deque()
         self._running: list[Sequence] = []
+        self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._admitting = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -80,27 +88,70 @@ class Scheduler:
         with torch.inference_mode():
             self._batch.prefill([[token_id]])
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="modelhost-llm", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Finish the current step, then fail whatever is still queued or running; blocks."""
+    @property
+    def started(self) -> bool:
+        """Whether the worker runs and takes work (false after a fork: no thread survives it)."""
         thread = self._thread
-        if thread is None:
+        return thread is not None and thread.is_alive() and not self._stopping
+
+    def start(self) -> None:
+        """Start the worker if it is not running; cheap when it is."""
+        if self.started:
             return
+        previous = self._thread
+        if previous is not None and previous.is_alive():
+            # A stop that did not wait: its last step must end before another worker begins.
+            previous.join()
         with self._cond:
+            if self.started:
+                return
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="modelhost-llm", daemon=True)
+            self._thread.start()
+
+    def stop(self, *, wait: bool = True) -> None:
+        """Finish the current step, then fail whatever is still queued or running.
+
+        Blocks until the worker is gone unless ``wait`` is False (the worker then ends on
+        its own, right after its current step).
+        """
+        with self._cond:
+            thread = self._thread
+            if thread is None:
+                return
             self._stopping = True
             self._cond.notify()
-        thread.join()
-        self._thread = None
+        if wait and thread is not threading.current_thread():
+            thread.join()
+            with self._cond:
+                if self._thread is thread:
+                    self._thread = None
+
+    def call(self, function: Callable[[], T]) -> Future[T]:
+        """Run ``function`` on the worker between two turns; its result or error in a future."""
+        future: Future[T] = Future()
+        with self._cond:
+            if not self.started:
+                raise errors.ServerNotReady("The LLM engine is not running.")
+            self._calls.append((function, future))
+            self._cond.notify()
+        return future
+
+    def fail_where(self, condition: Callable[[Sequence], bool], exc: errors.ModelhostError) -> None:
+        """Fail the waiting and running sequences ``condition`` picks; on the worker only."""
+        with self._cond:
+            waiting = [s for s in self._waiting if condition(s)]
+            for sequence in waiting:
+                self._waiting.remove(sequence)
+        running = [s for s in self._running if condition(s) and not s.done]
+        for sequence in running:
+            sequence.failed = True
+        self._retire()
+        self._send([(s, exc) for s in [*waiting, *running]])
 
     def submit(self, sequence: Sequence) -> None:
         with self._cond:
-            if self._stopping or self._thread is None:
+            if not self.started:
                 raise errors.ServerNotReady("The LLM engine is not running.")
             if len(self._waiting) >= self._max_queue:
                 raise EngineOverloaded(
@@ -134,24 +185,56 @@ class Scheduler:
         self._fail_all(errors.ServerNotReady("The LLM engine stopped."))
 
     def _turn(self) -> bool:
-        """One turn: retire, admit and prefill, decode one step; False once stopping."""
+        """One turn: run calls, retire, admit and prefill, decode a step; False once stopping."""
         with self._cond:
-            while not (self._stopping or self._waiting or self._running):
+            while not (self._stopping or self._waiting or self._running or self._calls):
                 self._cond.wait()
             if self._stopping:
                 return False
+            calls = list(self._calls)
+            self._calls.clear()
+        if calls:
+            self._run_calls(calls)
+        with self._cond:
             free = self._max_batch_size - len(self._running)
             joining = [self._waiting.popleft() for _ in range(min(free, self.waiting))]
             self._admitting = len(joining)
         self._retire()
+        joining = self._check_adapters([s for s in joining if not s.cancelled])
         try:
-            for group in self._prefill_groups([s for s in joining if not s.cancelled]):
+            for group in self._prefill_groups(joining):
                 self._prefill(group)
         finally:
             self._admitting = 0
         if self._running:
             self._decode()
         return True
+
+    def _run_calls(self, calls: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
+        # Outside inference mode: what a call builds (an adapter's weights) must be a plain
+        # tensor, usable by a later call that loads into it.
+        with torch.inference_mode(False):
+            for function, future in calls:
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    future.set_result(function())
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+    def _check_adapters(self, joining: list[Sequence]) -> list[Sequence]:
+        """The sequences whose adapter is still loaded; the others fail with a 404."""
+        adapters = self._adapters
+        gone = [
+            s
+            for s in joining
+            if s.adapter is not None and (adapters is None or s.adapter not in adapters)
+        ]
+        if not gone:
+            return joining
+        self._admitting -= len(gone)
+        self._send([(s, errors.ModelNotFound(str(s.adapter))) for s in gone])
+        return [s for s in joining if s not in gone]
 
     def _prefill_groups(self, joining: list[Sequence]) -> list[list[Sequence]]:
         """Consecutive groups whose left-padded prompts stay within the prefill budget."""
@@ -171,7 +254,7 @@ class Scheduler:
         try:
             for sequence in group:
                 sequence.sampling = new_row_state(sequence.params, self._vocab_size, self._device)
-            prefill = self._batch.prefill([s.prompt_ids for s in group])
+            prefill = self._batch.prefill([s.prompt_ids for s in group], [s.adapter for s in group])
             choices = choose(prefill.logits, [_state(s) for s in group], self._token_text)
         except Exception as exc:
             logger.exception("The LLM engine failed to prefill %d request(s).", len(group))
@@ -219,6 +302,11 @@ class Scheduler:
         with self._cond:
             pending = [*self._running, *self._waiting]
             self._waiting.clear()
+            calls = list(self._calls)
+            self._calls.clear()
+        for _, future in calls:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(exc)
         self._running = []
         self._batch.clear()
         self.kv_cache_usage = 0.0

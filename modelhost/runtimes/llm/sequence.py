@@ -1,7 +1,8 @@
 """One request inside the engine: its tokens so far, and the events its tokens become.
 
 The worker thread owns every field but ``cancelled``, which the event loop sets; events
-cross back to the loop through ``deliver``.
+cross back to the loop through ``deliver``. ``adapter`` names the LoRA adapter the request
+runs with (``None``: the base model).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ class Sequence:
         loop: asyncio.AbstractEventLoop,
         decode: Callable[[list[int]], str],
         eos_ids: frozenset[int],
+        adapter: str | None = None,
     ) -> None:
         self.request_id = request_id
+        self.adapter = adapter
         self.prompt_ids = list(prompt_ids)
         self.params = params
         self.loop = loop
@@ -46,6 +49,8 @@ class Sequence:
         # Set by the event loop when the consumer goes away; the worker drops the sequence
         # before its next step.
         self.cancelled = False
+        # Set by the worker when it fails the sequence (its adapter was unloaded).
+        self.failed = False
         # Built by the worker when the sequence starts: it needs torch.
         self.sampling: RowState | None = None
         self._eos_ids = frozenset() if params.ignore_eos else eos_ids
@@ -54,7 +59,7 @@ class Sequence:
 
     @property
     def done(self) -> bool:
-        return self.finish_reason is not None or self.cancelled
+        return self.finish_reason is not None or self.cancelled or self.failed
 
     @property
     def last_token(self) -> int:

@@ -8,6 +8,7 @@ same gibberish on every run, which is all the engine's tests compare.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ __all__ = [
     "EOS",
     "PAD",
     "VOCAB_SIZE",
+    "build_lora_adapter",
     "build_tiny_llama",
     "build_tokenizer",
 ]
@@ -109,4 +111,31 @@ def build_tiny_llama(folder: Path, *, seed: int = 0) -> Path:
     )
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def build_lora_adapter(folder: Path, base: Path, *, seed: int) -> Path:
+    """Save a random rank-4 LoRA adapter for the tiny Llama (attention and MLP projections).
+
+    ``init_lora_weights=False`` draws both matrices at random (peft's default leaves B at
+    zero, an adapter that changes nothing), so the adapter's greedy tokens differ from the
+    base model's.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=16,
+        target_modules=["q_proj", "v_proj", "o_proj", "down_proj"],
+        init_lora_weights=False,
+    )
+    with warnings.catch_warnings():
+        # peft asks transformers 5 for a property it deprecated.
+        warnings.simplefilter("ignore", FutureWarning)
+        adapter = get_peft_model(model, config)
+    adapter.save_pretrained(str(folder))
     return folder
