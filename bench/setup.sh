@@ -13,7 +13,7 @@ bash "$SHARED/setup-peers.sh"
 if [ ! -x "$PEERS/modelhost/bin/python" ]; then
   python3 -m venv "$PEERS/modelhost"
 fi
-"$PEERS/modelhost/bin/pip" install -q -e "$ROOT[sklearn]" "torch==2.13.0"
+"$PEERS/modelhost/bin/pip" install -q -e "$ROOT[sklearn,llm]" "torch==2.13.0" openai
 "$PEERS/kserve/bin/pip" install -q "torch==2.13.0"
 [ -f "$PEERS/models/iris/model.joblib" ] || "$PEERS/kserve/bin/python" "$SHARED/make_model.py"
 "$PEERS/kserve/bin/python" "$SHARED/grpc_body.py" make "$PEERS/infer_body.bin" >/dev/null

@@ -78,6 +78,10 @@ class ServerSettings:
     # least recently used model is unloaded and loads again on its next request. 0: no limit.
     max_loaded_models: int = 0
     max_loaded_bytes: int = 0
+    # LLM serving: the longest a generation may run, and the guardrails every prompt and
+    # answer pass through (comma-separated names: "pii").
+    llm_request_timeout_s: float = 600.0
+    guardrails: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -272,6 +276,20 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         type=_size_flag,
         default=None,
         help="budget of loaded model files, e.g. 2GiB; the least recently used is unloaded",
+    )
+    group.add_argument(
+        "--llm_request_timeout_s",
+        "--llm-request-timeout-s",
+        dest="llm_request_timeout_s",
+        type=float,
+        default=None,
+        help="LLM: longest a generation may run, in seconds (600)",
+    )
+    group.add_argument(
+        "--guardrails",
+        dest="guardrails",
+        default=None,
+        help="LLM: guardrails on prompts and answers, comma-separated (pii)",
     )
     group.add_argument(
         "--inline_below_ms",

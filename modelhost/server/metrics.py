@@ -13,6 +13,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from modelhost.server.openai.metrics import LLMMetrics
+
 __all__ = ["Metrics"]
 
 _LATENCY_BUCKETS = (
@@ -112,6 +114,8 @@ class Metrics:
         self.explain = Histogram(
             "request_explain_seconds", "explain request latency", step, registry=self.registry
         )
+        # Generation metrics under vLLM's names (the OpenAI API observes them).
+        self.llm = LLMMetrics(self.registry)
 
     def observe_request(
         self, model: str, protocol: str, endpoint: str, status: str | int, seconds: float
@@ -142,4 +146,6 @@ class Metrics:
         if self.multiprocess_dir:
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            # Engine gauges are read at scrape time, from this worker's models.
+            registry.register(self.llm.stats_collector)
         return encoder(registry), content_type

@@ -32,6 +32,7 @@ from modelhost.server.grpc.server import GrpcServer
 from modelhost.server.http.app import HttpApp
 from modelhost.server.inference import StepRunner
 from modelhost.server.metrics import Metrics
+from modelhost.server.openai.guardrails import chain_from_names
 from modelhost.server.remote_predictor import PROTOCOLS
 from modelhost.server.workers import WorkerPool, reserve_port
 from modelhost.settings import (
@@ -144,7 +145,10 @@ class ModelServer:
                 await runner.call(model.load)
             self.repository.update(model)
         dataplane = DataPlane(self.repository, runner, settings.server_name)
-        app = HttpApp(dataplane, self.metrics, settings)
+        app = HttpApp(
+            dataplane, self.metrics, settings, guardrails=chain_from_names(settings.guardrails)
+        )
+        app.openai.request_timeout_s = settings.llm_request_timeout_s
         http_socket = _bind(settings.host, settings.http_port, settings.reuse_port)
         self.http_port = http_socket.getsockname()[1]
         config = uvicorn.Config(

@@ -21,11 +21,15 @@ from modelhost.server.http.messages import HttpRequest, HttpResponse, json_respo
 from modelhost.server.http.v1_routes import V1Routes
 from modelhost.server.http.v2_routes import V2Routes
 from modelhost.server.metrics import Metrics
+from modelhost.server.openai.errors import openai_error_response
+from modelhost.server.openai.guardrails import GuardrailChain
+from modelhost.server.openai.routes import OpenAIRoute, OpenAIRoutes
+from modelhost.server.openai.streaming import DeferredResponse
 from modelhost.settings import ServerSettings
 
 __all__ = ["HttpApp"]
 
-Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse | DeferredResponse]]
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -45,17 +49,29 @@ class _Route:
 
 
 class HttpApp:
-    """ASGI app serving v1, v2, the repository extension, /metrics and the docs."""
+    """ASGI app serving v1, v2, the repository extension, OpenAI's API, /metrics and the docs.
 
-    def __init__(self, dataplane: DataPlane, metrics: Metrics, settings: ServerSettings) -> None:
+    ``guardrails`` filter the text into and out of generative models (none by default).
+    """
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        metrics: Metrics,
+        settings: ServerSettings,
+        guardrails: GuardrailChain | None = None,
+    ) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
         self.settings = settings
         v1 = V1Routes(dataplane)
         v2 = V2Routes(dataplane)
+        # Its own routing table: the OpenAI paths, vLLM's LoRA ones and v2 generate.
+        self.openai = OpenAIRoutes(dataplane, metrics, guardrails)
         self._fixed: dict[str, _Route] = {
             "/": _Route("GET", v1.root, "v1", "live"),
-            "/v1/models": _Route("GET", v1.models, "v1", "models"),
+            # KServe's v1 list and OpenAI's model list in one answer: both clients call it.
+            "/v1/models": _Route("GET", self.openai.v1_and_openai_models, "v1", "models"),
             "/v2": _Route("GET", v2.server_metadata, "v2", "server_metadata"),
             "/v2/": _Route("GET", v2.server_metadata, "v2", "server_metadata"),
             "/v2/health/live": _Route("GET", v2.live, "v2", "live"),
@@ -81,11 +97,11 @@ class HttpApp:
             "load": _Route("POST", v2.repository_load, "v2", "repository_load"),
             "unload": _Route("POST", v2.repository_unload, "v2", "repository_unload"),
         }
-        self._in_flight = {p: metrics.in_flight.labels(p) for p in ("v1", "v2", "http")}
+        self._in_flight = {p: metrics.in_flight.labels(p) for p in ("v1", "v2", "http", "openai")}
 
     # -- routing -------------------------------------------------------------------
 
-    def route(self, path: str) -> tuple[_Route, str, str | None] | None:
+    def route(self, path: str) -> tuple[_Route | OpenAIRoute, str, str | None] | None:
         """The route for ``path`` with its model name and version, or None."""
         fixed = self._fixed.get(path)
         if fixed is not None:
@@ -100,6 +116,9 @@ class HttpApp:
                 v2_route = self._v2_model.get(rest[0] if rest else "")
                 if v2_route is not None:
                     return v2_route, name, version
+                generate = self.openai.generate_route(rest[0]) if rest else None
+                if generate is not None:
+                    return generate, name, version
             return None
         if path.startswith("/v1/models/"):
             tail = path[len("/v1/models/") :]
@@ -113,6 +132,9 @@ class HttpApp:
             repo_route = self._repository.get(action)
             if name and repo_route is not None:
                 return repo_route, name, None
+        openai = self.openai.route(path)
+        if openai is not None:
+            return openai[0], openai[1], None
         return None
 
     # -- ASGI ----------------------------------------------------------------------
@@ -140,16 +162,19 @@ class HttpApp:
         gauge = self._in_flight[route.protocol]
         gauge.inc()
         try:
-            response = await self._handle(scope, receive, route, model, version)
+            result = await self._handle(scope, receive, route, model, version)
+            if isinstance(result, DeferredResponse):
+                # It generates while it sends: in flight until its last token is out.
+                status = await result.send_to(send, receive, method)
         finally:
             gauge.dec()
-        await _send(send, response, method)
+        if not isinstance(result, DeferredResponse):
+            await _send(send, result, method)
+            status = result.status
         elapsed = time.perf_counter() - started
         if model and not self.dataplane.repository.has_model(model):
             model = ""  # an unknown name from a client must not grow the label set
-        self.metrics.observe_request(
-            model, route.protocol, route.endpoint, response.status, elapsed
-        )
+        self.metrics.observe_request(model, route.protocol, route.endpoint, status, elapsed)
         if self.settings.access_log:
             client = scope.get("client") or ("-", 0)
             access_logger.info(
@@ -158,13 +183,18 @@ class HttpApp:
                 client[1],
                 method,
                 path,
-                response.status,
+                status,
                 elapsed * 1000,
             )
 
     async def _handle(
-        self, scope: Scope, receive: Receive, route: _Route, model: str, version: str | None
-    ) -> HttpResponse:
+        self,
+        scope: Scope,
+        receive: Receive,
+        route: _Route | OpenAIRoute,
+        model: str,
+        version: str | None,
+    ) -> HttpResponse | DeferredResponse:
         try:
             headers = {
                 k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
@@ -181,6 +211,8 @@ class HttpApp:
             )
             return await route.handler(request)
         except Exception as exc:
+            if route.protocol == "openai":
+                return openai_error_response(exc)
             status = errors.http_status(exc)
             if status >= 500 and not isinstance(exc, errors.ModelhostError):
                 logger.exception("Unhandled error on %s %s", scope["method"], scope["path"])
