@@ -5,7 +5,9 @@ real), serves it with ``modelhost serve`` pinned to core 0, and streams completi
 the official ``openai`` client from core 1:
 
 - sequential: requests one after another; tokens per second and time to first token (idle);
-- concurrent: 16 streams at once; aggregate tokens per second and time to first token.
+- concurrent: 16 streams in a closed loop (each client starts its next completion when its
+  last one ends); aggregate tokens per second and time to first token of requests arriving
+  while the others decode.
 
 Targets (issue 6): concurrent tokens/s >= 4x sequential, and TTFT p50 under that load
 <= 3x the idle one. Results go to ``OUT/llm.md`` and ``OUT/llm.csv``.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -33,7 +36,8 @@ MODELHOST = str(PEERS / "modelhost" / "bin" / "modelhost")
 SERVER_CPU, LOAD_CPU = os.environ.get("SERVER_CPU", "0"), os.environ.get("LOAD_CPU", "1")
 STREAMS = int(os.environ.get("STREAMS", "16"))
 MAX_TOKENS = int(os.environ.get("MAX_TOKENS", "64"))
-ROUNDS = int(os.environ.get("ROUNDS", "3"))
+SECONDS = float(os.environ.get("SECONDS", "30"))
+WARMUP = float(os.environ.get("WARMUP", "5"))
 PORT = 8080
 PROMPTS = [
     "the quick brown fox jumps over the lazy dog",
@@ -60,7 +64,9 @@ model.save_pretrained(sys.argv[1]); tokenizer.save_pretrained(sys.argv[1])
 """
 
 
-async def one_stream(client: object, prompt: str) -> tuple[float, int, float]:
+async def one_stream(
+    client: object, prompt: str, max_tokens: int = MAX_TOKENS
+) -> tuple[float, int, float]:
     """(time to first token, completion tokens, total seconds) of one streamed completion."""
     started = time.perf_counter()
     first = 0.0
@@ -68,7 +74,7 @@ async def one_stream(client: object, prompt: str) -> tuple[float, int, float]:
     stream = await client.completions.create(  # type: ignore[attr-defined]
         model="llm",
         prompt=prompt,
-        max_tokens=MAX_TOKENS,
+        max_tokens=max_tokens,
         temperature=0,
         stream=True,
         stream_options={"include_usage": True},
@@ -95,16 +101,35 @@ async def measure() -> dict[str, float]:
         sequential_ttft.append(first)
         tokens += count
     sequential_tps = tokens / (time.perf_counter() - started)
+    # Closed loop: STREAMS clients, each starting a new completion as soon as its last one
+    # ends, for SECONDS; the first WARMUP seconds (when every client starts at once) are
+    # not counted, so TTFT is that of a request arriving while the others decode.
     concurrent_ttft: list[float] = []
-    started = time.perf_counter()
-    tokens = 0
-    for _ in range(ROUNDS):
-        results = await asyncio.gather(
-            *(one_stream(client, PROMPTS[i % len(PROMPTS)]) for i in range(STREAMS))
-        )
-        concurrent_ttft += [first for first, _, _ in results]
-        tokens += sum(count for _, count, _ in results)
-    concurrent_tps = tokens / (time.perf_counter() - started)
+    began = time.perf_counter()
+    counted_from = began + WARMUP
+    ends = counted_from + SECONDS
+
+    async def generated_at(moment: float) -> float:
+        """The server's own count of generated tokens (vllm:generation_tokens_total), then."""
+        await asyncio.sleep(max(0.0, moment - time.perf_counter()))
+        return await asyncio.to_thread(generated_tokens)
+
+    async def client_loop(index: int) -> None:
+        nonlocal tokens
+        # Lengths vary (MAX_TOKENS/2 to 3*MAX_TOKENS/2, mean MAX_TOKENS), as real ones do;
+        # equal lengths would keep the clients in lockstep, arriving as one burst each time.
+        lengths = random.Random(index)
+        while time.perf_counter() < ends:
+            start = time.perf_counter()
+            length = lengths.randint(MAX_TOKENS // 2, 3 * MAX_TOKENS // 2)
+            first, count, _ = await one_stream(client, PROMPTS[index % len(PROMPTS)], length)
+            if start >= counted_from and time.perf_counter() <= ends:
+                concurrent_ttft.append(first)
+
+    window = asyncio.gather(generated_at(counted_from), generated_at(ends))
+    await asyncio.gather(*(client_loop(i) for i in range(STREAMS)))
+    before, after = await window
+    concurrent_tps = (after - before) / SECONDS
     await client.close()
     return {
         "sequential_tokens_per_s": sequential_tps,
@@ -114,6 +139,16 @@ async def measure() -> dict[str, float]:
         "ttft_loaded_p50_ms": 1000 * statistics.median(concurrent_ttft),
         "ttft_ratio": statistics.median(concurrent_ttft) / statistics.median(sequential_ttft),
     }
+
+
+def generated_tokens() -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vllm:generation_tokens_total")
+    )
 
 
 def main() -> None:
@@ -155,9 +190,12 @@ def main() -> None:
     lines = [
         "# LLM serving: continuous batching vs one request at a time",
         "",
-        f"Random Llama (hidden 512, 6 layers, vocab 384), {MAX_TOKENS} tokens per completion, "
+        f"Random Llama (hidden 512, 6 layers, vocab 384), {MAX_TOKENS} tokens per completion "
+        f"(concurrent: {MAX_TOKENS // 2} to {3 * MAX_TOKENS // 2}, mean {MAX_TOKENS}), "
         f"greedy, EOS ignored; server pinned to core {SERVER_CPU} with one torch thread, the "
-        f"openai client on core {LOAD_CPU}. {STREAMS} concurrent streams, {ROUNDS} rounds.",
+        f"openai client on core {LOAD_CPU}. {STREAMS} streams in a closed loop for "
+        f"{SECONDS:.0f} s after {WARMUP:.0f} s of warm-up (tokens/s is "
+        "the server's vllm:generation_tokens_total over the window).",
         "",
         "| figure | value | target | met |",
         "|---|---:|---:|:-:|",
