@@ -122,7 +122,7 @@ async def measure() -> dict[str, float]:
         while time.perf_counter() < ends:
             start = time.perf_counter()
             length = lengths.randint(MAX_TOKENS // 2, 3 * MAX_TOKENS // 2)
-            first, count, _ = await one_stream(client, PROMPTS[index % len(PROMPTS)], length)
+            first, _, _ = await one_stream(client, PROMPTS[index % len(PROMPTS)], length)
             if start >= counted_from and time.perf_counter() <= ends:
                 concurrent_ttft.append(first)
 
@@ -161,9 +161,26 @@ def main() -> None:
         subprocess.run([PYTHON, "-c", MAKE_MODEL, str(model), str(fixtures)], check=True)
     log = (out / "llm-server.log").open("wb")
     server = subprocess.Popen(
-        ["taskset", "-c", SERVER_CPU, MODELHOST, "serve", str(model), "--name", "llm",
-         "--host", "127.0.0.1", "--http_port", str(PORT), "--grpc_port", "8081",
-         "--max_num_seqs", str(STREAMS), "--nthread", "1"],
+        [
+            "taskset",
+            "-c",
+            SERVER_CPU,
+            MODELHOST,
+            "serve",
+            str(model),
+            "--name",
+            "llm",
+            "--host",
+            "127.0.0.1",
+            "--http_port",
+            str(PORT),
+            "--grpc_port",
+            "8081",
+            "--max_num_seqs",
+            str(STREAMS),
+            "--nthread",
+            "1",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -175,7 +192,8 @@ def main() -> None:
                     break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit(f"the server did not start; see {out / 'llm-server.log'}")
+                    log_file = out / "llm-server.log"
+                    raise SystemExit(f"the server did not start; see {log_file}") from None
                 time.sleep(0.5)
         os.sched_setaffinity(0, {int(LOAD_CPU)})
         figures = asyncio.run(measure())
@@ -200,7 +218,8 @@ def main() -> None:
         "| figure | value | target | met |",
         "|---|---:|---:|:-:|",
         f"| tokens/s, one request at a time | {figures['sequential_tokens_per_s']:.0f} | | |",
-        f"| tokens/s, {STREAMS} concurrent streams | {figures['concurrent_tokens_per_s']:.0f} | | |",
+        f"| tokens/s, {STREAMS} concurrent streams | "
+        f"{figures['concurrent_tokens_per_s']:.0f} | | |",
         f"| concurrent / sequential | {figures['throughput_ratio']:.2f} | >= 4 | "
         f"{'yes' if figures['throughput_ratio'] >= 4 else 'no'} |",
         f"| TTFT p50 idle | {figures['ttft_idle_p50_ms']:.1f} ms | | |",
