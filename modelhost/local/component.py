@@ -24,6 +24,9 @@ class ComponentState:
     # The loopback port of this component's own address (a Kubernetes Service's): what a
     # transformer's --predictor_host names.
     service_port: int = 0
+    # Knative's tag routes (serving.kserve.io/enable-tag-routing): host → this component
+    # pinned to the tagged revision.
+    tagged: dict[str, ComponentState] = field(default_factory=dict)
 
     @property
     def address(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import functools
 import logging
@@ -30,6 +31,7 @@ from modelhost.control import (
     ComponentPlan,
     InferenceService,
     InferenceServiceStatus,
+    Route,
     ServicePlan,
     ServingRuntime,
 )
@@ -427,6 +429,15 @@ class Platform:
             if t.revision_name in state.runners
         ]
         state.split = WeightedChoice(shares)
+        # Knative's tag routes: <tag>-<component host> reaches that revision alone.
+        state.tagged = {}
+        for target in component_status.traffic or ():
+            tagged = state.runners.get(target.revision_name or "")
+            if target.tag and tagged is not None:
+                state.tagged[f"{target.tag}-{plan.host}"] = dataclasses.replace(
+                    state, split=WeightedChoice([(tagged, 100)]), tagged={}
+                )
+                target.url = f"{plan.url.split('://')[0]}://{target.tag}-{plan.host}"
         keep = set(wanted) | {
             t.revision_name for t in component_status.traffic or () if t.revision_name
         }
@@ -501,6 +512,9 @@ class Platform:
                 component = service.components.get(route.component)
                 if component is not None:
                     routes.append((route, component))
+            for component in service.components.values():
+                for host, pinned in component.tagged.items():
+                    routes.append((Route(component.component, host=host), pinned))
         self.routes = RouteTable(routes)
 
     def _runtimes(self) -> list[ServingRuntime | ClusterServingRuntime]:

@@ -147,6 +147,39 @@ def test_canary_split_rollback_and_promotion_lose_no_request(
     assert len(load.answers) > 300
 
 
+def test_tag_routing_reaches_each_revision_of_a_canary(platform: RunningPlatform) -> None:
+    tagged = _canary_sample(None).replace(
+        "  namespace: kserve-test\n",
+        "  namespace: kserve-test\n  annotations:\n"
+        '    serving.kserve.io/enable-tag-routing: "true"\n',
+    )
+    platform.apply(tagged.replace("1.0/model-2", "1.0/model"))
+    platform.wait_ready("sklearn-iris", "kserve-test")
+    platform.apply(tagged.replace("  predictor:\n", "  predictor:\n    canaryTrafficPercent: 10\n"))
+    status = platform.wait_for(
+        "sklearn-iris",
+        lambda s: len(traffic(s)) == 2 and is_ready(s),
+        "kserve-test",
+        what="the tagged canary",
+    )
+    targets = status["components"]["predictor"]["traffic"]
+    urls = {t["tag"]: t["url"] for t in targets}
+    assert urls == {
+        "latest": "http://latest-sklearn-iris-predictor.kserve-test.example.com",
+        "prev": "http://prev-sklearn-iris-predictor.kserve-test.example.com",
+    }
+    with httpx.Client(base_url=platform.url, timeout=60) as client:
+        for tag, answer in (("latest", 2), ("prev", 1)):
+            host = urls[tag].removeprefix("http://")
+            for _ in range(5):
+                response = client.post(
+                    "/v1/models/sklearn-iris:predict",
+                    json={"instances": [ROW]},
+                    headers={"Host": host},
+                )
+                assert response.json() == {"predictions": [answer]}, (tag, response.text)
+
+
 def test_rolling_update_loses_no_request(platform: RunningPlatform, load_on: list[Load]) -> None:
     sample = (SAMPLES / "sklearn-iris-v1.yaml").read_text()
     platform.apply(sample)
