@@ -1,4 +1,7 @@
-"""The running batch's KV cache: one left-padded row per sequence, grown a column per step.
+"""The padded fallback batch: one left-padded row per sequence, grown a column per step.
+
+The engine runs on ``ragged.RaggedBatch``; this batch serves the models that one does not
+fit (attention it cannot reproduce, such as a sliding window shorter than the context).
 
 Continuous batching on a stock ``transformers`` model, without paged attention: the batch
 keeps one ``DynamicCache`` whose rows are the running sequences, left-padded to the longest,

@@ -2,8 +2,9 @@
 
 The layer below the OpenAI API: it turns prompt token ids and ``SamplingParams`` into an
 async stream of ``TokenEvent``. The model runs on one worker thread (``scheduler``), which
-keeps a running batch that requests join and leave between decode steps (``batch`` has the
-per-step design and its costs); the event loop only queues requests and reads their events.
+keeps a running batch that requests join and leave between decode steps (``ragged`` has the
+per-step design, ``batch`` the padded fallback for models it does not fit); the event loop
+only queues requests and reads their events.
 LoRA adapters (``lora``) run in the same batch as the base model, each row with its own.
 """
 
@@ -154,6 +155,11 @@ class Engine:
                 found.update(int(v) for v in value)
         return frozenset(found)
 
+    @property
+    def batching(self) -> str:
+        """``ragged`` when prompts start inside the decode step, ``padded`` on the fallback."""
+        return "ragged" if self._scheduler.fused else "padded"
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -297,7 +303,7 @@ class Engine:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Gauges and counters for metrics; ``kv_cache_usage`` is the padded cache's share of
+        """Gauges and counters for metrics; ``kv_cache_usage`` is the KV cache's share of
         ``max_batch_size`` full-length sequences."""
         scheduler = self._scheduler
         return {

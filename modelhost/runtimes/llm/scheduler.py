@@ -1,10 +1,12 @@
 """The decode loop: one thread that admits, prefills, steps and retires sequences.
 
 Each turn of the loop, in order: drop the sequences that finished or were cancelled (their
-rows leave the batch before the next step), admit waiting ones up to ``max_batch_size``
-and prefill them together, then run one decode step for every running sequence. Events
-go to the event loop after each prefill and each step, so a new request's first token does
-not wait for the others' step. The event loop never runs the model: it queues, cancels
+rows leave the batch before the next step), admit waiting ones up to ``max_batch_size``,
+then run one forward that starts the newcomers' prompts and takes one decode step for
+every running sequence (``ragged.RaggedBatch``); its events go to the event loop right
+after. A model the ragged batch does not fit runs on ``batch.KVBatch`` instead, where
+newcomers are prefilled in forwards of their own before the decode step, each with its
+events sent at once. The event loop never runs the model: it queues, cancels
 and reads counters. Work that changes the model (loading a LoRA adapter) is handed to the
 worker with ``call`` and runs between two turns, never during a forward.
 """
@@ -26,6 +28,7 @@ from modelhost import errors
 from modelhost.model.generation import EngineOverloaded
 from modelhost.runtimes.llm.batch import KVBatch
 from modelhost.runtimes.llm.lora import Adapters
+from modelhost.runtimes.llm.ragged import RaggedBatch
 from modelhost.runtimes.llm.sampling import choose, new_row_state
 from modelhost.runtimes.llm.sequence import Item, Sequence, deliver
 
@@ -54,6 +57,8 @@ class Scheduler:
         adapters: Adapters | None = None,
     ) -> None:
         self._batch = KVBatch(model, device, pad_id, adapters)
+        self._ragged = RaggedBatch(model, device, max_batch_size, max_model_len, adapters)
+        self._fused = False  # whether steps run on the ragged batch; set by ``probe``
         self._adapters = adapters
         self._device = device
         self._vocab_size = vocab_size
@@ -84,9 +89,21 @@ class Scheduler:
         return len(self._waiting)
 
     def probe(self, token_id: int) -> None:
-        """Prefill one token, so a model whose cache cannot be batched fails at load time."""
+        """Pick the ragged batch if it fits the model; else check the padded one does, so a
+        model whose cache cannot be batched at all fails at load time."""
         with torch.inference_mode():
-            self._batch.prefill([[token_id]])
+            self._fused = self._ragged.enable(token_id)
+            if not self._fused:
+                logger.info(
+                    "The LLM engine prefills newcomers apart from the decode step: the "
+                    "ragged batch does not fit this model's attention."
+                )
+                self._batch.prefill([[token_id]])
+
+    @property
+    def fused(self) -> bool:
+        """Whether prompts start within the decode step (the ragged batch)."""
+        return self._fused
 
     @property
     def started(self) -> bool:
@@ -195,12 +212,18 @@ class Scheduler:
             self._calls.clear()
         if calls:
             self._run_calls(calls)
-        with self._cond:
-            free = self._max_batch_size - len(self._running)
-            joining = [self._waiting.popleft() for _ in range(min(free, self.waiting))]
-            self._admitting = len(joining)
         self._retire()
+        with self._cond:
+            joining = self._admit()
+            self._admitting = len(joining)
         joining = self._check_adapters([s for s in joining if not s.cancelled])
+        if self._fused:
+            try:
+                if joining or self._running:
+                    self._step(joining)
+            finally:
+                self._admitting = 0
+            return True
         try:
             for group in self._prefill_groups(joining):
                 self._prefill(group)
@@ -209,6 +232,19 @@ class Scheduler:
         if self._running:
             self._decode()
         return True
+
+    def _admit(self) -> list[Sequence]:
+        """Waiting sequences for the free rows; on the ragged batch, within the prefill budget."""
+        free = self._max_batch_size - len(self._running)
+        joining: list[Sequence] = []
+        tokens = 0
+        while self._waiting and len(joining) < free:
+            size = len(self._waiting[0].prompt_ids)
+            if self._fused and joining and tokens + size > self._max_prefill_tokens:
+                break
+            tokens += size
+            joining.append(self._waiting.popleft())
+        return joining
 
     def _run_calls(self, calls: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
         # Outside inference mode: what a call builds (an adapter's weights) must be a plain
@@ -267,6 +303,52 @@ class Scheduler:
         self.prompt_tokens_total += sum(len(s.prompt_ids) for s in group)
         self._emit(group, choices)
 
+    def _step(self, joining: list[Sequence]) -> None:
+        """One forward on the ragged batch: the newcomers' prompts and everyone's next token."""
+        running = self._running
+        try:
+            for sequence in joining:
+                sequence.sampling = new_row_state(sequence.params, self._vocab_size, self._device)
+            logits = self._ragged.step(
+                [s.last_token for s in running],
+                [s.prompt_ids for s in joining],
+                [s.adapter for s in joining],
+            )
+        except Exception as exc:
+            if not joining:
+                logger.exception(
+                    "The LLM engine failed a decode step of %d requests.", len(running)
+                )
+                self._fail_running(exc)
+                return
+            # The batch is as it was: fail the newcomers, whose prompts may be the cause,
+            # and step the others without them.
+            logger.exception("The LLM engine failed to prefill %d request(s).", len(joining))
+            self._admitting -= len(joining)
+            self._send([(s, _inference_error(exc)) for s in joining])
+            if running:
+                self._step([])
+            return
+        sequences = [*running, *joining]
+        self._running = sequences
+        self._admitting -= len(joining)
+        self.prompt_tokens_total += sum(len(s.prompt_ids) for s in joining)
+        try:
+            choices = choose(logits, [_state(s) for s in sequences], self._token_text)
+        except Exception as exc:
+            logger.exception("The LLM engine failed to sample for %d requests.", len(sequences))
+            self._fail_running(exc)
+            return
+        self._emit(sequences, choices)
+
+    def _fail_running(self, exc: Exception) -> None:
+        running = self._running
+        self._batch.clear()
+        self._ragged.clear()
+        self._running = []
+        self.kv_cache_usage = 0.0
+        self._send([(s, _inference_error(exc)) for s in running])
+
     def _decode(self) -> None:
         running = self._running
         try:
@@ -274,9 +356,7 @@ class Scheduler:
             choices = choose(logits, [_state(s) for s in running], self._token_text)
         except Exception as exc:
             logger.exception("The LLM engine failed a decode step of %d requests.", len(running))
-            self._batch.clear()
-            self._running = []
-            self._send([(s, _inference_error(exc)) for s in running])
+            self._fail_running(exc)
             return
         self._emit(running, choices)
 
@@ -287,16 +367,28 @@ class Scheduler:
         ]
         # Retired first, so a client that sees its last event sees its slot free too.
         self._retire()
-        self.kv_cache_usage = self._batch.rows * self._batch.columns / self._capacity
+        self.kv_cache_usage = self._usage()
         self._send(events)
 
     def _retire(self) -> None:
         """Drop finished and cancelled sequences from the batch, before the next step."""
-        keep = [i for i, s in enumerate(self._running) if not s.done]
-        if len(keep) != len(self._running):
-            self._batch.keep(keep)
-            self._running = [self._running[i] for i in keep]
-            self.kv_cache_usage = self._batch.rows * self._batch.columns / self._capacity
+        alive = [not s.done for s in self._running]
+        if all(alive):
+            return
+        order = _compaction(alive)
+        if self._fused:
+            self._ragged.keep(order)
+        else:
+            self._batch.keep(order)
+        self._running = [self._running[i] for i in order]
+        self.kv_cache_usage = self._usage()
+
+    def _usage(self) -> float:
+        """The cache's share of ``max_batch_size`` full-length sequences (the padded batch
+        counts its padding)."""
+        if self._fused:
+            return self._ragged.cached_tokens / self._capacity
+        return self._batch.rows * self._batch.columns / self._capacity
 
     def _fail_all(self, exc: errors.ModelhostError) -> None:
         with self._cond:
@@ -309,6 +401,7 @@ class Scheduler:
                 future.set_exception(exc)
         self._running = []
         self._batch.clear()
+        self._ragged.clear()
         self.kv_cache_usage = 0.0
         self._send([(s, exc) for s in pending if not s.done])
 
@@ -324,6 +417,18 @@ class Scheduler:
             except RuntimeError:
                 # The loop closed under a request nobody waits on any more.
                 logger.debug("Dropped %d LLM events for a closed event loop.", len(batch))
+
+
+def _compaction(alive: list[bool]) -> list[int]:
+    """The rows to keep, in their new order: each survivor stays where it is, but for the
+    last ones, which move into the holes (one row copied per hole, not every later row)."""
+    kept = sum(alive)
+    order = list(range(kept))
+    holes = [i for i in range(kept) if not alive[i]]
+    movers = [i for i in range(kept, len(alive)) if alive[i]]
+    for hole, mover in zip(holes, movers, strict=True):
+        order[hole] = mover
+    return order
 
 
 def _state(sequence: Sequence) -> Any:

@@ -105,6 +105,8 @@ async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> No
 async def test_concurrent_greedy_equals_generate_alone(
     engine: Engine, reference: Callable[..., list[int]]
 ) -> None:
+    # Prompts start inside the decode step: this model fits the ragged batch.
+    assert engine.batching == "ragged"
     prompts = [engine.encode_prompt(p) for p in PROMPTS]
     assert len({len(p) for p in prompts}) == len(prompts)
     results = await asyncio.gather(
@@ -152,6 +154,87 @@ async def test_a_request_joins_a_running_batch(
     await long_task
     assert tokens(short_events) == reference(short_ids, 5, ignore_eos=True)
     assert tokens(long_events) == reference(long_ids, 60, ignore_eos=True)
+
+
+async def test_rows_leaving_mid_batch_keep_the_others_tokens(
+    engine: Engine, reference: Callable[..., list[int]]
+) -> None:
+    # The first ends first, then the third: each time a later row moves into the hole.
+    lengths = [4, 40, 12, 30, 25]
+    prompts = [engine.encode_prompt(PROMPTS[i % len(PROMPTS)] + f" {i}") for i in range(5)]
+    results = await asyncio.gather(
+        *(
+            run(
+                engine, ids, SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True), f"m{i}"
+            )
+            for i, (ids, n) in enumerate(zip(prompts, lengths, strict=True))
+        )
+    )
+    for ids, n, events in zip(prompts, lengths, results, strict=True):
+        assert tokens(events) == reference(ids, n, ignore_eos=True)
+
+
+async def test_a_failed_prefill_fails_only_the_newcomer(
+    engine: Engine, reference: Callable[..., list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelhost.runtimes.llm.ragged import RaggedBatch
+
+    long_ids, short_ids = engine.encode_prompt(PROMPTS[1]), engine.encode_prompt(PROMPTS[0])
+    long_params = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+    step = RaggedBatch.step
+    failed: list[int] = []
+
+    def flaky(self: RaggedBatch, tokens: Any, prompts: Any, adapters: Any) -> Any:
+        if tokens and prompts and not failed:
+            failed.append(len(prompts))
+            raise RuntimeError("out of memory")
+        return step(self, tokens, prompts, adapters)
+
+    long_events: list[TokenEvent] = []
+
+    async def consume_long() -> None:
+        async for event in engine.generate(long_ids, long_params, request_id="survivor"):
+            long_events.append(event)
+
+    long_task = asyncio.create_task(consume_long())
+    await eventually(lambda: len(long_events) >= 3)
+    monkeypatch.setattr(RaggedBatch, "step", flaky)
+    with pytest.raises(errors.InferenceError, match="out of memory"):
+        await run(engine, short_ids, GREEDY, "doomed")
+    await long_task
+    assert failed == [1]
+    assert tokens(long_events) == reference(long_ids, 40, ignore_eos=True)
+    await eventually(lambda: engine.stats["running"] == 0)
+
+
+async def test_a_model_the_ragged_batch_does_not_fit_runs_padded(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A sliding window shorter than the context: prompts are prefilled apart, and each
+    request still gets the tokens it gets alone."""
+    import torch
+    from fixtures import build_tiny_mistral
+    from transformers import AutoModelForCausalLM
+
+    folder = build_tiny_mistral(tmp_path_factory.mktemp("mistral"), sliding_window=6)
+    model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    engine = Engine(folder, max_batch_size=4)
+    await engine.start()
+    try:
+        assert engine.batching == "padded"
+        params = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
+        prompts = [engine.encode_prompt(p) for p in PROMPTS]
+        results = await asyncio.gather(
+            *(run(engine, ids, params, f"padded-{i}") for i, ids in enumerate(prompts))
+        )
+    finally:
+        await engine.stop()
+    for ids, events in zip(prompts, results, strict=True):
+        sequence = list(ids)
+        with torch.inference_mode():
+            for _ in range(params.max_tokens):
+                sequence.append(int(model(torch.tensor([sequence])).logits[0, -1].argmax()))
+        assert tokens(events) == sequence[len(ids) :]
 
 
 @pytest.mark.parametrize("how", ["aclose", "cancel"])

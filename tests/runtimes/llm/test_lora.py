@@ -15,7 +15,7 @@ from modelhost import errors
 from modelhost.model.generation import SamplingParams, TokenEvent
 from modelhost.runtimes import build_model
 from modelhost.runtimes.llm import LLMModel
-from modelhost.runtimes.llm.batch import KVBatch
+from modelhost.runtimes.llm.ragged import RaggedBatch
 
 GREEDY = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
 PROMPTS = ["hello world", "the quick brown fox", "one two three", "a model server"]
@@ -87,13 +87,14 @@ async def test_two_adapters_and_the_base_share_one_batch(
         jobs = [(prompt, adapter) for prompt in PROMPTS for adapter in (None, "sql", "poet")]
         alone = [await run(model, p, a, f"alone-{i}") for i, (p, a) in enumerate(jobs)]
         batches: list[list[str | None]] = []
-        step = KVBatch.step
+        step = RaggedBatch.step
 
-        def spy(self: KVBatch, tokens: Any) -> Any:
-            batches.append(list(self._rows))
-            return step(self, tokens)
+        def spy(self: RaggedBatch, *args: Any) -> Any:
+            logits = step(self, *args)
+            batches.append(self.adapters)
+            return logits
 
-        monkeypatch.setattr(KVBatch, "step", spy)
+        monkeypatch.setattr(RaggedBatch, "step", spy)
         together = await asyncio.gather(
             *(run(model, p, a, f"together-{i}") for i, (p, a) in enumerate(jobs))
         )
