@@ -83,6 +83,9 @@ class Platform:
         self._forwarder: Forwarder | None = None
         self._payload_logger: PayloadLogger | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Revisions nothing routes to any more, draining in the background: tracked so that
+        # stopping the platform finishes stopping their replicas instead of orphaning them.
+        self._retiring: set[RevisionRunner] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -132,8 +135,10 @@ class Platform:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(
             *(self._teardown(service) for service in list(self._services.values())),
+            *(runner.retire() for runner in list(self._retiring)),
             return_exceptions=True,
         )
+        self._retiring.clear()
         self._services.clear()
         if self._forwarder is not None:
             self._forwarder.close()
@@ -150,6 +155,8 @@ class Platform:
             for component in service.components.values():
                 for runner in component.runners.values():
                     runner.kill_now()
+        for runner in self._retiring:
+            runner.kill_now()
 
     # -- the API --------------------------------------------------------------------------
 
@@ -443,7 +450,8 @@ class Platform:
         }
         for name in [n for n in state.runners if n not in keep]:
             runner = state.runners.pop(name)
-            self._background(runner.retire())
+            self._retiring.add(runner)
+            self._background(self._retire(runner))
         keep_recorded = keep | {
             n
             for n in (
@@ -527,6 +535,10 @@ class Platform:
         names = {r.name for r in found if isinstance(r, ClusterServingRuntime)}
         found.extend(r for r in control.builtin_runtimes() if r.name not in names)
         return found
+
+    async def _retire(self, runner: RevisionRunner) -> None:
+        await runner.retire()
+        self._retiring.discard(runner)
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

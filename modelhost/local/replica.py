@@ -113,6 +113,8 @@ class Replica:
         return self.state is ReplicaState.READY
 
     async def start(self) -> None:
+        if self._stopping:
+            return  # stopped before it started: nothing to run
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # A local file opened for appending: no wait worth a thread.
         with open(self.log_path, "ab") as log:  # noqa: ASYNC230
@@ -128,6 +130,11 @@ class Replica:
                 start_new_session=True,
             )
         self.started_at = time.monotonic()
+        if self._stopping:
+            # stop() ran while the process was being created: it found nothing to stop.
+            _signal_group(self._process.pid, signal.SIGTERM)
+            await self._process.wait()
+            return
         logger.info("replica %s started: pid %s, port %s", self.name, self.pid, self.http_port)
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> bool:
