@@ -17,35 +17,29 @@ from typing import Any
 from modelhost import errors
 from modelhost.server.dataplane import DataPlane
 from modelhost.server.http import docs
-from modelhost.server.http.messages import HttpRequest, HttpResponse, json_response
+from modelhost.server.http.messages import (
+    HttpRequest,
+    HttpResponse,
+    Route,
+    json_response,
+)
 from modelhost.server.http.v1_routes import V1Routes
 from modelhost.server.http.v2_routes import V2Routes
 from modelhost.server.metrics import Metrics
 from modelhost.server.openai.errors import openai_error_response
 from modelhost.server.openai.guardrails import GuardrailChain
-from modelhost.server.openai.routes import OpenAIRoute, OpenAIRoutes
+from modelhost.server.openai.routes import OpenAIRoutes
 from modelhost.server.openai.streaming import DeferredResponse
 from modelhost.settings import ServerSettings
 
 __all__ = ["HttpApp"]
 
-Handler = Callable[[HttpRequest], Awaitable[HttpResponse | DeferredResponse]]
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 access_logger = logging.getLogger("modelhost.access")
 logger = logging.getLogger("modelhost.server")
-
-
-class _Route:
-    __slots__ = ("endpoint", "handler", "method", "protocol")
-
-    def __init__(self, method: str, handler: Handler, protocol: str, endpoint: str) -> None:
-        self.method = method
-        self.handler = handler
-        self.protocol = protocol
-        self.endpoint = endpoint
 
 
 class HttpApp:
@@ -68,40 +62,40 @@ class HttpApp:
         v2 = V2Routes(dataplane)
         # Its own routing table: the OpenAI paths, vLLM's LoRA ones and v2 generate.
         self.openai = OpenAIRoutes(dataplane, metrics, guardrails)
-        self._fixed: dict[str, _Route] = {
-            "/": _Route("GET", v1.root, "v1", "live"),
+        self._fixed: dict[str, Route] = {
+            "/": Route("GET", v1.root, "v1", "live"),
             # KServe's v1 list and OpenAI's model list in one answer: both clients call it.
-            "/v1/models": _Route("GET", self.openai.v1_and_openai_models, "v1", "models"),
-            "/v2": _Route("GET", v2.server_metadata, "v2", "server_metadata"),
-            "/v2/": _Route("GET", v2.server_metadata, "v2", "server_metadata"),
-            "/v2/health/live": _Route("GET", v2.live, "v2", "live"),
-            "/v2/health/ready": _Route("GET", v2.ready, "v2", "ready"),
-            "/v2/models": _Route("GET", v2.models, "v2", "models"),
-            "/v2/repository/index": _Route("POST", v2.repository_index, "v2", "repository_index"),
-            "/metrics": _Route("GET", self._metrics, "http", "metrics"),
+            "/v1/models": Route("GET", self.openai.v1_and_openai_models, "v1", "models"),
+            "/v2": Route("GET", v2.server_metadata, "v2", "server_metadata"),
+            "/v2/": Route("GET", v2.server_metadata, "v2", "server_metadata"),
+            "/v2/health/live": Route("GET", v2.live, "v2", "live"),
+            "/v2/health/ready": Route("GET", v2.ready, "v2", "ready"),
+            "/v2/models": Route("GET", v2.models, "v2", "models"),
+            "/v2/repository/index": Route("POST", v2.repository_index, "v2", "repository_index"),
+            "/metrics": Route("GET", self._metrics, "http", "metrics"),
         }
         if settings.enable_docs:
-            self._fixed["/openapi.json"] = _Route("GET", self._openapi, "http", "docs")
-            self._fixed["/docs"] = _Route("GET", self._docs, "http", "docs")
+            self._fixed["/openapi.json"] = Route("GET", self._openapi, "http", "docs")
+            self._fixed["/docs"] = Route("GET", self._docs, "http", "docs")
         self._v1_model = {
-            "": _Route("GET", v1.model_ready, "v1", "model_ready"),
-            "predict": _Route("POST", v1.predict, "v1", "predict"),
-            "explain": _Route("POST", v1.explain, "v1", "explain"),
+            "": Route("GET", v1.model_ready, "v1", "model_ready"),
+            "predict": Route("POST", v1.predict, "v1", "predict"),
+            "explain": Route("POST", v1.explain, "v1", "explain"),
         }
         self._v2_model = {
-            "": _Route("GET", v2.model_metadata, "v2", "model_metadata"),
-            "ready": _Route("GET", v2.model_ready, "v2", "model_ready"),
-            "infer": _Route("POST", v2.infer, "v2", "infer"),
+            "": Route("GET", v2.model_metadata, "v2", "model_metadata"),
+            "ready": Route("GET", v2.model_ready, "v2", "model_ready"),
+            "infer": Route("POST", v2.infer, "v2", "infer"),
         }
         self._repository = {
-            "load": _Route("POST", v2.repository_load, "v2", "repository_load"),
-            "unload": _Route("POST", v2.repository_unload, "v2", "repository_unload"),
+            "load": Route("POST", v2.repository_load, "v2", "repository_load"),
+            "unload": Route("POST", v2.repository_unload, "v2", "repository_unload"),
         }
         self._in_flight = {p: metrics.in_flight.labels(p) for p in ("v1", "v2", "http", "openai")}
 
     # -- routing -------------------------------------------------------------------
 
-    def route(self, path: str) -> tuple[_Route | OpenAIRoute, str, str | None] | None:
+    def route(self, path: str) -> tuple[Route, str, str | None] | None:
         """The route for ``path`` with its model name and version, or None."""
         fixed = self._fixed.get(path)
         if fixed is not None:
@@ -191,7 +185,7 @@ class HttpApp:
         self,
         scope: Scope,
         receive: Receive,
-        route: _Route | OpenAIRoute,
+        route: Route,
         model: str,
         version: str | None,
     ) -> HttpResponse | DeferredResponse:

@@ -14,7 +14,7 @@ import base64
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from modelhost.model.generation import (
 )
 from modelhost.model.model import Model
 from modelhost.server.dataplane import DataPlane
-from modelhost.server.http.messages import HttpRequest, HttpResponse
+from modelhost.server.http.messages import HttpRequest, HttpResponse, Route
 from modelhost.server.metrics import Metrics
 from modelhost.server.openai import checks, completions, generate
 from modelhost.server.openai.errors import InvalidParameter, error_payload
@@ -44,25 +44,12 @@ from modelhost.server.openai.schemas import (
 )
 from modelhost.server.openai.streaming import DONE, DeferredResponse
 
-__all__ = ["REQUEST_TIMEOUT_S", "OpenAIRoute", "OpenAIRoutes"]
+__all__ = ["REQUEST_TIMEOUT_S", "OpenAIRoutes"]
 
-Handler = Callable[[HttpRequest], Awaitable["HttpResponse | DeferredResponse"]]
 
 # Longest a generation may run, queueing included, before it is stopped (a 504).
 REQUEST_TIMEOUT_S = 600.0
 PREFIXES = ("/openai/v1", "/v1")
-
-
-class OpenAIRoute:
-    """A route of this package, shaped as the app's own (method, handler, protocol, endpoint)."""
-
-    __slots__ = ("endpoint", "handler", "method", "protocol")
-
-    def __init__(self, method: str, handler: Handler, protocol: str, endpoint: str) -> None:
-        self.method = method
-        self.handler = handler
-        self.protocol = protocol
-        self.endpoint = endpoint
 
 
 class OpenAIRoutes:
@@ -82,24 +69,24 @@ class OpenAIRoutes:
         self.created = int(time.time())
         self.metrics.watch(self._engine_stats)
         table = {
-            "completions": OpenAIRoute("POST", self.completions, "openai", "completions"),
-            "chat/completions": OpenAIRoute("POST", self.chat, "openai", "chat_completions"),
-            "embeddings": OpenAIRoute("POST", self.embeddings, "openai", "embeddings"),
-            "load_lora_adapter": OpenAIRoute("POST", self.load_lora, "openai", "load_lora"),
-            "unload_lora_adapter": OpenAIRoute("POST", self.unload_lora, "openai", "unload_lora"),
+            "completions": Route("POST", self.completions, "openai", "completions"),
+            "chat/completions": Route("POST", self.chat, "openai", "chat_completions"),
+            "embeddings": Route("POST", self.embeddings, "openai", "embeddings"),
+            "load_lora_adapter": Route("POST", self.load_lora, "openai", "load_lora"),
+            "unload_lora_adapter": Route("POST", self.unload_lora, "openai", "unload_lora"),
         }
         self._table = {f"{p}/{path}": route for p in PREFIXES for path, route in table.items()}
         # /v1/models is the app's (v1 and OpenAI in one answer); this is the prefixed one.
-        self._table["/openai/v1/models"] = OpenAIRoute("GET", self.models, "openai", "models")
-        self._retrieve = OpenAIRoute("GET", self.retrieve_model, "openai", "model")
+        self._table["/openai/v1/models"] = Route("GET", self.models, "openai", "models")
+        self._retrieve = Route("GET", self.retrieve_model, "openai", "model")
         self._generate = {
-            "generate": OpenAIRoute("POST", self.generate, "v2", "generate"),
-            "generate_stream": OpenAIRoute("POST", self.generate_stream, "v2", "generate_stream"),
+            "generate": Route("POST", self.generate, "v2", "generate"),
+            "generate_stream": Route("POST", self.generate_stream, "v2", "generate_stream"),
         }
 
     # -- routing ----------------------------------------------------------------------------
 
-    def route(self, path: str) -> tuple[OpenAIRoute, str] | None:
+    def route(self, path: str) -> tuple[Route, str] | None:
         """The route for ``path`` and the model name in it, or None."""
         route = self._table.get(path)
         if route is not None:
@@ -110,7 +97,7 @@ class OpenAIRoutes:
                 return self._retrieve, name
         return None
 
-    def generate_route(self, verb: str) -> OpenAIRoute | None:
+    def generate_route(self, verb: str) -> Route | None:
         """The route of ``/v2/models/{name}/<verb>`` for the generate extension's verbs."""
         return self._generate.get(verb)
 
