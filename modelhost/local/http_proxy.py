@@ -31,6 +31,7 @@ from modelhost.local.metrics import GatewayMetrics
 from modelhost.local.payload_logger import LogContext, PayloadLogger, request_id_from
 from modelhost.local.replica import Replica
 from modelhost.local.revision import RevisionRunner
+from modelhost.local.routing import strip_port
 from modelhost.local.upstream import Exchange, UpstreamConnection, UpstreamPool
 
 __all__ = ["LOCAL", "Forwarder", "ProxyServer", "Request", "Resolver"]
@@ -88,13 +89,7 @@ class Request:
         self.body = body
         self.keep_alive = keep_alive
         self.path = target.split(b"?", 1)[0].decode("latin-1")
-        host = b""
-        for name, value in headers:
-            if name == b"host":
-                host = value
-                break
-        text = host.decode("latin-1")
-        self.host = text.rsplit(":", 1)[0] if ":" in text and not text.endswith("]") else text
+        self.host = strip_port((self.header(b"host") or b"").decode("latin-1"))
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:

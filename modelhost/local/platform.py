@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime
 import functools
 import logging
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -35,28 +34,22 @@ from modelhost.control import (
     ServicePlan,
     ServingRuntime,
 )
-from modelhost.control.objects import Addressable, ComponentStatusSpec, Condition
+from modelhost.control.objects import Addressable, ComponentStatusSpec
 from modelhost.local.component import ComponentState
+from modelhost.local.conditions import COMPONENT_CONDITIONS, Check, conditions, service_conditions
 from modelhost.local.grpc_gateway import GrpcTarget
 from modelhost.local.http_proxy import Forwarder, ProxyServer
 from modelhost.local.metrics import GatewayMetrics, ReplicaCount
 from modelhost.local.payload_logger import PayloadLogger
 from modelhost.local.replica import ReplicaState
 from modelhost.local.revision import ReplicaSpec, RevisionRunner
-from modelhost.local.routing import RouteTable, WeightedChoice
+from modelhost.local.routing import RouteTable, WeightedChoice, strip_port
 from modelhost.local.settings import PlatformSettings
 from modelhost.local.store import Store, StoredObject
 
-__all__ = ["KINDS", "Platform"]
+__all__ = ["Platform"]
 
 logger = logging.getLogger("modelhost.local")
-
-KINDS = ("InferenceService", "ServingRuntime", "ClusterServingRuntime")
-_COMPONENT_CONDITIONS = {
-    "predictor": "PredictorReady",
-    "transformer": "TransformerReady",
-    "explainer": "ExplainerReady",
-}
 
 
 @dataclass
@@ -275,7 +268,7 @@ class Platform:
         """A replica's gRPC address for a call, by host, else by model name."""
         component = None
         if host:
-            component = self.routes.match(host.rsplit(":", 1)[0], "/")
+            component = self.routes.match(strip_port(host), "/")
         if component is None and model:
             component = self.routes.match("", f"/v2/models/{model}/infer")
         if component is None:
@@ -335,7 +328,7 @@ class Platform:
             )
         except errors.ModelhostError as exc:
             status = previous or InferenceServiceStatus()
-            status.conditions = _conditions([("Ready", False, "PlanFailed", str(exc))])
+            status.conditions = conditions([Check("Ready", False, "PlanFailed", str(exc))])
             self.store.set_status(
                 "InferenceService", service.namespace, service.name, msgspec.to_builtins(status)
             )
@@ -352,7 +345,7 @@ class Platform:
             status.serving_runtime_name = plan.runtime
         elif plan.runtime_kind == "ClusterServingRuntime":
             status.cluster_serving_runtime_name = plan.runtime
-        checks: list[tuple[str, bool, str | None, str | None]] = []
+        checks: list[Check] = []
         for name in [c for c in service.components if plan.component(c) is None]:
             await self._drop_component(service, name)
         for component_plan in plan.components:
@@ -365,18 +358,12 @@ class Platform:
             assert status.components is not None
             status.components[component_plan.component] = component_status
             checks.append(check)
-        ingress_ready = not plan.stopped
-        checks.append(("IngressReady", ingress_ready, None if ingress_ready else "Stopped", None))
-        predictor = status.components.get("predictor") if status.components else None
-        latest_ready = bool(
-            predictor and predictor.latest_ready_revision == predictor.latest_created_revision
+        status.conditions = service_conditions(
+            checks,
+            stopped=plan.stopped,
+            predictor=status.components.get("predictor") if status.components else None,
+            previous=previous.conditions if previous else None,
         )
-        checks.append(("LatestDeploymentReady", latest_ready, None, None))
-        failing = [c for c in checks if not c[1] and c[0] != "LatestDeploymentReady"]
-        ready_reason = "Stopped" if plan.stopped else (failing[0][2] if failing else None)
-        ready_message = failing[0][3] if failing else None
-        checks.append(("Ready", not failing, ready_reason, ready_message))
-        status.conditions = _conditions(checks, previous.conditions if previous else None)
         self.store.set_status(
             "InferenceService", service.namespace, service.name, msgspec.to_builtins(status)
         )
@@ -388,7 +375,7 @@ class Platform:
         plan: ComponentPlan,
         previous: ComponentStatusSpec | None,
         stopped: bool,
-    ) -> tuple[ComponentStatusSpec, tuple[str, bool, str | None, str | None]]:
+    ) -> tuple[ComponentStatusSpec, Check]:
         kind = plan.component
         state = service.components.get(kind)
         if state is None:
@@ -465,15 +452,15 @@ class Platform:
             # Revisions of every component share the table; prune only what none needs.
             others = {n for s in service.components.values() for n in s.runners if s is not state}
             self.store.prune_revisions(service.namespace, service.name, keep_recorded | others)
-        condition = _COMPONENT_CONDITIONS[kind]
+        condition = COMPONENT_CONDITIONS[kind]
         if stopped:
-            return component_status, (condition, False, "Stopped", "the service is stopped")
+            return component_status, Check(condition, False, "Stopped", "the service is stopped")
         if any(runner.ready for runner, percent in shares if percent > 0):
-            return component_status, (condition, True, None, None)
+            return component_status, Check(condition, True)
         errors_seen = [r.last_error for r in state.runners.values() if r.last_error]
         message = errors_seen[0] if errors_seen else f"revision {plan.revision.name} is starting"
         reason = "RevisionFailed" if errors_seen else "RevisionMissing"
-        return component_status, (condition, False, reason, message)
+        return component_status, Check(condition, False, reason, message)
 
     def _replica_spec(self, service: _Service, plan: ComponentPlan) -> ReplicaSpec:
         env = {**os.environ, **self.settings.replica_env}
@@ -587,27 +574,3 @@ def _status(stored: StoredObject) -> InferenceServiceStatus | None:
     if not stored.status:
         return None
     return msgspec.convert(stored.status, InferenceServiceStatus)
-
-
-def _conditions(
-    checks: list[tuple[str, bool, str | None, str | None]],
-    previous: list[Condition] | None = None,
-) -> list[Condition]:
-    """KServe's conditions; a transition time moves only when the status flips."""
-    before = {c.type: c for c in previous or ()}
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    conditions = []
-    for kind, ok, reason, message in checks:
-        value: Literal["True", "False"] = "True" if ok else "False"
-        old = before.get(kind)
-        when = old.last_transition_time if old is not None and old.status == value else now
-        conditions.append(
-            Condition(
-                type=kind,
-                status=value,
-                last_transition_time=when,
-                reason=None if ok else reason,
-                message=None if ok else message,
-            )
-        )
-    return sorted(conditions, key=lambda c: c.type)
