@@ -46,6 +46,10 @@ def predict_count(url: str) -> float:
     return 0.0
 
 
+def announced(pool: ServeProcess) -> int:
+    return sum("HTTP on" in line for line in pool.lines)
+
+
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[ServeProcess]:
     model_dir = tmp_path / "iris"
@@ -72,12 +76,15 @@ def test_workers_share_ports_and_aggregate_metrics(pool: ServeProcess) -> None:
         assert response.json() == {"predictions": [1]}
     for _ in range(6):  # whichever worker answers the scrape, it reports all 40
         assert predict_count(pool.url) == 40
-    announced = [line for line in pool.lines if "HTTP on" in line]
-    assert len(announced) == 2, "both workers announced themselves"
+    wait_for(lambda: announced(pool) >= 2, "both workers announced")
+    assert announced(pool) == 2, "each worker announces itself once"
 
 
 def test_a_killed_worker_is_replaced(pool: ServeProcess) -> None:
     wait_for(lambda: len(children(pool.process.pid)) == 2, "two workers")
+    # Both must have announced themselves, or a victim killed while it loads would leave
+    # one announcement short of the three awaited below.
+    wait_for(lambda: announced(pool) == 2, "both workers announced")
     before = children(pool.process.pid)
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
@@ -85,7 +92,7 @@ def test_a_killed_worker_is_replaced(pool: ServeProcess) -> None:
         lambda: len(children(pool.process.pid)) == 2 and victim not in children(pool.process.pid),
         "a replacement worker",
     )
-    wait_for(lambda: sum("HTTP on" in line for line in pool.lines) >= 3, "the new worker")
+    wait_for(lambda: announced(pool) >= 3, "the new worker")
     for _ in range(10):
         response = httpx.post(
             f"{pool.url}/v1/models/iris:predict",
