@@ -8,9 +8,10 @@ while a replica starts), and the objects and their status live in SQLite.
 Where to look: ``server`` (``modelhost up``: the platform and its two gateways), ``platform``
 (the reconciler), ``revision`` and ``replica`` (the supervisor, load balancer and activator),
 ``autoscaler`` (Knative's KPA), ``http_proxy`` and ``upstream`` (the HTTP data path),
-``grpc_gateway``, ``routing`` (routes and traffic split), ``gateway`` and ``api`` (the
-platform's own routes), ``store`` (SQLite), ``payload_logger``, ``metrics``, ``client`` (the
-CLI's side). Nothing is exported here, so that the CLI's client does not import the server.
+``grpc_gateway``, ``grpc_call``, ``http2`` and ``header_block`` (the gRPC relay), ``routing``
+(routes and traffic split), ``gateway`` and ``api`` (the platform's own routes), ``store``
+(SQLite), ``payload_logger``, ``metrics``, ``client`` (the CLI's side). Nothing is exported
+here, so that the CLI's client does not import the server.
 """
 
 from __future__ import annotations

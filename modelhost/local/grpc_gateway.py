@@ -1,104 +1,58 @@
-"""The gRPC half of the platform's gateway: Open Inference Protocol calls proxied to replicas.
+"""The gRPC half of the platform's gateway: Open Inference Protocol calls relayed to replicas.
 
 Each call to ``inference.GRPCInferenceService`` is routed by its ``host`` metadata and the
-model it names, which is read from the first bytes of the message rather than by decoding it:
-tensors pass through as the client sent them. The replica is chosen per call by a resolver
-(which may wait while a replica starts), and the client's deadline, metadata and, on failure,
-the replica's status travel unchanged, so a client cannot tell the gateway from a replica.
+model its first message names, and relayed to the chosen replica frame by frame over
+HTTP/2 connections the gateway keeps open (``http2``). The client's headers, deadline
+(less the time spent waiting for a replica), messages and the replica's status and
+trailers pass unchanged, so a client cannot tell the gateway from a replica. A relay, not
+``grpc.aio`` on both sides: that cost ~350 µs of Python per call each side, halving what a
+replica behind the gateway could serve (bench/RESULTS.md, run 3).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any, NoReturn
+import socket
+from collections.abc import Coroutine
+from typing import Any
 
-import grpc
+from modelhost.local.grpc_call import Call, GrpcTarget, NowResolver, Resolver, _string_field
+from modelhost.local.http2 import CANCEL, REFUSED_STREAM, H2Connection, Header
 
-from modelhost import errors
-from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
-
-__all__ = ["GrpcGateway", "GrpcTarget", "Resolver"]
+__all__ = ["GrpcGateway", "GrpcTarget", "NowResolver", "Resolver", "_string_field"]
 
 logger = logging.getLogger("modelhost.local")
 
-_SERVICE = "inference.GRPCInferenceService"
-
-# Unary methods sent on to a replica, with the number of the string field naming the model
-# (0: the method is about the server, not one model).
-_FORWARDED: dict[str, int] = {
-    "ModelReady": 1,
-    "ModelMetadata": 1,
-    "ModelInfer": 1,
-    "ServerMetadata": 0,
-    "RepositoryIndex": 0,
-    "RepositoryModelLoad": 2,
-    "RepositoryModelUnload": 2,
-}
-_STREAM = "ModelStreamInfer"
-_STREAM_MODEL_FIELD = 1
-
-# The gateway is alive and ready whenever it answers; whether a model is ready is the
-# replica's answer to ModelReady.
-_ANSWERED: dict[str, bytes] = {
-    "ServerLive": pb.ServerLiveResponse(live=True).SerializeToString(),
-    "ServerReady": pb.ServerReadyResponse(ready=True).SerializeToString(),
-}
-
-# Metadata that describes one hop, not the call: gRPC sets these itself on the next hop
-# (the deadline travels as the call's timeout instead of grpc-timeout). grpc-python drops
-# most of them itself; filtering here does not depend on that.
-_HOP_HEADERS = frozenset(
-    {
-        "connection",
-        "content-type",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "transfer-encoding",
-        "upgrade",
-        "user-agent",
-    }
-)
-
-# A message may be as large as the replica accepts; the replica enforces its own limit.
-_UNLIMITED = -1
-_MESSAGE_OPTIONS: tuple[tuple[str, Any], ...] = (
-    ("grpc.max_receive_message_length", _UNLIMITED),
-    ("grpc.max_send_message_length", _UNLIMITED),
-)
-
-# How long stop() lets cancelled calls unwind before cancelling them itself.
+_MAX_STREAM_ID = 2**31 - 1
+# How long stop() lets cancelled work unwind before giving up on it.
 _UNWIND_TIMEOUT = 1.0
 
 
-@dataclass(frozen=True)
-class GrpcTarget:
-    """The replica one call goes to, and what to tell its owner when the call ends."""
-
-    address: str
-    release: Callable[[bool], None]
-
-
-Resolver = Callable[[str | None, str | None], Awaitable[GrpcTarget]]
-"""``resolve(host, model)``: the replica for a call; raises ``modelhost.errors`` to refuse."""
-
-
 class GrpcGateway:
-    """A ``grpc.aio`` server that forwards every ``GRPCInferenceService`` call as raw bytes."""
+    """Listens for gRPC clients and relays each call to the replica a resolver names."""
 
-    def __init__(self, resolve: Resolver, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._resolve = resolve
+    def __init__(
+        self,
+        resolve: Resolver,
+        *,
+        resolve_now: NowResolver | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.resolve = resolve
+        self.resolve_now = resolve_now
         self._host = host
         self._requested_port = port
         self._port = 0
-        self._server: Any = None
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._running: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._clients: set[_ClientConnection] = set()
+        self._upstreams: dict[str, list[_UpstreamConnection]] = {}
+        self._connecting: dict[str, asyncio.Future[_UpstreamConnection]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.stopping = False
+        self._idle = asyncio.Event()
 
     @property
     def port(self) -> int:
@@ -109,296 +63,244 @@ class GrpcGateway:
         """Bind ``host:port`` (0 picks a free port), start serving, return the port."""
         if self._server is not None:
             raise RuntimeError("the gRPC gateway is already started")
-        # SO_REUSEPORT is on by default in gRPC: a busy port would be shared silently.
-        server = grpc.aio.server(options=[*_MESSAGE_OPTIONS, ("grpc.so_reuseport", 0)])
-        server.add_generic_rpc_handlers((_Handler(self),))
-        host, port = self._host, self._requested_port
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        loop = asyncio.get_running_loop()
         try:
-            bound = server.add_insecure_port(address)
-        except RuntimeError as exc:
+            self._server = await loop.create_server(
+                lambda: _ClientConnection(self),
+                self._host,
+                self._requested_port,
+                backlog=2048,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            address = f"{self._host}:{self._requested_port}"
             raise OSError(f"Cannot bind the gRPC gateway to {address}: {exc}") from None
-        await server.start()
-        self._server = server
-        self._port = int(bound)
+        self._port = int(self._server.sockets[0].getsockname()[1])
         return self._port
 
     async def stop(self, grace: float | None = 5.0) -> None:
-        """Refuse new calls, let running ones finish within ``grace``, close the channels."""
+        """Refuse new calls, let running ones finish within ``grace``, close every connection."""
+        self.stopping = True
         server, self._server = self._server, None
         if server is not None:
-            await server.stop(grace)
-        # The server has cancelled the calls it ended, but their handlers may still be
-        # unwinding (releasing replicas, waiting in the resolver): end them before the
-        # channels they use are closed.
-        running = self._running - {asyncio.current_task()}
-        if running:
-            _, late = await asyncio.wait(running, timeout=_UNWIND_TIMEOUT)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late)
-        channels, self._channels = self._channels, {}
-        for channel in channels.values():
-            await channel.close()
+            server.close()
+        for client in list(self._clients):
+            client.goaway(client.last_stream)
+        if grace and self._calls():
+            self._idle.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
+        for client in list(self._clients):
+            for call in list(client.calls.values()):
+                call.stop("the gateway is stopping")
+            client.close()
+        # Resolvers still waiting, connections still opening: cancelled, then awaited.
+        tasks = [task for task in self._tasks if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_UNWIND_TIMEOUT)
+        for future in self._connecting.values():
+            future.cancel()
+        self._connecting.clear()
+        upstreams, self._upstreams = self._upstreams, {}
+        for connections in upstreams.values():
+            for connection in connections:
+                connection.close()
+        if server is not None:
+            await server.wait_closed()
 
     async def discard(self, address: str) -> None:
-        """Close the cached channel to ``address`` (a replica that is gone for good)."""
-        channel = self._channels.pop(address, None)
-        if channel is not None:
-            await channel.close(grace=None)
+        """Close the connections to ``address`` (a replica that is gone for good)."""
+        future = self._connecting.pop(address, None)
+        if future is not None:
+            future.cancel()
+        for connection in self._upstreams.pop(address, []):
+            connection.close()
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
-        channel = self._channels.get(address)
-        if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=_MESSAGE_OPTIONS)
-            self._channels[address] = channel
-        return channel
+    # -- for calls -----------------------------------------------------------------------
 
-    # -- calls ---------------------------------------------------------------------
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _forward(self, method: str, field: int, request: bytes, context: Any) -> bytes:
-        """One unary call: resolve a replica, send the bytes on, pass its answer back."""
-        with self._tracked():
-            model = _string_field(request, field) if field else None
-            target = await self._target(context, model)
-            release = _Release(target)
-            try:
-                timeout = await _remaining(context)
-                call = self._channel(target.address).unary_unary(method)(
-                    request, timeout=timeout, metadata=_forwarded(context.invocation_metadata())
-                )
-                try:
-                    response: bytes = await call
-                except grpc.aio.AioRpcError as exc:
-                    await _abort_as(context, exc)
-                finally:
-                    if not call.done():
-                        call.cancel()  # the client went away: so does the replica's call
-                await _pass_metadata(context, call)
-                release.succeeded()
-                return response
-            finally:
-                release()
+    def upstream_for(self, address: str) -> _UpstreamConnection | None:
+        """An open connection to ``address`` with room for one more stream, if there is one."""
+        for connection in self._upstreams.get(address, ()):
+            if connection.usable:
+                return connection
+        return None
 
-    async def _forward_stream(
-        self, method: str, requests: AsyncIterator[bytes], context: Any
-    ) -> AsyncIterator[bytes]:
-        """ModelStreamInfer: the whole stream goes to the replica its first message names."""
-        with self._tracked():
-            iterator = aiter(requests)
-            try:
-                first = await anext(iterator)
-            except StopAsyncIteration:
-                return  # an empty stream asks nothing of any replica
-            target = await self._target(context, _string_field(first, _STREAM_MODEL_FIELD))
-            release = _Release(target)
-            try:
-                timeout = await _remaining(context)
+    async def connect(self, address: str) -> _UpstreamConnection:
+        """A new connection to ``address``, shared by the calls that wait for one meanwhile."""
+        future = self._connecting.get(address)
+        if future is None:
+            future = asyncio.ensure_future(self._open(address))
+            self._connecting[address] = future
+            future.add_done_callback(lambda _: self._connecting.pop(address, None))
+        return await asyncio.shield(future)
 
-                async def messages() -> AsyncIterator[bytes]:
-                    yield first
-                    async for message in iterator:
-                        yield message
+    async def _open(self, address: str) -> _UpstreamConnection:
+        host, _, port = address.rpartition(":")
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(
+            lambda: _UpstreamConnection(self, address), host.strip("[]"), int(port)
+        )
+        if self.stopping:
+            connection.close()
+            raise ConnectionAbortedError("the gateway is stopping")
+        self._upstreams.setdefault(address, []).append(connection)
+        return connection
 
-                call = self._channel(target.address).stream_stream(method)(
-                    messages(), timeout=timeout, metadata=_forwarded(context.invocation_metadata())
-                )
-                try:
-                    # Headers come before the first answer; requests keep flowing meanwhile.
-                    initial = _forwarded(await call.initial_metadata() or ())
-                    if initial:
-                        await context.send_initial_metadata(initial)
-                    async for response in call:
-                        yield response
-                except grpc.aio.AioRpcError as exc:
-                    await _abort_as(context, exc)
-                finally:
-                    if not call.done():
-                        call.cancel()
-                trailing = _forwarded(await call.trailing_metadata() or ())
-                if trailing:
-                    context.set_trailing_metadata(trailing)
-                release.succeeded()
-            finally:
-                release()
+    def forget_upstream(self, connection: _UpstreamConnection) -> None:
+        connections = self._upstreams.get(connection.address)
+        if connections and connection in connections:
+            connections.remove(connection)
+            if not connections:
+                del self._upstreams[connection.address]
 
-    @contextlib.contextmanager
-    def _tracked(self) -> Iterator[None]:
-        """Count the running call until it ends, so that stop() can wait for it."""
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - grpc.aio runs every handler in a task
-            yield
-            return
-        self._running.add(task)
-        try:
-            yield
-        finally:
-            self._running.discard(task)
+    def call_ended(self) -> None:
+        if self.stopping and not self._calls():
+            self._idle.set()
 
-    async def _target(self, context: Any, model: str | None) -> GrpcTarget:
-        """The resolver's replica for this call, or the call ends with the resolver's error."""
-        try:
-            return await self._resolve(_host(context.invocation_metadata()), model)
-        except Exception as exc:
-            if not isinstance(exc, (errors.ModelhostError, NotImplementedError)):
-                logger.error("The gRPC gateway's resolver failed", exc_info=exc)
-            code = grpc.StatusCode[errors.grpc_status_name(exc)]
-            await context.abort(code, errors.error_message(exc))
-            raise AssertionError("context.abort returned") from None  # pragma: no cover
+    def _calls(self) -> int:
+        return sum(len(client.calls) for client in self._clients)
 
 
-class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
-    """Maps each method of the service to the gateway; other services are UNIMPLEMENTED."""
+class _ClientConnection(H2Connection):
+    """A gRPC client's connection: each stream it opens is a :class:`Call`."""
 
     def __init__(self, gateway: GrpcGateway) -> None:
-        self._gateway = gateway
+        super().__init__()
+        self.gateway = gateway
+        self.calls: dict[int, Call] = {}
+        self.last_stream = 0
 
-    def service(self, handler_call_details: Any) -> Any:
-        method: str = handler_call_details.method
-        service, _, name = method.lstrip("/").partition("/")
-        if service != _SERVICE:
-            return None
-        gateway = self._gateway
-        if name in _ANSWERED:
-            payload = _ANSWERED[name]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.gateway._clients.add(self)
 
-            async def answer(request: bytes, context: Any) -> bytes:
-                return payload
-
-            return grpc.unary_unary_rpc_method_handler(answer)
-        if name in _FORWARDED:
-            field = _FORWARDED[name]
-
-            async def forward(request: bytes, context: Any) -> bytes:
-                return await gateway._forward(method, field, request, context)
-
-            return grpc.unary_unary_rpc_method_handler(forward)
-        if name == _STREAM:
-            # grpc.aio streams the answers only of an async generator *function*; a partial
-            # of one still counts, and its own finally runs when the call is cancelled.
-            return grpc.stream_stream_rpc_method_handler(
-                functools.partial(gateway._forward_stream, method)
-            )
-        return None
-
-
-class _Release:
-    """Calls a target's ``release`` exactly once, with whether the call succeeded."""
-
-    def __init__(self, target: GrpcTarget) -> None:
-        self._target = target
-        self._ok = False
-        self._done = False
-
-    def succeeded(self) -> None:
-        self._ok = True
-
-    def __call__(self) -> None:
-        if self._done:
+    def on_headers(self, stream: int, headers: list[Header], end: bool) -> None:
+        call = self.calls.get(stream)
+        if call is not None:  # trailers from the client end its side
+            call.client_data(b"", True)
             return
-        self._done = True
-        try:
-            self._target.release(self._ok)
-        except Exception:
-            # The client's answer does not depend on the bookkeeping of whoever owns the replica.
-            logger.exception("Releasing replica %s failed", self._target.address)
+        if stream <= self.last_stream or not stream % 2:
+            return  # a stream already ended (or not a client's): nothing to do
+        self.last_stream = stream
+        if self.gateway.stopping:
+            self.reset(stream, REFUSED_STREAM)
+            return
+        self.open_stream(stream)
+        call = Call(self.gateway, self, stream, headers)
+        self.calls[stream] = call
+        call.begin(end)
+
+    def on_data(self, stream: int, data: bytes, end: bool) -> None:
+        call = self.calls.get(stream)
+        if call is not None:
+            call.client_data(data, end)
+
+    def on_reset(self, stream: int, code: int) -> None:
+        call = self.calls.get(stream)
+        if call is not None:
+            call.client_reset()
+
+    def lost(self) -> None:
+        self.gateway._clients.discard(self)
+        for call in list(self.calls.values()):
+            call.client_reset()
+
+    def end_call(self, stream: int) -> None:
+        if self.calls.pop(stream, None) is not None:
+            self.close_stream(stream)
+            self.gateway.call_ended()
 
 
-async def _remaining(context: Any) -> float | None:
-    """What is left of the client's deadline after resolving (None: the client set none)."""
-    remaining: float | None = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        await context.abort(
-            grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded before a replica was ready."
+class _UpstreamConnection(H2Connection):
+    """The gateway's connection to one replica; calls share it, one stream each."""
+
+    client_side = True
+
+    def __init__(self, gateway: GrpcGateway, address: str) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.address = address
+        self.calls: dict[int, Call] = {}
+        self._next_stream = 1
+        self.draining = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
+
+    @property
+    def usable(self) -> bool:
+        limit = self.peer_max_streams
+        return (
+            not self.closed
+            and not self.draining
+            and self._next_stream < _MAX_STREAM_ID
+            and (limit is None or len(self.calls) < limit)
         )
-    return remaining
 
+    def refused(self) -> None:
+        """The replica refused a stream: this connection takes no more than it has."""
+        if self.peer_max_streams is None or self.peer_max_streams > len(self.calls):
+            self.peer_max_streams = len(self.calls)
 
-async def _abort_as(context: Any, exc: grpc.aio.AioRpcError) -> NoReturn:
-    """End the call with the replica's status, details and trailing metadata."""
-    trailing = _forwarded(exc.trailing_metadata() or ())
-    await context.abort(exc.code(), exc.details() or "", trailing_metadata=tuple(trailing))
-    raise AssertionError("context.abort returned")  # pragma: no cover
+    def new_stream(self, call: Call) -> int:
+        stream = self._next_stream
+        self._next_stream += 2
+        self.calls[stream] = call
+        self.open_stream(stream)
+        return stream
 
+    def end_call(self, stream: int, *, reset: bool) -> None:
+        if self.calls.pop(stream, None) is None:
+            return
+        if reset:
+            self.reset(stream, CANCEL)
+        else:
+            self.forget(stream)
+        if self.draining and not self.calls:
+            self.close()
 
-async def _pass_metadata(context: Any, call: Any) -> None:
-    initial = _forwarded(await call.initial_metadata() or ())
-    if initial:
-        await context.send_initial_metadata(initial)
-    trailing = _forwarded(await call.trailing_metadata() or ())
-    if trailing:
-        context.set_trailing_metadata(trailing)
+    def on_headers(self, stream: int, headers: list[Header], end: bool) -> None:
+        call = self.calls.get(stream)
+        if call is not None:
+            call.upstream_headers(headers, end)
 
+    def on_data(self, stream: int, data: bytes, end: bool) -> None:
+        call = self.calls.get(stream)
+        if call is not None:
+            call.upstream_data(data, end)
 
-def _forwarded(metadata: Iterable[Any]) -> tuple[tuple[str, str | bytes], ...]:
-    """``metadata`` without pseudo-headers, hop headers and gRPC's own ``grpc-*`` keys."""
-    kept = []
-    for key, value in metadata:
-        name = key.lower()
-        if name.startswith((":", "grpc-")) or name in _HOP_HEADERS:
-            continue
-        kept.append((name, value))
-    return tuple(kept)
+    def on_reset(self, stream: int, code: int) -> None:
+        call = self.calls.pop(stream, None)
+        if call is not None:
+            call.upstream_reset(code)
 
+    def on_goaway(self, last_stream: int, code: int) -> None:
+        # No new calls here; the ones the replica will not take fail (it never saw them).
+        self.draining = True
+        self.gateway.forget_upstream(self)
+        for stream, call in list(self.calls.items()):
+            if stream > last_stream:
+                del self.calls[stream]
+                call.upstream_lost(f"replica {self.address} is shutting down (GOAWAY {code})")
+        if not self.calls:
+            self.close()
 
-def _host(metadata: Iterable[Any] | None) -> str | None:
-    """The host a call is for: its ``host`` metadata, else ``:authority`` if gRPC shows it."""
-    authority = None
-    for key, value in metadata or ():
-        if not isinstance(value, str) or not value:
-            continue
-        if key == "host":
-            return value
-        if key == ":authority":
-            authority = value
-    return authority
-
-
-def _string_field(data: bytes, field: int) -> str | None:
-    """The string in top-level ``field`` of a serialized message, read without decoding it.
-
-    Only the message's top-level tags are walked: other fields, tensors included, are
-    skipped by their length. The last occurrence wins, as in protobuf. Malformed bytes,
-    an empty string or invalid UTF-8 give None: the replica reports the malformed message.
-    """
-    found: bytes | None = None
-    position, end = 0, len(data)
-    try:
-        while position < end:
-            tag, position = _varint(data, position)
-            number, wire_type = tag >> 3, tag & 7
-            if wire_type == 0:
-                _, position = _varint(data, position)
-            elif wire_type == 1:
-                position += 8
-            elif wire_type == 5:
-                position += 4
-            elif wire_type == 2:
-                length, position = _varint(data, position)
-                if position + length > end:
-                    return None
-                if number == field:
-                    found = data[position : position + length]
-                position += length
-            else:
-                return None  # groups: not in this protocol's messages
-        if position > end or not found:
-            return None
-        return found.decode("utf-8")
-    except (IndexError, UnicodeDecodeError):
-        return None
-
-
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    """The varint at ``position`` and the position after it; IndexError when cut short."""
-    value = shift = 0
-    while True:
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, position
-        shift += 7
-        if shift > 63:
-            raise IndexError("varint longer than 10 bytes")
+    def lost(self) -> None:
+        self.gateway.forget_upstream(self)
+        calls, self.calls = self.calls, {}
+        for call in calls.values():
+            call.upstream_lost(f"the connection to replica {self.address} was lost")

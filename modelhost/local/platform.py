@@ -41,7 +41,7 @@ from modelhost.local.grpc_gateway import GrpcTarget
 from modelhost.local.http_proxy import Forwarder, ProxyServer
 from modelhost.local.metrics import GatewayMetrics, ReplicaCount
 from modelhost.local.payload_logger import PayloadLogger
-from modelhost.local.replica import ReplicaState
+from modelhost.local.replica import Replica, ReplicaState
 from modelhost.local.revision import ReplicaSpec, RevisionRunner
 from modelhost.local.routing import RouteTable, WeightedChoice, strip_port
 from modelhost.local.settings import PlatformSettings
@@ -264,8 +264,23 @@ class Platform:
 
     # -- the gateway's side ---------------------------------------------------------------
 
+    def resolve_grpc_now(self, host: str | None, model: str | None) -> GrpcTarget | None:
+        """A replica's gRPC address for a call if one can take it now; None: ask resolve_grpc."""
+        component, runner = self._grpc_runner(host, model)
+        replica = runner.try_acquire()
+        if replica is None:
+            return None
+        return self._grpc_target(component, runner, replica)
+
     async def resolve_grpc(self, host: str | None, model: str | None) -> GrpcTarget:
-        """A replica's gRPC address for a call, by host, else by model name."""
+        """A replica's gRPC address for a call, by host, else by model name (may wait)."""
+        component, runner = self._grpc_runner(host, model)
+        replica = await runner.acquire(float(runner.revision.timeout_s))
+        return self._grpc_target(component, runner, replica)
+
+    def _grpc_runner(
+        self, host: str | None, model: str | None
+    ) -> tuple[ComponentState, RevisionRunner]:
         component = None
         if host:
             component = self.routes.match(strip_port(host), "/")
@@ -280,14 +295,18 @@ class Platform:
         runner = component.choose()
         if runner is None:
             raise errors.ServerNotReady(f"{component.service}: no revision is ready")
+        return component, runner
+
+    def _grpc_target(
+        self, component: ComponentState, runner: RevisionRunner, replica: Replica
+    ) -> GrpcTarget:
         started = time.perf_counter()
-        replica = await runner.acquire(float(runner.revision.timeout_s))
-        chosen = component
 
         def release(ok: bool) -> None:
             runner.release(replica)
             # gRPC calls count as 200 or 500 beside the HTTP ones (a status per revision).
-            self.forwarder.count(chosen, runner, 200 if ok else 500, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.forwarder.count(component, runner, 200 if ok else 500, seconds)
 
         return GrpcTarget(address=replica.grpc_address, release=release)
 

@@ -57,7 +57,10 @@ class PlatformServer:
         )
         await self._http.start(self.settings.host, self.settings.http_port)
         self._grpc = GrpcGateway(
-            self.platform.resolve_grpc, host=self.settings.host, port=self.settings.grpc_port
+            platform.resolve_grpc,
+            resolve_now=platform.resolve_grpc_now,
+            host=self.settings.host,
+            port=self.settings.grpc_port,
         )
         await self._grpc.start()
         address = {

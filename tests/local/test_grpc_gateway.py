@@ -28,6 +28,9 @@ from modelhost.local.grpc_gateway import GrpcGateway, GrpcTarget, _string_field
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 
 SERVICE = "/inference.GRPCInferenceService/"
+# What the router records as the host of a call that named no host but the gateway's own
+# address (the ``:authority`` every gRPC client sends).
+GATEWAY = "<the gateway's address>"
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +46,13 @@ class Router:
 
     routes: dict[str | None, str]
     delay: float = 0.0
+    authority: str = ""
     failure: BaseException | None = None
     calls: list[tuple[str | None, str | None]] = field(default_factory=list)
     releases: list[bool] = field(default_factory=list)
 
     async def __call__(self, host: str | None, model: str | None) -> GrpcTarget:
-        self.calls.append((host, model))
+        self.calls.append((GATEWAY if host == self.authority else host, model))
         if self.delay:
             await asyncio.sleep(self.delay)  # a replica starting from zero
         if self.failure is not None:
@@ -83,9 +87,10 @@ async def gateway(router: Router) -> AsyncIterator[GrpcGateway]:
     gateway = GrpcGateway(router)
     port = await gateway.start()
     assert port == gateway.port > 0
+    router.authority = f"127.0.0.1:{port}"
     yield gateway
     await gateway.stop()
-    assert gateway._channels == {}
+    assert gateway._upstreams == {}
 
 
 @pytest.fixture
@@ -146,7 +151,7 @@ async def test_infer_through_the_gateway_answers_as_the_replica_does(
         np.testing.assert_array_equal(proxied.as_numpy(name), expected.as_numpy(name))
     np.testing.assert_allclose(proxied.as_numpy("sum"), rows.sum(axis=1), rtol=1e-6)
     assert proxied.get_response().id == "r-1"
-    assert router.calls == [(None, "iris")]
+    assert router.calls == [(GATEWAY, "iris")]
     assert router.releases == [True]
 
 
@@ -161,7 +166,7 @@ async def test_model_metadata_and_ready_through_the_gateway(
     assert metadata["name"] == "iris"
     assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": ["-1", "4"]}]
     assert ready is True
-    assert router.calls == [(None, "iris"), (None, "iris")]
+    assert router.calls == [(GATEWAY, "iris"), (GATEWAY, "iris")]
     assert router.releases == [True, True]
 
 
@@ -178,7 +183,7 @@ async def test_server_methods_answer_or_resolve_without_a_model(
 
     assert metadata["name"] == "modelhost"
     assert {model["name"] for model in index["models"]} == {"iris", "echo"}
-    assert router.calls == [(None, None), (None, None)]
+    assert router.calls == [(GATEWAY, None), (GATEWAY, None)]
     assert router.releases == [True, True]
 
 
@@ -199,7 +204,7 @@ async def test_unknown_model_is_refused_by_the_resolver(
     assert status_of(failure) == "NOT_FOUND"
     assert failure.value.message() == "Model with name nope does not exist."
     assert stream.value.code() == grpc.StatusCode.NOT_FOUND
-    assert router.calls == [(None, "nope"), (None, "nope")]
+    assert router.calls == [(GATEWAY, "nope"), (GATEWAY, "nope")]
     assert router.releases == []  # no replica was handed out, none to give back
 
 
@@ -257,7 +262,7 @@ async def test_stream_infer_goes_to_the_replica_of_its_first_message(
     assert "4" in str(second[1].message())
     assert third[1] is None
     assert third[0].as_numpy("sum").tolist() == [8.0, 8.0]
-    assert router.calls == [(None, "iris")]
+    assert router.calls == [(GATEWAY, "iris")]
     assert router.releases == [True]
 
 
@@ -402,7 +407,7 @@ async def test_model_name_is_read_wherever_the_field_sits(
     await channel.unary_unary(SERVICE + "RepositoryModelLoad")(load.SerializeToString())
     await channel.unary_unary(SERVICE + "ModelMetadata")(b"\x0a\x05ir")  # cut short
 
-    assert router.calls == [(None, "iris"), (None, "iris"), (None, None)]
+    assert router.calls == [(GATEWAY, "iris"), (GATEWAY, "iris"), (GATEWAY, None)]
     assert probe.seen[0].request == ready
 
 
@@ -429,6 +434,8 @@ def test_string_field_reads_only_the_top_level() -> None:
         (errors.ServerNotReady("no replica came up"), "UNAVAILABLE", "no replica came up"),
         (errors.Unsupported("no such thing"), "UNIMPLEMENTED", "no such thing"),
         (RuntimeError("boom"), "INTERNAL", "RuntimeError: boom"),
+        # grpc-message is percent-encoded on the wire; the client decodes it back.
+        (errors.ServerNotReady("modèle à 100%"), "UNAVAILABLE", "modèle à 100%"),
     ],
 )
 async def test_resolver_errors_map_to_grpc_status(
@@ -467,12 +474,12 @@ async def test_discard_closes_a_replicas_channel(
 ) -> None:
     router.routes[None] = probe.address
     await channel.unary_unary(SERVICE + "ServerMetadata")(b"")
-    assert set(gateway._channels) == {probe.address}
+    assert set(gateway._upstreams) == {probe.address}
 
     await gateway.discard(probe.address)
     await gateway.discard(probe.address)
 
-    assert gateway._channels == {}
+    assert gateway._upstreams == {}
     assert await channel.unary_unary(SERVICE + "ServerMetadata")(b"") == b""
 
 
@@ -512,13 +519,13 @@ async def test_raw_stream_keeps_to_one_replica_and_forwards_the_deadline(
     assert probe.seen[0].metadata["x-tag"] == "s"
     assert probe.seen[0].time_remaining is not None
     assert 0 < probe.seen[0].time_remaining < 4.8
-    assert router.calls == [(None, "iris")]
+    assert router.calls == [(GATEWAY, "iris")]
     assert router.releases == [True]
 
     empty = channel.stream_stream(SERVICE + "ModelStreamInfer")(iter([]))
     assert [answer async for answer in empty] == []
     assert await empty.code() == grpc.StatusCode.OK
-    assert router.calls == [(None, "iris")]  # an empty stream asks no replica
+    assert router.calls == [(GATEWAY, "iris")]  # an empty stream asks no replica
 
 
 async def test_messages_over_grpcs_default_limit_pass(
@@ -587,7 +594,52 @@ async def test_stop_ends_calls_in_flight_and_closes_the_port(probe: Probe, waiti
             await call
     # Released by the time stop() returns, and only when a replica was handed out.
     assert router.releases == ([False] if waiting_in == "replica" else [])
-    assert gateway._channels == {}
+    assert gateway._upstreams == {}
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
     await gateway.stop()  # twice is harmless
+
+
+async def test_a_replica_that_takes_one_stream_per_connection_gets_a_second_connection(
+    gateway: GrpcGateway, router: Router, channel: grpc.aio.Channel
+) -> None:
+    probe = Probe()
+    probe.mode = "hang"
+    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1)])
+    server.add_generic_rpc_handlers((probe,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    router.routes["iris"] = f"127.0.0.1:{port}"
+    request = pb.ModelInferRequest(model_name="iris").SerializeToString()
+    try:
+        calls = [channel.unary_unary(SERVICE + "ModelInfer")(request) for _ in range(2)]
+        await until(lambda: len(probe.seen) == 2)
+        assert len(gateway._upstreams[f"127.0.0.1:{port}"]) == 2
+        for call in calls:
+            call.cancel()
+        await until(lambda: router.releases == [False, False])
+    finally:
+        await server.stop(None)
+
+
+async def test_a_replica_that_goes_away_mid_call_is_unavailable_and_released_as_failed(
+    gateway: GrpcGateway, router: Router, channel: grpc.aio.Channel
+) -> None:
+    probe = Probe()
+    probe.mode = "hang"
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((probe,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    router.routes["iris"] = f"127.0.0.1:{port}"
+    request = pb.ModelInferRequest(model_name="iris").SerializeToString()
+    call = channel.unary_unary(SERVICE + "ModelInfer")(request, timeout=10)
+    await until(lambda: probe.seen != [])
+
+    await server.stop(None)  # the replica's process ends
+
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await call
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert router.releases == [False]
+    await until(lambda: gateway._upstreams == {})

@@ -1,0 +1,480 @@
+"""One gRPC call through the gateway: routed by its first message, relayed frame by frame.
+
+A call waits for enough of its first message to read the model it names (the bytes are not
+decoded: tensors pass as the client sent them), asks the resolver for a replica (which may
+wait while one starts), opens a stream to it and from then on relays headers, data and
+trailers both ways. Whatever ends it (trailers, a reset on either side, a lost connection,
+the deadline) releases the replica exactly once and leaves the client with a gRPC status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+
+from modelhost import errors
+from modelhost.local.http2 import CANCEL, ENHANCE_YOUR_CALM, REFUSED_STREAM, Header
+from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
+
+if TYPE_CHECKING:
+    from modelhost.local.grpc_gateway import GrpcGateway, _ClientConnection, _UpstreamConnection
+
+__all__ = ["GrpcTarget", "NowResolver", "Resolver"]
+
+logger = logging.getLogger("modelhost.local")
+
+SERVICE = b"/inference.GRPCInferenceService/"
+
+# Unary methods sent on to a replica, with the number of the string field naming the model
+# (0: the method is about the server, not one model).
+_FORWARDED: dict[bytes, int] = {
+    b"ModelReady": 1,
+    b"ModelMetadata": 1,
+    b"ModelInfer": 1,
+    b"ServerMetadata": 0,
+    b"RepositoryIndex": 0,
+    b"RepositoryModelLoad": 2,
+    b"RepositoryModelUnload": 2,
+}
+# ModelStreamInfer: the whole stream goes to the replica its first message names.
+_STREAM = b"ModelStreamInfer"
+_STREAM_MODEL_FIELD = 1
+
+# The gateway is alive and ready whenever it answers; whether a model is ready is the
+# replica's answer to ModelReady.
+_ANSWERED: dict[bytes, bytes] = {
+    b"ServerLive": pb.ServerLiveResponse(live=True).SerializeToString(),
+    b"ServerReady": pb.ServerReadyResponse(ready=True).SerializeToString(),
+}
+
+# Headers that describe one hop, not the call.
+_HOP_HEADERS = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+_OK_HEADERS: tuple[Header, ...] = ((b":status", b"200"), (b"content-type", b"application/grpc"))
+
+# Resets that refuse a stream unprocessed: REFUSED_STREAM (HTTP/2 promises it), and
+# ENHANCE_YOUR_CALM, which gRPC's C core sends, before any answer, to a stream over its
+# SETTINGS_MAX_CONCURRENT_STREAMS that arrived before the SETTINGS did.
+_REFUSALS = frozenset({REFUSED_STREAM, ENHANCE_YOUR_CALM})
+# How often a call refused by a replica's connection (too many streams) is tried again.
+_RETRIES = 3
+
+# grpc-timeout's units, in seconds.
+_TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+
+
+@dataclass(frozen=True)
+class GrpcTarget:
+    """The replica one call goes to, and what to tell its owner when the call ends."""
+
+    address: str
+    release: Callable[[bool], None]
+
+
+Resolver = Callable[[str | None, str | None], Awaitable[GrpcTarget]]
+"""``resolve(host, model)``: the replica for a call; raises ``modelhost.errors`` to refuse."""
+
+NowResolver = Callable[[str | None, str | None], "GrpcTarget | None"]
+"""The same without waiting: None when only ``Resolver`` can tell (a replica must start)."""
+
+
+class Call:
+    """One client stream and, once resolved, the replica's stream it is relayed to."""
+
+    __slots__ = (
+        "_buffer",
+        "_client_ended",
+        "_field",
+        "_request_ended",
+        "_responded",
+        "_retries",
+        "_sent",
+        "_target",
+        "client",
+        "done",
+        "gateway",
+        "headers",
+        "started",
+        "stream",
+        "task",
+        "timeout",
+        "upstream",
+        "upstream_stream",
+    )
+
+    def __init__(
+        self, gateway: GrpcGateway, client: _ClientConnection, stream: int, headers: list[Header]
+    ) -> None:
+        self.gateway = gateway
+        self.client = client
+        self.stream = stream
+        self.headers = headers
+        self.started = time.monotonic()
+        self.timeout: float | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.upstream: _UpstreamConnection | None = None
+        self.upstream_stream = 0
+        self.done = False
+        self._buffer: list[bytes] = []
+        self._client_ended = False
+        self._request_ended = False  # our request to the replica has ended
+        self._responded = False  # the client has its response headers
+        self._target: GrpcTarget | None = None
+        self._field = -1  # the field naming the model; -1 while not a forwarded method
+        # The whole request, kept until the replica answers, in case it refuses the stream.
+        self._sent: bytes | None = None
+        self._retries = 0
+
+    # -- from the client -----------------------------------------------------------------
+
+    def begin(self, end: bool) -> None:
+        path = b""
+        for name, value in self.headers:
+            if name == b":path":
+                path = value
+            elif name == b"grpc-timeout":
+                self.timeout = _parse_timeout(value)
+        method = path[len(SERVICE) :] if path.startswith(SERVICE) else None
+        if method in _ANSWERED:
+            self._answer_message(_ANSWERED[method])
+        elif method in _FORWARDED:
+            self._field = _FORWARDED[method]
+            if self._field == 0:
+                self._resolve(None)
+        elif method == _STREAM:
+            self._field = _STREAM_MODEL_FIELD
+        else:
+            unknown = path.decode("latin-1")
+            self.answer(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {unknown}")
+        if end:
+            self.client_data(b"", True)
+
+    def client_data(self, data: bytes, end: bool) -> None:
+        if self.done:
+            return
+        self._client_ended = self._client_ended or end
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.send_data(self.upstream_stream, data, end)
+            self._request_ended = end
+            if upstream.congested:
+                upstream.hold(self.client)
+            return
+        if data:
+            self._buffer.append(data)
+        if self._target is not None or self.task is not None or self._field < 0:
+            return  # resolving or connecting: the buffer goes on once a stream is open
+        message = _first_message(self._buffer)
+        if message is not None:
+            self._resolve(None if message is _COMPRESSED else _string_field(message, self._field))
+        elif end:
+            if not self._buffer and self._field == _STREAM_MODEL_FIELD:
+                self._answer_status(grpc.StatusCode.OK, "")  # an empty stream asks no replica
+            else:
+                self._resolve(None)
+
+    def client_reset(self) -> None:
+        """The client cancelled the call or went away: so does the replica's stream."""
+        if self.done:
+            return
+        if self.upstream is not None and not self.upstream.closed:
+            self.upstream.reset(self.upstream_stream, CANCEL)
+        self._finish(False)
+
+    # -- resolving and connecting --------------------------------------------------------
+
+    def _resolve(self, model: str | None) -> None:
+        host = _host(self.headers)
+        resolve_now = self.gateway.resolve_now
+        if resolve_now is not None:
+            try:
+                target = resolve_now(host, model)
+            except Exception as exc:
+                self._refuse(exc)
+                return
+            if target is not None:
+                self._connect(target)
+                return
+        self.task = self.gateway.spawn(self._resolve_slowly(host, model))
+
+    async def _resolve_slowly(self, host: str | None, model: str | None) -> None:
+        try:
+            target = await self.gateway.resolve(host, model)
+        except Exception as exc:
+            self.task = None
+            self._refuse(exc)
+            return
+        self.task = None
+        if self.done:
+            _release(target, False)
+            return
+        self._connect(target)
+
+    def _refuse(self, exc: BaseException) -> None:
+        if not isinstance(exc, (errors.ModelhostError, NotImplementedError)):
+            logger.error("The gRPC gateway's resolver failed", exc_info=exc)
+        self.answer(grpc.StatusCode[errors.grpc_status_name(exc)], errors.error_message(exc))
+
+    def _connect(self, target: GrpcTarget) -> None:
+        self._target = target
+        if self.timeout is not None and time.monotonic() - self.started >= self.timeout:
+            self.answer(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded before a replica was ready."
+            )
+            return
+        upstream = self.gateway.upstream_for(target.address)
+        if upstream is not None:
+            self._open(upstream)
+            return
+        self.task = self.gateway.spawn(self._connect_slowly(target.address))
+
+    async def _connect_slowly(self, address: str) -> None:
+        try:
+            upstream = await self.gateway.connect(address)
+        except OSError as exc:
+            self.task = None
+            self.answer(grpc.StatusCode.UNAVAILABLE, f"replica {address} is unreachable: {exc}")
+            return
+        self.task = None
+        if not self.done:
+            self._open(upstream)
+
+    def _open(self, upstream: _UpstreamConnection) -> None:
+        if upstream.closed:  # lost between connecting and this call's turn
+            self.answer(grpc.StatusCode.UNAVAILABLE, f"replica {upstream.address} went away")
+            return
+        self.upstream = upstream
+        self.upstream_stream = upstream.new_stream(self)
+        buffered, self._buffer = b"".join(self._buffer), []
+        end = self._client_ended
+        upstream.send_headers(self.upstream_stream, self._forwarded_headers(), end and not buffered)
+        if buffered:
+            upstream.send_data(self.upstream_stream, buffered, end)
+        self._request_ended = end
+        self._sent = buffered if end else None
+
+    def _forwarded_headers(self) -> list[Header]:
+        headers = []
+        waited = time.monotonic() - self.started
+        for name, value in self.headers:
+            if name in _HOP_HEADERS:
+                continue
+            if name == b"grpc-timeout" and self.timeout is not None:
+                # The deadline kept running while the resolver waited: the replica gets the rest.
+                value = _format_timeout(self.timeout - waited)
+            headers.append((name, value))
+        return headers
+
+    # -- from the replica ----------------------------------------------------------------
+
+    def upstream_headers(self, headers: list[Header], end: bool) -> None:
+        if self.done:
+            return
+        kept = [(name, value) for name, value in headers if name not in _HOP_HEADERS]
+        self._responded = True
+        self._sent = None
+        self.client.send_headers(self.stream, kept, end)
+        if end:
+            status = next((value for name, value in headers if name == b"grpc-status"), None)
+            self._finish(status == b"0")
+
+    def upstream_data(self, data: bytes, end: bool) -> None:
+        if self.done:
+            return
+        client = self.client
+        client.send_data(self.stream, data, end)
+        if client.congested and self.upstream is not None:
+            client.hold(self.upstream)
+        if end:  # data that ends the stream without trailers: no status, not a success
+            self._finish(False)
+
+    def upstream_reset(self, code: int) -> None:
+        upstream, self.upstream = self.upstream, None  # its stream is gone: nothing to reset
+        if code in _REFUSALS and self._sent is not None and self._retries < _RETRIES:
+            # The replica refused the stream before processing it, so it may go again; a
+            # connection that refused one holds no more than it has now.
+            self._retries += 1
+            if upstream is not None:
+                upstream.refused()
+            self._buffer = [self._sent] if self._sent else []
+            self._sent = None
+            target, self._target = self._target, None
+            if target is not None and not self.done:
+                self._connect(target)
+            return
+        status = {REFUSED_STREAM: grpc.StatusCode.UNAVAILABLE, CANCEL: grpc.StatusCode.CANCELLED}
+        code_name = status.get(code, grpc.StatusCode.INTERNAL)
+        self.answer(code_name, f"the replica reset the call ({code})")
+
+    def stop(self, why: str) -> None:
+        """The gateway is stopping: the replica's stream is cancelled, the client told why."""
+        if self.upstream is not None:
+            self._request_ended = False  # so that _finish resets the replica's stream
+        self.answer(grpc.StatusCode.UNAVAILABLE, why)
+
+    def upstream_lost(self, why: str) -> None:
+        self.upstream = None
+        self.answer(grpc.StatusCode.UNAVAILABLE, why)
+
+    # -- ending --------------------------------------------------------------------------
+
+    def answer(self, code: grpc.StatusCode, message: str) -> None:
+        """End the call here with ``code`` (trailers-only if no headers were sent yet)."""
+        if self.done:
+            return
+        self._answer_status(code, message)
+
+    def _answer_status(self, code: grpc.StatusCode, message: str) -> None:
+        trailers: list[Header] = [] if self._responded else list(_OK_HEADERS)
+        trailers.append((b"grpc-status", str(code.value[0]).encode()))
+        if message:
+            trailers.append((b"grpc-message", _percent_encode(message)))
+        self._responded = True
+        self.client.send_headers(self.stream, trailers, True)
+        self._finish(code == grpc.StatusCode.OK and self._target is not None)
+
+    def _answer_message(self, payload: bytes) -> None:
+        client = self.client
+        client.send_headers(self.stream, _OK_HEADERS, False)
+        client.send_data(self.stream, b"\x00" + len(payload).to_bytes(4, "big") + payload, False)
+        client.send_headers(self.stream, ((b"grpc-status", b"0"),), True)
+        self._responded = True
+        self._finish(True)
+
+    def _finish(self, ok: bool) -> None:
+        self.done = True
+        if self.task is not None and self._target is not None:
+            # Connecting: the connection is shared and shielded, the replica released below.
+            # A resolver still waiting is left to finish and sees ``done`` (cancelling it
+            # could lose a replica it had just handed out).
+            self.task.cancel()
+            self.task = None
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.end_call(self.upstream_stream, reset=not self._request_ended)
+        self.client.end_call(self.stream)
+        target, self._target = self._target, None
+        if target is not None:
+            _release(target, ok)
+
+
+def _release(target: GrpcTarget, ok: bool) -> None:
+    try:
+        target.release(ok)
+    except Exception:
+        # The client's answer does not depend on the bookkeeping of whoever owns the replica.
+        logger.exception("Releasing replica %s failed", target.address)
+
+
+# -- reading the request -------------------------------------------------------------------
+
+_COMPRESSED = b"\x00compressed"  # a marker: the message is compressed, its fields unreadable
+
+
+def _first_message(parts: list[bytes]) -> bytes | None:
+    """The first length-prefixed gRPC message once it has all arrived, else None."""
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
+    if len(data) < 5:
+        return None
+    if data[0]:
+        return _COMPRESSED
+    size = int.from_bytes(data[1:5], "big")
+    if len(data) < 5 + size:
+        return None
+    return data[5 : 5 + size]
+
+
+def _host(headers: list[Header]) -> str | None:
+    """The host a call is for: its ``host`` metadata, else its ``:authority``."""
+    authority = None
+    for name, value in headers:
+        if name == b"host" and value:
+            return value.decode("latin-1")
+        if name == b":authority" and value:
+            authority = value.decode("latin-1")
+    return authority
+
+
+def _parse_timeout(value: bytes) -> float | None:
+    unit = _TIMEOUT_UNITS.get(value[-1:])
+    digits = value[:-1]
+    if unit is None or not digits.isdigit() or len(digits) > 8:
+        return None  # malformed: the replica sees it as sent and judges it
+    return int(digits) * unit
+
+
+def _format_timeout(seconds: float) -> bytes:
+    micros = max(1, int(seconds * 1e6))
+    if micros < 100_000_000:
+        return b"%du" % micros
+    millis = micros // 1000
+    if millis < 100_000_000:
+        return b"%dm" % millis
+    return b"%dS" % min(micros // 1_000_000, 99_999_999)
+
+
+def _percent_encode(message: str) -> bytes:
+    """grpc-message's encoding: printable ASCII but ``%`` as is, every other byte as ``%XX``."""
+    raw = message.encode("utf-8")
+    if all(0x20 <= byte <= 0x7E and byte != 0x25 for byte in raw):
+        return raw
+    return b"".join(
+        bytes([byte]) if 0x20 <= byte <= 0x7E and byte != 0x25 else b"%%%02X" % byte for byte in raw
+    )
+
+
+def _string_field(data: bytes, field: int) -> str | None:
+    """The string in top-level ``field`` of a serialized message, read without decoding it.
+
+    Only the message's top-level tags are walked: other fields, tensors included, are
+    skipped by their length. The last occurrence wins, as in protobuf. Malformed bytes,
+    an empty string or invalid UTF-8 give None: the replica reports the malformed message.
+    """
+    found: bytes | None = None
+    position, end = 0, len(data)
+    try:
+        while position < end:
+            tag, position = _varint(data, position)
+            number, wire_type = tag >> 3, tag & 7
+            if wire_type == 0:
+                _, position = _varint(data, position)
+            elif wire_type == 1:
+                position += 8
+            elif wire_type == 5:
+                position += 4
+            elif wire_type == 2:
+                length, position = _varint(data, position)
+                if position + length > end:
+                    return None
+                if number == field:
+                    found = data[position : position + length]
+                position += length
+            else:
+                return None  # groups: not in this protocol's messages
+        if position > end or not found:
+            return None
+        return found.decode("utf-8")
+    except (IndexError, UnicodeDecodeError):
+        return None
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    """The varint at ``position`` and the position after it; IndexError when cut short."""
+    value = shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+        if shift > 63:
+            raise IndexError("varint longer than 10 bytes")
