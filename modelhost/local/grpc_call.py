@@ -177,17 +177,14 @@ class Call:
             self._resolve(None if message is _COMPRESSED else _string_field(message, self._field))
         elif end:
             if not self._buffer and self._field == _STREAM_MODEL_FIELD:
-                self._answer_status(grpc.StatusCode.OK, "")  # an empty stream asks no replica
+                self.answer(grpc.StatusCode.OK, "")  # an empty stream asks no replica
             else:
                 self._resolve(None)
 
     def client_reset(self) -> None:
         """The client cancelled the call or went away: so does the replica's stream."""
-        if self.done:
-            return
-        if self.upstream is not None and not self.upstream.closed:
-            self.upstream.reset(self.upstream_stream, CANCEL)
-        self._finish(False)
+        if not self.done:
+            self._finish(False, cancel_upstream=True)
 
     # -- resolving and connecting --------------------------------------------------------
 
@@ -306,9 +303,8 @@ class Call:
                 upstream.refused()
             self._buffer = [self._sent] if self._sent else []
             self._sent = None
-            target, self._target = self._target, None
-            if target is not None and not self.done:
-                self._connect(target)
+            if self._target is not None and not self.done:
+                self._connect(self._target)
             return
         status = {REFUSED_STREAM: grpc.StatusCode.UNAVAILABLE, CANCEL: grpc.StatusCode.CANCELLED}
         code_name = status.get(code, grpc.StatusCode.INTERNAL)
@@ -316,9 +312,7 @@ class Call:
 
     def stop(self, why: str) -> None:
         """The gateway is stopping: the replica's stream is cancelled, the client told why."""
-        if self.upstream is not None:
-            self._request_ended = False  # so that _finish resets the replica's stream
-        self.answer(grpc.StatusCode.UNAVAILABLE, why)
+        self.answer(grpc.StatusCode.UNAVAILABLE, why, cancel_upstream=True)
 
     def upstream_lost(self, why: str) -> None:
         self.upstream = None
@@ -326,20 +320,18 @@ class Call:
 
     # -- ending --------------------------------------------------------------------------
 
-    def answer(self, code: grpc.StatusCode, message: str) -> None:
+    def answer(self, code: grpc.StatusCode, message: str, *, cancel_upstream: bool = False) -> None:
         """End the call here with ``code`` (trailers-only if no headers were sent yet)."""
         if self.done:
             return
-        self._answer_status(code, message)
-
-    def _answer_status(self, code: grpc.StatusCode, message: str) -> None:
         trailers: list[Header] = [] if self._responded else list(_OK_HEADERS)
         trailers.append((b"grpc-status", str(code.value[0]).encode()))
         if message:
             trailers.append((b"grpc-message", _percent_encode(message)))
         self._responded = True
         self.client.send_headers(self.stream, trailers, True)
-        self._finish(code == grpc.StatusCode.OK and self._target is not None)
+        ok = code == grpc.StatusCode.OK and self._target is not None
+        self._finish(ok, cancel_upstream=cancel_upstream)
 
     def _answer_message(self, payload: bytes) -> None:
         client = self.client
@@ -349,7 +341,9 @@ class Call:
         self._responded = True
         self._finish(True)
 
-    def _finish(self, ok: bool) -> None:
+    def _finish(self, ok: bool, *, cancel_upstream: bool = False) -> None:
+        """Release the replica, forget the streams; the replica's is reset if the request to
+        it is unfinished or ``cancel_upstream`` (the client gave up, the gateway stops)."""
         self.done = True
         if self.task is not None and self._target is not None:
             # Connecting: the connection is shared and shielded, the replica released below.
@@ -359,7 +353,8 @@ class Call:
             self.task = None
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
-            upstream.end_call(self.upstream_stream, reset=not self._request_ended)
+            reset = cancel_upstream or not self._request_ended
+            upstream.end_call(self.upstream_stream, reset=reset)
         self.client.end_call(self.stream)
         target, self._target = self._target, None
         if target is not None:

@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Coroutine
 from typing import Any
 
-from modelhost.local.grpc_call import Call, GrpcTarget, NowResolver, Resolver, _string_field
+from modelhost.local.grpc_call import Call, GrpcTarget, NowResolver, Resolver
 from modelhost.local.http2 import CANCEL, REFUSED_STREAM, H2Connection, Header
 
-__all__ = ["GrpcGateway", "GrpcTarget", "NowResolver", "Resolver", "_string_field"]
+__all__ = ["GrpcGateway", "GrpcTarget", "NowResolver", "Resolver"]
 
 logger = logging.getLogger("modelhost.local")
 
@@ -180,9 +179,6 @@ class _ClientConnection(H2Connection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.gateway._clients.add(self)
 
     def on_headers(self, stream: int, headers: list[Header], end: bool) -> None:
@@ -234,12 +230,6 @@ class _UpstreamConnection(H2Connection):
         self.calls: dict[int, Call] = {}
         self._next_stream = 1
         self.draining = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().connection_made(transport)
 
     @property
     def usable(self) -> bool:

@@ -16,14 +16,14 @@ import asyncio
 import logging
 import struct
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import cast
 
 import hpack
 
 from modelhost.local.header_block import Header, encode_headers
 
-__all__ = ["H2Connection", "Header", "ProtocolError", "header_value"]
+__all__ = ["H2Connection", "Header", "ProtocolError"]
 
 logger = logging.getLogger("modelhost.local")
 
@@ -223,13 +223,18 @@ class H2Connection(asyncio.Protocol):
         """Data on ``stream``, now as far as the peer's windows allow, the rest when they open."""
         if self.closed:
             return
+        flags = END_STREAM if end else 0
         if self._pending.get(stream):
-            self._queue(stream, data, END_STREAM if end else 0)
+            self._queue(stream, data, flags)
             return
-        self._write_data(stream, data, end)
+        rest = self._write_data(stream, data, end)
+        if rest is not None:
+            self._queue(stream, rest, flags)
 
-    def _write_data(self, stream: int, data: bytes | memoryview, end: bool) -> None:
-        assert self.transport is not None
+    def _write_data(
+        self, stream: int, data: bytes | memoryview, end: bool
+    ) -> bytes | memoryview | None:
+        """Send as much of ``data`` as the windows allow; what they do not, comes back."""
         size = len(data)
         window = min(self.send_window, self.stream_windows.get(stream, 0))
         if size <= window and size <= self.peer_max_frame:
@@ -239,7 +244,7 @@ class H2Connection(asyncio.Protocol):
             self._emit(frame(DATA, END_STREAM if end else 0, stream, bytes(data)))
             if end:
                 self._sent_end(stream)
-            return
+            return None
         view = memoryview(data)
         position = 0
         frames = []
@@ -255,9 +260,10 @@ class H2Connection(asyncio.Protocol):
         if frames:
             self._emit(b"".join(frames))
         if position < size:
-            self._queue(stream, view[position:], END_STREAM if end else 0)
-        elif end:
+            return view[position:]
+        if end:
             self._sent_end(stream)
+        return None
 
     def _queue(self, stream: int, item: bytes | memoryview, flags: int) -> None:
         self._pending.setdefault(stream, deque()).append((item, flags))
@@ -269,33 +275,21 @@ class H2Connection(asyncio.Protocol):
         for stream in list(self._pending):
             queue = self._pending[stream]
             while queue:
-                item, flags = queue[0]
+                item, flags = queue.popleft()
                 if flags & _HEADER_ITEM:
-                    queue.popleft()
                     self._write_headers(stream, item, flags & END_STREAM)
                     continue
-                window = min(self.send_window, self.stream_windows.get(stream, 0))
-                if window <= 0:
-                    break
-                queue.popleft()
                 self.pending_bytes -= len(item)
-                if len(item) <= window:
-                    self._write_data(stream, item, bool(flags & END_STREAM))
-                else:
-                    # Send what fits; the rest goes back to the head of the queue.
-                    self._write_partial(stream, memoryview(item), window, flags)
+                rest = self._write_data(stream, item, bool(flags & END_STREAM))
+                if rest is not None:  # the window shut again: the rest keeps its place
+                    queue.appendleft((rest, flags))
+                    self.pending_bytes += len(rest)
                     break
             if not queue:
                 self._pending.pop(stream, None)
             if self.send_window <= 0:
                 break
         self._maybe_uncongested()
-
-    def _write_partial(self, stream: int, item: memoryview, window: int, flags: int) -> None:
-        head, rest = item[:window], item[window:]
-        self._write_data(stream, head, False)
-        self._pending[stream].appendleft((rest, flags))
-        self.pending_bytes += len(rest)
 
     def reset(self, stream: int, code: int) -> None:
         """End ``stream`` at once with RST_STREAM; data still waiting for it is dropped."""
@@ -312,6 +306,7 @@ class H2Connection(asyncio.Protocol):
 
     def forget(self, stream: int) -> None:
         """Drop the stream's windows and waiting data (both sides are done with it)."""
+        self._forget_after_end.discard(stream)
         self.stream_windows.pop(stream, None)
         self._stream_received.pop(stream, None)
         queue = self._pending.pop(stream, None)
@@ -353,10 +348,7 @@ class H2Connection(asyncio.Protocol):
 
     def _sent_end(self, stream: int) -> None:
         if stream in self._forget_after_end:
-            self._forget_after_end.discard(stream)
-            self._pending.pop(stream, None)
-            self.stream_windows.pop(stream, None)
-            self._stream_received.pop(stream, None)
+            self.forget(stream)
 
     # -- back-pressure -------------------------------------------------------------------
 
@@ -531,11 +523,3 @@ def _unpad(payload: bytes) -> bytes:
     if pad >= len(payload):
         raise ProtocolError(PROTOCOL_ERROR, "padding longer than the frame")
     return payload[1 : len(payload) - pad]
-
-
-def header_value(headers: Sequence[Header], name: bytes) -> bytes | None:
-    """The first value of ``name`` in a decoded block."""
-    for key, value in headers:
-        if key == name:
-            return value
-    return None

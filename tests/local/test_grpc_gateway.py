@@ -24,7 +24,8 @@ from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
 from modelhost import errors
-from modelhost.local.grpc_gateway import GrpcGateway, GrpcTarget, _string_field
+from modelhost.local.grpc_call import _string_field
+from modelhost.local.grpc_gateway import GrpcGateway, GrpcTarget
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 
 SERVICE = "/inference.GRPCInferenceService/"
@@ -330,14 +331,20 @@ class Probe:
         return request[::-1]
 
 
-@pytest.fixture
-async def probe() -> AsyncIterator[Probe]:
+async def start_probe(*options: tuple[str, Any]) -> tuple[Probe, grpc.aio.Server]:
+    """A probe replica on a free port, its gRPC server started with ``options``."""
     probe = Probe()
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", -1)])
+    server = grpc.aio.server(options=list(options))
     server.add_generic_rpc_handlers((probe,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     probe.address = f"127.0.0.1:{port}"
+    return probe, server
+
+
+@pytest.fixture
+async def probe() -> AsyncIterator[Probe]:
+    probe, server = await start_probe(("grpc.max_receive_message_length", -1))
     yield probe
     await server.stop(None)
 
@@ -603,18 +610,14 @@ async def test_stop_ends_calls_in_flight_and_closes_the_port(probe: Probe, waiti
 async def test_a_replica_that_takes_one_stream_per_connection_gets_a_second_connection(
     gateway: GrpcGateway, router: Router, channel: grpc.aio.Channel
 ) -> None:
-    probe = Probe()
+    probe, server = await start_probe(("grpc.max_concurrent_streams", 1))
     probe.mode = "hang"
-    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1)])
-    server.add_generic_rpc_handlers((probe,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    router.routes["iris"] = f"127.0.0.1:{port}"
+    router.routes["iris"] = probe.address
     request = pb.ModelInferRequest(model_name="iris").SerializeToString()
     try:
         calls = [channel.unary_unary(SERVICE + "ModelInfer")(request) for _ in range(2)]
         await until(lambda: len(probe.seen) == 2)
-        assert len(gateway._upstreams[f"127.0.0.1:{port}"]) == 2
+        assert len(gateway._upstreams[probe.address]) == 2
         for call in calls:
             call.cancel()
         await until(lambda: router.releases == [False, False])
@@ -625,13 +628,9 @@ async def test_a_replica_that_takes_one_stream_per_connection_gets_a_second_conn
 async def test_a_replica_that_goes_away_mid_call_is_unavailable_and_released_as_failed(
     gateway: GrpcGateway, router: Router, channel: grpc.aio.Channel
 ) -> None:
-    probe = Probe()
+    probe, server = await start_probe()
     probe.mode = "hang"
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((probe,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    router.routes["iris"] = f"127.0.0.1:{port}"
+    router.routes["iris"] = probe.address
     request = pb.ModelInferRequest(model_name="iris").SerializeToString()
     call = channel.unary_unary(SERVICE + "ModelInfer")(request, timeout=10)
     await until(lambda: probe.seen != [])
