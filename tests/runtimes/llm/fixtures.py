@@ -82,12 +82,27 @@ def build_tokenizer() -> Any:
 
 def build_tiny_llama(folder: Path, *, seed: int = 0) -> Path:
     """Save a random two-layer Llama (hidden 64, 4 heads, 2 KV heads) and its tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return _build_tiny(folder, LlamaConfig, LlamaForCausalLM, seed)
+
+
+def build_tiny_mistral(folder: Path, *, sliding_window: int | None, seed: int = 0) -> Path:
+    """Save a random two-layer Mistral: a Llama but for its sliding attention window."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    return _build_tiny(
+        folder, MistralConfig, MistralForCausalLM, seed, sliding_window=sliding_window
+    )
+
+
+def _build_tiny(folder: Path, config_class: Any, model_class: Any, seed: int, **extra: Any) -> Path:
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import GenerationConfig
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
-    config = LlamaConfig(
+    config = config_class(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -102,43 +117,10 @@ def build_tiny_llama(folder: Path, *, seed: int = 0) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
+        **extra,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
-
-
-def build_tiny_mistral(folder: Path, *, sliding_window: int | None, seed: int = 0) -> Path:
-    """Save a random two-layer Mistral: a Llama but for its sliding attention window."""
-    import torch
-    from transformers import GenerationConfig, MistralConfig, MistralForCausalLM
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
-    config = MistralConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=MAX_POSITIONS,
-        sliding_window=sliding_window,
-        initializer_range=0.2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = MistralForCausalLM(config).eval()
+    model = model_class(config).eval()
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
