@@ -46,6 +46,20 @@ def _usage(run: Run) -> dict[str, int]:
     }
 
 
+def _body(kind: str, run: Run, reply: Reply, choices: list[dict[str, Any]]) -> bytes:
+    """A whole (not streamed) reply: its choices and the run's usage."""
+    return orjson.dumps(
+        {
+            "id": reply.id,
+            "object": kind,
+            "created": reply.created,
+            "model": reply.model_name,
+            "choices": choices,
+            "usage": _usage(run),
+        }
+    )
+
+
 def _token_text(model: GenerativeModel, event: TokenEvent) -> str:
     return model.decode([event.token_id])
 
@@ -113,16 +127,7 @@ async def completion_body(run: Run, reply: Reply) -> AsyncGenerator[bytes, None]
         }
         for index, parts in sorted(texts.items())
     ]
-    yield orjson.dumps(
-        {
-            "id": reply.id,
-            "object": "text_completion",
-            "created": reply.created,
-            "model": reply.model_name,
-            "choices": choices,
-            "usage": _usage(run),
-        }
-    )
+    yield _body("text_completion", run, reply, choices)
 
 
 async def completion_stream(run: Run, reply: Reply) -> AsyncGenerator[bytes, None]:
@@ -200,16 +205,7 @@ async def chat_body(run: Run, reply: Reply) -> AsyncGenerator[bytes, None]:
         }
         for index, parts in sorted(texts.items())
     ]
-    yield orjson.dumps(
-        {
-            "id": reply.id,
-            "object": "chat.completion",
-            "created": reply.created,
-            "model": reply.model_name,
-            "choices": choices,
-            "usage": _usage(run),
-        }
-    )
+    yield _body("chat.completion", run, reply, choices)
 
 
 async def chat_stream(run: Run, reply: Reply) -> AsyncGenerator[bytes, None]:
