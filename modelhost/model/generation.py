@@ -179,6 +179,17 @@ class GenerativeModel(Model):
         """running, waiting, kv_cache_usage (or None), prompt/generation token totals."""
         return {}
 
+    def predict(
+        self,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> Any:
+        raise errors.Unsupported(
+            f"Model {self.name} generates text: use /v1/completions, /v1/chat/completions or "
+            f"/v2/models/{self.name}/generate."
+        )
+
     @property
     def max_model_len(self) -> int:
         raise NotImplementedError

@@ -148,17 +148,6 @@ class LLMModel(GenerativeModel):
             async for event in events:
                 yield event
 
-    def predict(
-        self,
-        payload: Any,
-        headers: dict[str, str] | None = None,
-        response_headers: dict[str, str] | None = None,
-    ) -> Any:
-        raise errors.Unsupported(
-            f"Model {self.name} generates text: use /v1/completions, /v1/chat/completions or "
-            f"/v2/models/{self.name}/generate."
-        )
-
     # -- LoRA adapters ------------------------------------------------------------------------
 
     @property

@@ -204,16 +204,6 @@ class VLLMModel(GenerativeModel):
                 with contextlib.suppress(Exception):
                     await engine.abort(request_id)
 
-    def predict(
-        self,
-        payload: Any,
-        headers: dict[str, str] | None = None,
-        response_headers: dict[str, str] | None = None,
-    ) -> Any:
-        raise errors.Unsupported(
-            f"Model {self.name} generates text: use /v1/completions or /v1/chat/completions."
-        )
-
     # -- LoRA adapters ------------------------------------------------------------------------
 
     def _lora_request(self, name: str, path: str) -> Any:

@@ -139,3 +139,14 @@ def test_invalid_embedding_requests_are_a_400(
     response = httpx.post(f"{shared.server.url}/v1/embeddings", json=body)
     assert response.status_code == 400
     assert response.json()["error"]["param"] == param
+
+
+def test_a_generative_model_refuses_predict_and_names_its_endpoints(shared: Shared) -> None:
+    response = httpx.post(
+        f"{shared.server.url}/v2/models/fake-llm/infer",
+        json={"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]},
+    )
+
+    assert response.status_code == 501
+    assert "/v1/completions" in response.json()["error"]
+    assert "/v2/models/fake-llm/generate" in response.json()["error"]
