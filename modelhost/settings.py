@@ -65,6 +65,11 @@ class ServerSettings:
     # Opt-in: sync model steps whose moving mean is below this many ms run on the event
     # loop instead of the thread pool. 0 keeps every sync step off the loop.
     inline_below_ms: float = 0.0
+    # Linux: once the servers listen, the event loop's thread and the model threads run under
+    # SCHED_BATCH, and the threads gRPC's core polls on stay SCHED_OTHER. A woken batch thread
+    # does not preempt the running one, so the poller (or a gateway on the same core) hands
+    # over its calls in bunches rather than one context switch per call (bench/RESULTS.md).
+    batch_scheduling: bool = True
     enable_docs: bool = True
     access_log: bool = False
     log_level: str = "info"
@@ -298,6 +303,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="run sync model steps faster than this on the event loop (0: never)",
+    )
+    group.add_argument(
+        "--batch_scheduling",
+        "--batch-scheduling",
+        dest="batch_scheduling",
+        type=_bool_flag,
+        default=None,
+        help="run the event loop and model threads under SCHED_BATCH on Linux (true)",
     )
     group.add_argument(
         "--enable_docs_url",

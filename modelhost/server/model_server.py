@@ -34,6 +34,7 @@ from modelhost.server.inference import StepRunner
 from modelhost.server.metrics import Metrics
 from modelhost.server.openai.guardrails import chain_from_names
 from modelhost.server.remote_predictor import PROTOCOLS
+from modelhost.server.scheduling import batch_this_thread
 from modelhost.server.workers import WorkerPool, reserve_port
 from modelhost.settings import (
     BatchSettings,
@@ -137,7 +138,11 @@ class ModelServer:
         settings = self.settings
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        executor = ThreadPoolExecutor(settings.max_threads, thread_name_prefix="modelhost-model")
+        executor = ThreadPoolExecutor(
+            settings.max_threads,
+            thread_name_prefix="modelhost-model",
+            initializer=batch_this_thread if settings.batch_scheduling else None,
+        )
         batching = BatchSettings(settings.max_batch_size, settings.max_latency_ms)
         runner = StepRunner(executor, self.metrics, batching, settings.inline_below_ms)
         for model in models:
@@ -188,6 +193,8 @@ class ModelServer:
             self.http_port,
             f", gRPC on {settings.host}:{self.grpc_port}" if grpc_server else "",
         )
+        if settings.batch_scheduling:
+            batch_this_thread()  # after gRPC started its threads, which stay SCHED_OTHER
         self._started.set()
         try:
             await self._stop.wait()
