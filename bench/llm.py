@@ -12,7 +12,7 @@ the official ``openai`` client from core 1:
 Targets (issue 6): concurrent tokens/s >= 4x sequential, and TTFT p50 under that load
 <= 3x the idle one. Results go to ``OUT/llm.md`` and ``OUT/llm.csv``.
 
-    python3 bench/llm.py                 # needs bench/setup.sh (the modelhost venv, openai)
+    /tmp/peers/modelhost/bin/python bench/llm.py   # after bench/setup.sh: its venv has openai
 """
 
 from __future__ import annotations
