@@ -70,6 +70,9 @@ class ServerSettings:
     # does not preempt the running one, so the poller (or a gateway on the same core) hands
     # over its calls in bunches rather than one context switch per call (bench/RESULTS.md).
     batch_scheduling: bool = True
+    # ModelInfer answered on modelhost's own HTTP/2 in front of grpc.aio, which keeps every
+    # other gRPC method (modelhost.server.grpc.native_infer). False: grpc.aio on the port.
+    native_grpc: bool = True
     enable_docs: bool = True
     access_log: bool = False
     log_level: str = "info"
@@ -311,6 +314,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         type=_bool_flag,
         default=None,
         help="run the event loop and model threads under SCHED_BATCH on Linux (true)",
+    )
+    group.add_argument(
+        "--native_grpc",
+        "--native-grpc",
+        dest="native_grpc",
+        type=_bool_flag,
+        default=None,
+        help="answer ModelInfer on modelhost's own HTTP/2, not grpc.aio (true)",
     )
     group.add_argument(
         "--enable_docs_url",

@@ -7,11 +7,11 @@ while a replica starts), and the objects and their status live in SQLite.
 
 Where to look: ``server`` (``modelhost up``: the platform and its two gateways), ``platform``
 (the reconciler), ``revision`` and ``replica`` (the supervisor, load balancer and activator),
-``autoscaler`` (Knative's KPA), ``http_proxy`` and ``upstream`` (the HTTP data path),
-``grpc_gateway``, ``grpc_call``, ``http2`` and ``header_block`` (the gRPC relay), ``routing``
-(routes and traffic split), ``gateway`` and ``api`` (the platform's own routes), ``store``
-(SQLite), ``payload_logger``, ``metrics``, ``client`` (the CLI's side). Nothing is exported
-here, so that the CLI's client does not import the server.
+``autoscaler`` (Knative's KPA), ``http_proxy`` and ``upstream`` (the HTTP data path), the
+gRPC gateway (``modelhost.server.grpc.relay``, with a resolver from ``platform``),
+``routing`` (routes and traffic split), ``gateway`` and ``api`` (the platform's own
+routes), ``store`` (SQLite), ``payload_logger``, ``metrics``, ``client`` (the CLI's side).
+Nothing is exported here, so that the CLI's client does not import the server.
 """
 
 from __future__ import annotations

@@ -37,7 +37,6 @@ from modelhost.control import (
 from modelhost.control.objects import Addressable, ComponentStatusSpec
 from modelhost.local.component import ComponentState
 from modelhost.local.conditions import COMPONENT_CONDITIONS, Check, conditions, service_conditions
-from modelhost.local.grpc_gateway import GrpcTarget
 from modelhost.local.http_proxy import Forwarder, ProxyServer
 from modelhost.local.metrics import GatewayMetrics, ReplicaCount
 from modelhost.local.payload_logger import PayloadLogger
@@ -46,6 +45,7 @@ from modelhost.local.revision import ReplicaSpec, RevisionRunner
 from modelhost.local.routing import RouteTable, WeightedChoice, strip_port
 from modelhost.local.settings import PlatformSettings
 from modelhost.local.store import Store, StoredObject
+from modelhost.server.grpc.relay import GrpcTarget
 
 __all__ = ["Platform"]
 

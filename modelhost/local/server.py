@@ -14,14 +14,40 @@ import os
 import signal
 
 from modelhost.local import gateway
-from modelhost.local.grpc_gateway import GrpcGateway
 from modelhost.local.http_proxy import ProxyServer
 from modelhost.local.platform import Platform
 from modelhost.local.settings import PlatformSettings
+from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
+from modelhost.server.grpc.relay import GrpcRelay, NowResolver, Resolver
 
-__all__ = ["PlatformServer", "run"]
+__all__ = ["PlatformServer", "grpc_gateway", "run"]
 
 logger = logging.getLogger("modelhost.local")
+
+# The gateway is alive and ready whenever it answers; whether a model is ready is the
+# replica's answer to ModelReady.
+_ANSWERED = {
+    b"ServerLive": pb.ServerLiveResponse(live=True).SerializeToString(),
+    b"ServerReady": pb.ServerReadyResponse(ready=True).SerializeToString(),
+}
+
+
+def grpc_gateway(
+    resolve: Resolver,
+    *,
+    resolve_now: NowResolver | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> GrpcRelay:
+    """The platform's gRPC gateway: a relay to the replicas ``resolve`` names."""
+    return GrpcRelay(
+        resolve,
+        resolve_now=resolve_now,
+        answered=_ANSWERED,
+        name="gRPC gateway",
+        host=host,
+        port=port,
+    )
 
 
 class PlatformServer:
@@ -31,7 +57,7 @@ class PlatformServer:
         self.settings = settings
         self.platform = Platform(settings)
         self._http: ProxyServer | None = None
-        self._grpc: GrpcGateway | None = None
+        self._grpc: GrpcRelay | None = None
 
     @property
     def http_port(self) -> int:
@@ -56,7 +82,7 @@ class PlatformServer:
             gateway.GatewayApp(platform),
         )
         await self._http.start(self.settings.host, self.settings.http_port)
-        self._grpc = GrpcGateway(
+        self._grpc = grpc_gateway(
             platform.resolve_grpc,
             resolve_now=platform.resolve_grpc_now,
             host=self.settings.host,

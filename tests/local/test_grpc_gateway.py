@@ -24,9 +24,10 @@ from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
 from modelhost import errors
-from modelhost.local.grpc_call import _string_field
-from modelhost.local.grpc_gateway import GrpcGateway, GrpcTarget
+from modelhost.local.server import grpc_gateway
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
+from modelhost.server.grpc.relay import GrpcRelay, GrpcTarget
+from modelhost.server.grpc.relay_call import _string_field
 
 SERVICE = "/inference.GRPCInferenceService/"
 # What the router records as the host of a call that named no host but the gateway's own
@@ -84,8 +85,8 @@ def router() -> Router:
 
 
 @pytest.fixture
-async def gateway(router: Router) -> AsyncIterator[GrpcGateway]:
-    gateway = GrpcGateway(router)
+async def gateway(router: Router) -> AsyncIterator[GrpcRelay]:
+    gateway = grpc_gateway(router)
     port = await gateway.start()
     assert port == gateway.port > 0
     router.authority = f"127.0.0.1:{port}"
@@ -95,7 +96,7 @@ async def gateway(router: Router) -> AsyncIterator[GrpcGateway]:
 
 
 @pytest.fixture
-async def client(gateway: GrpcGateway) -> AsyncIterator[tca.InferenceServerClient]:
+async def client(gateway: GrpcRelay) -> AsyncIterator[tca.InferenceServerClient]:
     triton = tca.InferenceServerClient(f"127.0.0.1:{gateway.port}")
     yield triton
     await triton.close()
@@ -136,7 +137,7 @@ def closed_address() -> str:
 
 
 async def test_infer_through_the_gateway_answers_as_the_replica_does(
-    gateway: GrpcGateway,
+    gateway: GrpcRelay,
     router: Router,
     client: tca.InferenceServerClient,
     direct: tca.InferenceServerClient,
@@ -157,7 +158,7 @@ async def test_infer_through_the_gateway_answers_as_the_replica_does(
 
 
 async def test_model_metadata_and_ready_through_the_gateway(
-    gateway: GrpcGateway, router: Router, client: tca.InferenceServerClient, upstream: RunningServer
+    gateway: GrpcRelay, router: Router, client: tca.InferenceServerClient, upstream: RunningServer
 ) -> None:
     router.routes["iris"] = upstream.grpc_address
 
@@ -172,7 +173,7 @@ async def test_model_metadata_and_ready_through_the_gateway(
 
 
 async def test_server_methods_answer_or_resolve_without_a_model(
-    gateway: GrpcGateway, router: Router, client: tca.InferenceServerClient, upstream: RunningServer
+    gateway: GrpcRelay, router: Router, client: tca.InferenceServerClient, upstream: RunningServer
 ) -> None:
     router.routes[None] = upstream.grpc_address
 
@@ -189,7 +190,7 @@ async def test_server_methods_answer_or_resolve_without_a_model(
 
 
 async def test_unknown_model_is_refused_by_the_resolver(
-    gateway: GrpcGateway, router: Router, client: tca.InferenceServerClient, upstream: RunningServer
+    gateway: GrpcRelay, router: Router, client: tca.InferenceServerClient, upstream: RunningServer
 ) -> None:
     router.routes["iris"] = upstream.grpc_address
 
@@ -210,7 +211,7 @@ async def test_unknown_model_is_refused_by_the_resolver(
 
 
 async def test_replica_errors_come_back_unchanged(
-    gateway: GrpcGateway,
+    gateway: GrpcRelay,
     router: Router,
     client: tca.InferenceServerClient,
     direct: tca.InferenceServerClient,
@@ -231,7 +232,7 @@ async def test_replica_errors_come_back_unchanged(
 
 
 async def test_host_metadata_reaches_the_resolver(
-    gateway: GrpcGateway, router: Router, client: tca.InferenceServerClient, upstream: RunningServer
+    gateway: GrpcRelay, router: Router, client: tca.InferenceServerClient, upstream: RunningServer
 ) -> None:
     router.routes["echo"] = upstream.grpc_address
     headers = {"host": "echo.default.example.com"}
@@ -244,7 +245,7 @@ async def test_host_metadata_reaches_the_resolver(
 
 
 async def test_stream_infer_goes_to_the_replica_of_its_first_message(
-    gateway: GrpcGateway, router: Router, client: tca.InferenceServerClient, upstream: RunningServer
+    gateway: GrpcRelay, router: Router, client: tca.InferenceServerClient, upstream: RunningServer
 ) -> None:
     router.routes["iris"] = upstream.grpc_address
 
@@ -350,13 +351,13 @@ async def probe() -> AsyncIterator[Probe]:
 
 
 @pytest.fixture
-async def channel(gateway: GrpcGateway) -> AsyncIterator[grpc.aio.Channel]:
+async def channel(gateway: GrpcRelay) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
         yield channel
 
 
 async def test_bytes_metadata_and_deadline_travel_unchanged(
-    gateway: GrpcGateway, router: Router, channel: grpc.aio.Channel, probe: Probe
+    gateway: GrpcRelay, router: Router, channel: grpc.aio.Channel, probe: Probe
 ) -> None:
     router.routes["iris"] = probe.address
     router.delay = 0.2  # the deadline keeps running while the resolver waits
@@ -384,7 +385,7 @@ async def test_bytes_metadata_and_deadline_travel_unchanged(
 
 
 async def test_replica_status_details_and_trailers_pass_back(
-    gateway: GrpcGateway, router: Router, channel: grpc.aio.Channel, probe: Probe
+    gateway: GrpcRelay, router: Router, channel: grpc.aio.Channel, probe: Probe
 ) -> None:
     router.routes[None] = probe.address
     probe.mode = "fail"
@@ -400,7 +401,7 @@ async def test_replica_status_details_and_trailers_pass_back(
 
 
 async def test_model_name_is_read_wherever_the_field_sits(
-    gateway: GrpcGateway, router: Router, channel: grpc.aio.Channel, probe: Probe
+    gateway: GrpcRelay, router: Router, channel: grpc.aio.Channel, probe: Probe
 ) -> None:
     router.routes.update(dict.fromkeys(["iris", None], probe.address))
     # Field 2 before field 1 is valid protobuf: parsers merge concatenated messages.
@@ -446,7 +447,7 @@ def test_string_field_reads_only_the_top_level() -> None:
     ],
 )
 async def test_resolver_errors_map_to_grpc_status(
-    gateway: GrpcGateway,
+    gateway: GrpcRelay,
     router: Router,
     channel: grpc.aio.Channel,
     failure: BaseException,
@@ -464,7 +465,7 @@ async def test_resolver_errors_map_to_grpc_status(
 
 
 async def test_other_services_are_unimplemented(
-    gateway: GrpcGateway, router: Router, channel: grpc.aio.Channel
+    gateway: GrpcRelay, router: Router, channel: grpc.aio.Channel
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await channel.unary_unary("/other.Service/Call")(b"")
@@ -477,7 +478,7 @@ async def test_other_services_are_unimplemented(
 
 
 async def test_discard_closes_a_replicas_channel(
-    gateway: GrpcGateway, router: Router, channel: grpc.aio.Channel, probe: Probe
+    gateway: GrpcRelay, router: Router, channel: grpc.aio.Channel, probe: Probe
 ) -> None:
     router.routes[None] = probe.address
     await channel.unary_unary(SERVICE + "ServerMetadata")(b"")
@@ -491,7 +492,7 @@ async def test_discard_closes_a_replicas_channel(
 
 
 async def test_an_unreachable_replica_is_unavailable_and_released_as_failed(
-    gateway: GrpcGateway, router: Router, channel: grpc.aio.Channel
+    gateway: GrpcRelay, router: Router, channel: grpc.aio.Channel
 ) -> None:
     router.routes["iris"] = closed_address()
     request = pb.ModelInferRequest(model_name="iris").SerializeToString()
@@ -508,7 +509,7 @@ async def test_an_unreachable_replica_is_unavailable_and_released_as_failed(
 
 
 async def test_raw_stream_keeps_to_one_replica_and_forwards_the_deadline(
-    gateway: GrpcGateway, router: Router, channel: grpc.aio.Channel, probe: Probe
+    gateway: GrpcRelay, router: Router, channel: grpc.aio.Channel, probe: Probe
 ) -> None:
     router.routes["iris"] = probe.address
     router.delay = 0.3  # time the replica does not get
@@ -536,7 +537,7 @@ async def test_raw_stream_keeps_to_one_replica_and_forwards_the_deadline(
 
 
 async def test_messages_over_grpcs_default_limit_pass(
-    gateway: GrpcGateway, router: Router, probe: Probe
+    gateway: GrpcRelay, router: Router, probe: Probe
 ) -> None:
     router.routes["iris"] = probe.address
     # 4 MiB is gRPC's default limit; the replica, not the gateway, decides what is too big.
@@ -554,7 +555,7 @@ async def test_messages_over_grpcs_default_limit_pass(
 
 @pytest.mark.parametrize("ending", ["deadline", "cancel", "stream cancel"])
 async def test_a_call_that_ends_early_cancels_the_replicas_call_and_releases_it(
-    gateway: GrpcGateway, router: Router, channel: grpc.aio.Channel, probe: Probe, ending: str
+    gateway: GrpcRelay, router: Router, channel: grpc.aio.Channel, probe: Probe, ending: str
 ) -> None:
     router.routes["iris"] = probe.address
     probe.mode = "hang"
@@ -586,7 +587,7 @@ async def test_stop_ends_calls_in_flight_and_closes_the_port(probe: Probe, waiti
     # A replica that hangs, or one that never comes up while the resolver waits for it.
     router = Router({"iris": probe.address}, delay=30 if waiting_in == "resolver" else 0)
     probe.mode = "hang"
-    gateway = GrpcGateway(router)
+    gateway = grpc_gateway(router)
     port = await gateway.start()
     request = pb.ModelInferRequest(model_name="iris").SerializeToString()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -608,7 +609,7 @@ async def test_stop_ends_calls_in_flight_and_closes_the_port(probe: Probe, waiti
 
 
 async def test_a_replica_that_takes_one_stream_per_connection_gets_a_second_connection(
-    gateway: GrpcGateway, router: Router, channel: grpc.aio.Channel
+    gateway: GrpcRelay, router: Router, channel: grpc.aio.Channel
 ) -> None:
     probe, server = await start_probe(("grpc.max_concurrent_streams", 1))
     probe.mode = "hang"
@@ -626,7 +627,7 @@ async def test_a_replica_that_takes_one_stream_per_connection_gets_a_second_conn
 
 
 async def test_a_replica_that_goes_away_mid_call_is_unavailable_and_released_as_failed(
-    gateway: GrpcGateway, router: Router, channel: grpc.aio.Channel
+    gateway: GrpcRelay, router: Router, channel: grpc.aio.Channel
 ) -> None:
     probe, server = await start_probe()
     probe.mode = "hang"

@@ -3,6 +3,12 @@
 One ``grpc.aio`` server carries the Open Inference Protocol service, the standard
 ``grpc.health.v1.Health`` service (SERVING until the server drains) and server
 reflection, so that grpcurl and load balancers work without the .proto file.
+
+With ``native_grpc`` (the default) that server listens on loopback only, on a port the
+kernel picks, and the gRPC port is a relay in front of it (``relay``): ``ModelInfer`` is
+answered on the relay's own connection (``native_infer``), every other call is passed on
+to grpc.aio. grpc.aio's cost per call is more than the rest of an iris answer, batched;
+the relay's HTTP/2 is a fraction of it (bench/RESULTS.md, run 7).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 from modelhost.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelhost.server.dataplane import DataPlane
+from modelhost.server.grpc.native_infer import native_calls
+from modelhost.server.grpc.relay import GrpcRelay, GrpcTarget
 from modelhost.server.grpc.servicer import InferenceServicer
 from modelhost.server.metrics import Metrics
 from modelhost.settings import ServerSettings
@@ -41,12 +49,45 @@ class GrpcServer:
         self.metrics = metrics
         self.settings = settings
         self._server: Any = None
+        self._relay: GrpcRelay | None = None
         self._health = health_aio.HealthServicer()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> int:
         """Bind ``host:port`` (0 picks a free port), start serving, return the port."""
+        servicer = InferenceServicer(self.dataplane, self.metrics)
+        if not self.settings.native_grpc:
+            return await self._start_grpc_aio(servicer, host, port, self.settings.reuse_port)
+        inner = await self._start_grpc_aio(servicer, "127.0.0.1", 0, reuse_port=False)
+        target = GrpcTarget(address=f"127.0.0.1:{inner}", release=_nothing_to_release)
+
+        async def resolve(host: str | None, model: str | None) -> GrpcTarget:
+            return target
+
+        limit = self.settings.max_request_bytes
+        relay = GrpcRelay(
+            resolve,
+            resolve_now=lambda host, model: target,
+            local=native_calls(servicer, limit),
+            any_method=True,
+            name="gRPC server",
+            host=host,
+            port=port,
+            reuse_port=self.settings.reuse_port,
+        )
+        try:
+            bound = await relay.start()
+        except BaseException:
+            await self._server.stop(None)
+            self._server = None
+            raise
+        self._relay = relay
+        return bound
+
+    async def _start_grpc_aio(
+        self, servicer: InferenceServicer, host: str, port: int, reuse_port: bool
+    ) -> int:
         limit = self.settings.max_request_bytes
         server = grpc.aio.server(
             options=[
@@ -55,12 +96,10 @@ class GrpcServer:
                 # gRPC sets SO_REUSEPORT by default: a second server on a busy port would
                 # then share it silently instead of failing to start. Worker processes
                 # share the port on purpose, and say so.
-                ("grpc.so_reuseport", 1 if self.settings.reuse_port else 0),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
             ]
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.dataplane, self.metrics), server
-        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         for service in ("", INFERENCE_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -106,8 +145,17 @@ class GrpcServer:
             return
         # What set_not_serving does, awaited: NOT_SERVING is in place before calls stop.
         await self._health.enter_graceful_shutdown()
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            # Calls relayed to grpc.aio end within the relay's grace (or are cancelled).
+            await relay.stop(grace)
+            grace = 0
         await self._server.stop(grace)
         self._server = None
+
+
+def _nothing_to_release(ok: bool) -> None:
+    """The relay's target is this process's own grpc.aio server: no replica to give back."""
 
 
 def _reflection_pool() -> descriptor_pool.DescriptorPool:

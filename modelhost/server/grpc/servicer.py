@@ -23,7 +23,7 @@ from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 from modelhost.server.dataplane import DataPlane
 from modelhost.server.metrics import Metrics
 
-__all__ = ["InferenceServicer", "abort_with"]
+__all__ = ["InferenceServicer", "abort_with", "log_unexpected"]
 
 logger = logging.getLogger("modelhost.server")
 
@@ -35,12 +35,13 @@ _Handler = Callable[[_Self, Any, Any], Awaitable[Any]]
 
 async def abort_with(context: Any, exc: BaseException, rpc: str) -> NoReturn:
     """End the RPC with the status ``modelhost.errors`` gives ``exc``; log the unexpected."""
-    _log_unexpected(exc, rpc)
+    log_unexpected(exc, rpc)
     await context.abort(grpc.StatusCode[errors.grpc_status_name(exc)], errors.error_message(exc))
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
 
 
-def _log_unexpected(exc: BaseException, rpc: str) -> None:
+def log_unexpected(exc: BaseException, rpc: str) -> None:
+    """Log ``exc`` with its traceback unless it is one of ours (a status the client gets)."""
     if not isinstance(exc, (errors.ModelhostError, NotImplementedError)):
         logger.error("Unhandled error in gRPC %s", rpc, exc_info=exc)
 
@@ -134,7 +135,7 @@ class InferenceServicer:
 
     @_unary("infer")
     async def ModelInfer(self, request: Any, context: Any) -> Any:
-        return await self._infer(request, context)
+        return await self.infer_message(request, _headers(context))
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Any
@@ -145,10 +146,10 @@ class InferenceServicer:
             self.in_flight.inc()
             status = "OK"
             try:
-                response = await self._infer(request, context)
+                response = await self.infer_message(request, _headers(context))
             except Exception as exc:
                 status = errors.grpc_status_name(exc)
-                _log_unexpected(exc, "ModelStreamInfer")
+                log_unexpected(exc, "ModelStreamInfer")
                 answer = pb.ModelStreamInferResponse(error_message=errors.error_message(exc))
             else:
                 answer = pb.ModelStreamInferResponse(infer_response=response)
@@ -157,11 +158,12 @@ class InferenceServicer:
                 self.observe(request.model_name, "stream_infer", status, started)
             yield answer
 
-    async def _infer(self, message: Any, context: Any) -> Any:
+    async def infer_message(self, message: Any, headers: dict[str, str]) -> Any:
+        """One ``ModelInferRequest`` onto the data plane: its ``ModelInferResponse``."""
         # Unknown or unready models are reported before the tensors are decoded.
         self.dataplane.check_servable(message.model_name, message.model_version or None)
         request = v2_grpc.request_from_proto(message)
-        response = await self.dataplane.infer(request, _headers(context))
+        response = await self.dataplane.infer(request, headers)
         return v2_grpc.response_to_proto(response, request)
 
     # -- repository extension ------------------------------------------------------

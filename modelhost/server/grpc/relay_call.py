@@ -1,10 +1,11 @@
-"""One gRPC call through the gateway: routed by its first message, relayed frame by frame.
+"""One gRPC call through the relay: routed by its first message, relayed frame by frame.
 
 A call waits for enough of its first message to read the model it names (the bytes are not
-decoded: tensors pass as the client sent them), asks the resolver for a replica (which may
-wait while one starts), opens a stream to it and from then on relays headers, data and
-trailers both ways. Whatever ends it (trailers, a reset on either side, a lost connection,
-the deadline) releases the replica exactly once and leaves the client with a gRPC status.
+decoded: tensors pass as the client sent them), asks the resolver for a target, a replica
+(which may wait while one starts) or a server's internal port, opens a stream to it and
+from then on relays headers, data and trailers both ways. Whatever ends it (trailers, a
+reset on either side, a lost connection, the deadline) releases the target exactly once
+and leaves the client with a gRPC status.
 """
 
 from __future__ import annotations
@@ -19,15 +20,14 @@ from typing import TYPE_CHECKING
 import grpc
 
 from modelhost import errors
-from modelhost.local.http2 import CANCEL, ENHANCE_YOUR_CALM, REFUSED_STREAM, Header
-from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
+from modelhost.server.grpc.http2 import CANCEL, ENHANCE_YOUR_CALM, REFUSED_STREAM, Header
 
 if TYPE_CHECKING:
-    from modelhost.local.grpc_gateway import GrpcGateway, _ClientConnection, _UpstreamConnection
+    from modelhost.server.grpc.relay import ClientConnection, GrpcRelay, UpstreamConnection
 
 __all__ = ["GrpcTarget", "NowResolver", "Resolver"]
 
-logger = logging.getLogger("modelhost.local")
+logger = logging.getLogger("modelhost.server")
 
 SERVICE = b"/inference.GRPCInferenceService/"
 
@@ -46,19 +46,12 @@ _FORWARDED: dict[bytes, int] = {
 _STREAM = b"ModelStreamInfer"
 _STREAM_MODEL_FIELD = 1
 
-# The gateway is alive and ready whenever it answers; whether a model is ready is the
-# replica's answer to ModelReady.
-_ANSWERED: dict[bytes, bytes] = {
-    b"ServerLive": pb.ServerLiveResponse(live=True).SerializeToString(),
-    b"ServerReady": pb.ServerReadyResponse(ready=True).SerializeToString(),
-}
-
 # Headers that describe one hop, not the call.
 _HOP_HEADERS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
 
-_OK_HEADERS: tuple[Header, ...] = ((b":status", b"200"), (b"content-type", b"application/grpc"))
+OK_HEADERS: tuple[Header, ...] = ((b":status", b"200"), (b"content-type", b"application/grpc"))
 
 # Resets that refuse a stream unprocessed: REFUSED_STREAM (HTTP/2 promises it), and
 # ENHANCE_YOUR_CALM, which gRPC's C core sends, before any answer, to a stream over its
@@ -100,8 +93,8 @@ class Call:
         "_target",
         "client",
         "done",
-        "gateway",
         "headers",
+        "relay",
         "started",
         "stream",
         "task",
@@ -111,16 +104,16 @@ class Call:
     )
 
     def __init__(
-        self, gateway: GrpcGateway, client: _ClientConnection, stream: int, headers: list[Header]
+        self, relay: GrpcRelay, client: ClientConnection, stream: int, headers: list[Header]
     ) -> None:
-        self.gateway = gateway
+        self.relay = relay
         self.client = client
         self.stream = stream
         self.headers = headers
         self.started = time.monotonic()
         self.timeout: float | None = None
         self.task: asyncio.Task[None] | None = None
-        self.upstream: _UpstreamConnection | None = None
+        self.upstream: UpstreamConnection | None = None
         self.upstream_stream = 0
         self.done = False
         self._buffer: list[bytes] = []
@@ -141,16 +134,20 @@ class Call:
             if name == b":path":
                 path = value
             elif name == b"grpc-timeout":
-                self.timeout = _parse_timeout(value)
+                self.timeout = parse_timeout(value)
         method = path[len(SERVICE) :] if path.startswith(SERVICE) else None
-        if method in _ANSWERED:
-            self._answer_message(_ANSWERED[method])
+        answered = self.relay.answered
+        if method is not None and method in answered:
+            self._answer_message(answered[method])
         elif method in _FORWARDED:
             self._field = _FORWARDED[method]
             if self._field == 0:
                 self._resolve(None)
         elif method == _STREAM:
             self._field = _STREAM_MODEL_FIELD
+        elif self.relay.any_method:
+            self._field = 0  # another service's (health, reflection): not about one model
+            self._resolve(None)
         else:
             unknown = path.decode("latin-1")
             self.answer(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {unknown}")
@@ -190,7 +187,7 @@ class Call:
 
     def _resolve(self, model: str | None) -> None:
         host = _host(self.headers)
-        resolve_now = self.gateway.resolve_now
+        resolve_now = self.relay.resolve_now
         if resolve_now is not None:
             try:
                 target = resolve_now(host, model)
@@ -200,11 +197,11 @@ class Call:
             if target is not None:
                 self._connect(target)
                 return
-        self.task = self.gateway.spawn(self._resolve_slowly(host, model))
+        self.task = self.relay.spawn(self._resolve_slowly(host, model))
 
     async def _resolve_slowly(self, host: str | None, model: str | None) -> None:
         try:
-            target = await self.gateway.resolve(host, model)
+            target = await self.relay.resolve(host, model)
         except Exception as exc:
             self.task = None
             self._refuse(exc)
@@ -217,7 +214,7 @@ class Call:
 
     def _refuse(self, exc: BaseException) -> None:
         if not isinstance(exc, (errors.ModelhostError, NotImplementedError)):
-            logger.error("The gRPC gateway's resolver failed", exc_info=exc)
+            logger.error("The %s's resolver failed", self.relay.name, exc_info=exc)
         self.answer(grpc.StatusCode[errors.grpc_status_name(exc)], errors.error_message(exc))
 
     def _connect(self, target: GrpcTarget) -> None:
@@ -227,15 +224,15 @@ class Call:
                 grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded before a replica was ready."
             )
             return
-        upstream = self.gateway.upstream_for(target.address)
+        upstream = self.relay.upstream_for(target.address)
         if upstream is not None:
             self._open(upstream)
             return
-        self.task = self.gateway.spawn(self._connect_slowly(target.address))
+        self.task = self.relay.spawn(self._connect_slowly(target.address))
 
     async def _connect_slowly(self, address: str) -> None:
         try:
-            upstream = await self.gateway.connect(address)
+            upstream = await self.relay.connect(address)
         except OSError as exc:
             self.task = None
             self.answer(grpc.StatusCode.UNAVAILABLE, f"replica {address} is unreachable: {exc}")
@@ -244,7 +241,7 @@ class Call:
         if not self.done:
             self._open(upstream)
 
-    def _open(self, upstream: _UpstreamConnection) -> None:
+    def _open(self, upstream: UpstreamConnection) -> None:
         if upstream.closed:  # lost between connecting and this call's turn
             self.answer(grpc.StatusCode.UNAVAILABLE, f"replica {upstream.address} went away")
             return
@@ -311,7 +308,7 @@ class Call:
         self.answer(code_name, f"the replica reset the call ({code})")
 
     def stop(self, why: str) -> None:
-        """The gateway is stopping: the replica's stream is cancelled, the client told why."""
+        """The relay is stopping: the target's stream is cancelled, the client told why."""
         self.answer(grpc.StatusCode.UNAVAILABLE, why, cancel_upstream=True)
 
     def upstream_lost(self, why: str) -> None:
@@ -324,10 +321,10 @@ class Call:
         """End the call here with ``code`` (trailers-only if no headers were sent yet)."""
         if self.done:
             return
-        trailers: list[Header] = [] if self._responded else list(_OK_HEADERS)
+        trailers: list[Header] = [] if self._responded else list(OK_HEADERS)
         trailers.append((b"grpc-status", str(code.value[0]).encode()))
         if message:
-            trailers.append((b"grpc-message", _percent_encode(message)))
+            trailers.append((b"grpc-message", percent_encode(message)))
         self._responded = True
         self.client.send_headers(self.stream, trailers, True)
         ok = code == grpc.StatusCode.OK and self._target is not None
@@ -335,7 +332,7 @@ class Call:
 
     def _answer_message(self, payload: bytes) -> None:
         client = self.client
-        client.send_headers(self.stream, _OK_HEADERS, False)
+        client.send_headers(self.stream, OK_HEADERS, False)
         client.send_data(self.stream, b"\x00" + len(payload).to_bytes(4, "big") + payload, False)
         client.send_headers(self.stream, ((b"grpc-status", b"0"),), True)
         self._responded = True
@@ -343,7 +340,7 @@ class Call:
 
     def _finish(self, ok: bool, *, cancel_upstream: bool = False) -> None:
         """Release the replica, forget the streams; the replica's is reset if the request to
-        it is unfinished or ``cancel_upstream`` (the client gave up, the gateway stops)."""
+        it is unfinished or ``cancel_upstream`` (the client gave up, the relay stops)."""
         self.done = True
         if self.task is not None and self._target is not None:
             # Connecting: the connection is shared and shielded, the replica released below.
@@ -398,7 +395,7 @@ def _host(headers: list[Header]) -> str | None:
     return authority
 
 
-def _parse_timeout(value: bytes) -> float | None:
+def parse_timeout(value: bytes) -> float | None:
     unit = _TIMEOUT_UNITS.get(value[-1:])
     digits = value[:-1]
     if unit is None or not digits.isdigit() or len(digits) > 8:
@@ -416,7 +413,7 @@ def _format_timeout(seconds: float) -> bytes:
     return b"%dS" % min(micros // 1_000_000, 99_999_999)
 
 
-def _percent_encode(message: str) -> bytes:
+def percent_encode(message: str) -> bytes:
     """grpc-message's encoding: printable ASCII but ``%`` as is, every other byte as ``%XX``."""
     raw = message.encode("utf-8")
     if all(0x20 <= byte <= 0x7E and byte != 0x25 for byte in raw):

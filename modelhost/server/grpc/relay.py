@@ -1,12 +1,14 @@
-"""The gRPC half of the platform's gateway: Open Inference Protocol calls relayed to replicas.
+"""A gRPC relay: calls to ``inference.GRPCInferenceService`` passed on frame by frame.
 
-Each call to ``inference.GRPCInferenceService`` is routed by its ``host`` metadata and the
-model its first message names, and relayed to the chosen replica frame by frame over
-HTTP/2 connections the gateway keeps open (``http2``). The client's headers, deadline
-(less the time spent waiting for a replica), messages and the replica's status and
-trailers pass unchanged, so a client cannot tell the gateway from a replica. A relay, not
-``grpc.aio`` on both sides: that cost ~350 µs of Python per call each side, halving what a
-replica behind the gateway could serve (bench/RESULTS.md, run 3).
+Two places use it. The platform's gateway (``modelhost.local``) routes each call by its
+``host`` metadata and the model its first message names, to a replica. A model server's
+gRPC port (``server``) answers ``ModelInfer`` on the relay's own connection (a *local*
+call, ``native_infer``) and relays every other method to its internal ``grpc.aio`` server.
+Calls go over HTTP/2 connections the relay keeps open (``http2``). The client's headers,
+deadline (less the time spent waiting for a target), messages and the target's status and
+trailers pass unchanged, so a client cannot tell the relay from what is behind it. Our
+own HTTP/2, not ``grpc.aio`` on both sides: that cost ~350 µs of Python per call each
+side, halving what a replica behind the gateway could serve (bench/RESULTS.md, run 3).
 """
 
 from __future__ import annotations
@@ -14,41 +16,71 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol
 
-from modelhost.local.grpc_call import Call, GrpcTarget, NowResolver, Resolver
-from modelhost.local.http2 import CANCEL, REFUSED_STREAM, H2Connection, Header
+from modelhost.server.grpc.http2 import CANCEL, REFUSED_STREAM, H2Connection, Header
+from modelhost.server.grpc.relay_call import Call, GrpcTarget, NowResolver, Resolver
 
-__all__ = ["GrpcGateway", "GrpcTarget", "NowResolver", "Resolver"]
+__all__ = ["GrpcRelay", "GrpcTarget", "LocalCall", "LocalCalls", "NowResolver", "Resolver"]
 
-logger = logging.getLogger("modelhost.local")
+logger = logging.getLogger("modelhost.server")
 
 _MAX_STREAM_ID = 2**31 - 1
 # How long stop() lets cancelled work unwind before giving up on it.
 _UNWIND_TIMEOUT = 1.0
 
 
-class GrpcGateway:
-    """Listens for gRPC clients and relays each call to the replica a resolver names."""
+class LocalCall(Protocol):
+    """A call answered by the relay's owner on the client's connection, not relayed."""
+
+    done: bool
+
+    def begin(self, end: bool) -> None: ...
+
+    def client_data(self, data: bytes, end: bool) -> None: ...
+
+    def client_reset(self) -> None: ...
+
+    def stop(self, why: str) -> None: ...
+
+
+LocalCalls = Callable[["ClientConnection", int, list[Header]], "LocalCall | None"]
+"""``local(client, stream, headers)``: a call to answer here, or None to relay it."""
+
+
+class GrpcRelay:
+    """Listens for gRPC clients and relays each call to the target a resolver names."""
 
     def __init__(
         self,
         resolve: Resolver,
         *,
         resolve_now: NowResolver | None = None,
+        answered: Mapping[bytes, bytes] | None = None,
+        local: LocalCalls | None = None,
+        any_method: bool = False,
+        name: str = "gRPC relay",
         host: str = "127.0.0.1",
         port: int = 0,
+        reuse_port: bool = False,
     ) -> None:
         self.resolve = resolve
         self.resolve_now = resolve_now
+        # Methods answered at once with a fixed message (serialized), e.g. ServerLive.
+        self.answered: Mapping[bytes, bytes] = answered or {}
+        self.local = local
+        # False: only the inference service's methods pass (others are UNIMPLEMENTED here).
+        self.any_method = any_method
+        self.name = name
         self._host = host
         self._requested_port = port
+        self._reuse_port = reuse_port
         self._port = 0
         self._server: asyncio.base_events.Server | None = None
-        self._clients: set[_ClientConnection] = set()
-        self._upstreams: dict[str, list[_UpstreamConnection]] = {}
-        self._connecting: dict[str, asyncio.Future[_UpstreamConnection]] = {}
+        self._clients: set[ClientConnection] = set()
+        self._upstreams: dict[str, list[UpstreamConnection]] = {}
+        self._connecting: dict[str, asyncio.Future[UpstreamConnection]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopping = False
         self._idle = asyncio.Event()
@@ -61,19 +93,20 @@ class GrpcGateway:
     async def start(self) -> int:
         """Bind ``host:port`` (0 picks a free port), start serving, return the port."""
         if self._server is not None:
-            raise RuntimeError("the gRPC gateway is already started")
+            raise RuntimeError(f"the {self.name} is already started")
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                lambda: _ClientConnection(self),
+                lambda: ClientConnection(self),
                 self._host,
                 self._requested_port,
                 backlog=2048,
                 reuse_address=True,
+                reuse_port=self._reuse_port or None,
             )
         except OSError as exc:
             address = f"{self._host}:{self._requested_port}"
-            raise OSError(f"Cannot bind the gRPC gateway to {address}: {exc}") from None
+            raise OSError(f"Cannot bind the {self.name} to {address}: {exc}") from None
         self._port = int(self._server.sockets[0].getsockname()[1])
         return self._port
 
@@ -91,7 +124,7 @@ class GrpcGateway:
                 await asyncio.wait_for(self._idle.wait(), grace)
         for client in list(self._clients):
             for call in list(client.calls.values()):
-                call.stop("the gateway is stopping")
+                call.stop(f"the {self.name} is stopping")
             client.close()
         # Resolvers still waiting, connections still opening: cancelled, then awaited.
         tasks = [task for task in self._tasks if task is not asyncio.current_task()]
@@ -125,14 +158,14 @@ class GrpcGateway:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def upstream_for(self, address: str) -> _UpstreamConnection | None:
+    def upstream_for(self, address: str) -> UpstreamConnection | None:
         """An open connection to ``address`` with room for one more stream, if there is one."""
         for connection in self._upstreams.get(address, ()):
             if connection.usable:
                 return connection
         return None
 
-    async def connect(self, address: str) -> _UpstreamConnection:
+    async def connect(self, address: str) -> UpstreamConnection:
         """A new connection to ``address``, shared by the calls that wait for one meanwhile."""
         future = self._connecting.get(address)
         if future is None:
@@ -141,19 +174,19 @@ class GrpcGateway:
             future.add_done_callback(lambda _: self._connecting.pop(address, None))
         return await asyncio.shield(future)
 
-    async def _open(self, address: str) -> _UpstreamConnection:
+    async def _open(self, address: str) -> UpstreamConnection:
         host, _, port = address.rpartition(":")
         loop = asyncio.get_running_loop()
         _, connection = await loop.create_connection(
-            lambda: _UpstreamConnection(self, address), host.strip("[]"), int(port)
+            lambda: UpstreamConnection(self, address), host.strip("[]"), int(port)
         )
         if self.stopping:
             connection.close()
-            raise ConnectionAbortedError("the gateway is stopping")
+            raise ConnectionAbortedError(f"the {self.name} is stopping")
         self._upstreams.setdefault(address, []).append(connection)
         return connection
 
-    def forget_upstream(self, connection: _UpstreamConnection) -> None:
+    def forget_upstream(self, connection: UpstreamConnection) -> None:
         connections = self._upstreams.get(connection.address)
         if connections and connection in connections:
             connections.remove(connection)
@@ -168,18 +201,18 @@ class GrpcGateway:
         return sum(len(client.calls) for client in self._clients)
 
 
-class _ClientConnection(H2Connection):
+class ClientConnection(H2Connection):
     """A gRPC client's connection: each stream it opens is a :class:`Call`."""
 
-    def __init__(self, gateway: GrpcGateway) -> None:
+    def __init__(self, relay: GrpcRelay) -> None:
         super().__init__()
-        self.gateway = gateway
-        self.calls: dict[int, Call] = {}
+        self.relay = relay
+        self.calls: dict[int, Call | LocalCall] = {}
         self.last_stream = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.gateway._clients.add(self)
+        self.relay._clients.add(self)
 
     def on_headers(self, stream: int, headers: list[Header], end: bool) -> None:
         call = self.calls.get(stream)
@@ -189,11 +222,14 @@ class _ClientConnection(H2Connection):
         if stream <= self.last_stream or not stream % 2:
             return  # a stream already ended (or not a client's): nothing to do
         self.last_stream = stream
-        if self.gateway.stopping:
+        if self.relay.stopping:
             self.reset(stream, REFUSED_STREAM)
             return
         self.open_stream(stream)
-        call = Call(self.gateway, self, stream, headers)
+        local = self.relay.local
+        call = local(self, stream, headers) if local is not None else None
+        if call is None:
+            call = Call(self.relay, self, stream, headers)
         self.calls[stream] = call
         call.begin(end)
 
@@ -208,24 +244,24 @@ class _ClientConnection(H2Connection):
             call.client_reset()
 
     def lost(self) -> None:
-        self.gateway._clients.discard(self)
+        self.relay._clients.discard(self)
         for call in list(self.calls.values()):
             call.client_reset()
 
     def end_call(self, stream: int) -> None:
         if self.calls.pop(stream, None) is not None:
             self.close_stream(stream)
-            self.gateway.call_ended()
+            self.relay.call_ended()
 
 
-class _UpstreamConnection(H2Connection):
-    """The gateway's connection to one replica; calls share it, one stream each."""
+class UpstreamConnection(H2Connection):
+    """The relay's connection to one target; calls share it, one stream each."""
 
     client_side = True
 
-    def __init__(self, gateway: GrpcGateway, address: str) -> None:
+    def __init__(self, relay: GrpcRelay, address: str) -> None:
         super().__init__()
-        self.gateway = gateway
+        self.relay = relay
         self.address = address
         self.calls: dict[int, Call] = {}
         self._next_stream = 1
@@ -281,7 +317,7 @@ class _UpstreamConnection(H2Connection):
     def on_goaway(self, last_stream: int, code: int) -> None:
         # No new calls here; the ones the replica will not take fail (it never saw them).
         self.draining = True
-        self.gateway.forget_upstream(self)
+        self.relay.forget_upstream(self)
         for stream, call in list(self.calls.items()):
             if stream > last_stream:
                 del self.calls[stream]
@@ -290,7 +326,7 @@ class _UpstreamConnection(H2Connection):
             self.close()
 
     def lost(self) -> None:
-        self.gateway.forget_upstream(self)
+        self.relay.forget_upstream(self)
         calls, self.calls = self.calls, {}
         for call in calls.values():
             call.upstream_lost(f"the connection to replica {self.address} was lost")

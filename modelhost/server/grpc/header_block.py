@@ -1,4 +1,4 @@
-"""The header blocks the gateway's gRPC relay sends: HPACK that leaves the peer's table alone.
+"""The header blocks the gRPC relay sends: HPACK that leaves the peer's table alone.
 
 Never adding to the peer's dynamic table makes a block cheap to build (each field's bytes
 are remembered) and means blocks need not reach the peer in the order they were made.

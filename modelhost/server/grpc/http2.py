@@ -1,13 +1,13 @@
-"""One HTTP/2 connection of the gateway's gRPC relay: frames, settings, flow control, HPACK.
+"""One HTTP/2 connection of the gRPC relay: frames, settings, flow control, HPACK.
 
-The relay terminates HTTP/2 on both sides (clients, replicas) so that each call can go to
-its own replica; grpc.aio as a proxy costs ~350 µs of Python per call on each side, more
-than a replica's whole answer. This module is the part both sides share: reading frames,
-answering SETTINGS and PING, keeping the peer's flow-control windows (data waits while a
-window is shut), and HPACK through the ``hpack`` library. What a stream means is the
-subclass's business (``grpc_gateway``). Our own receive windows are opened wide at once,
-so a peer never waits on us; the relay pauses reading a sender instead, while whoever it
-writes to is congested.
+The relay terminates HTTP/2 on both sides (clients, targets) so that each call can go to
+its own target, and a model server can answer ``ModelInfer`` without grpc.aio, which costs
+~350 µs of Python per call on each side, more than a replica's whole answer. This module
+is the part both sides share: reading frames, answering SETTINGS and PING, keeping the
+peer's flow-control windows (data waits while a window is shut), and HPACK through the
+``hpack`` library. What a stream means is the subclass's business (``relay``). Our own
+receive windows are opened wide at once, so a peer never waits on us; the relay pauses
+reading a sender instead, while whoever it writes to is congested.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import cast
 
 import hpack
 
-from modelhost.local.header_block import Header, encode_headers
+from modelhost.server.grpc.header_block import Header, encode_headers
 
 __all__ = ["H2Connection", "Header", "ProtocolError"]
 
-logger = logging.getLogger("modelhost.local")
+logger = logging.getLogger("modelhost.server")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

@@ -250,7 +250,7 @@ async def test_busy_port_is_an_os_error() -> None:
         port = await first.start("127.0.0.1", 0)
         try:
             second = GrpcServer(dataplane, metrics, ServerSettings())
-            with pytest.raises(OSError, match="Cannot bind gRPC"):
+            with pytest.raises(OSError, match="Cannot bind the gRPC server"):
                 await second.start("127.0.0.1", port)
         finally:
             await first.stop(0)

@@ -1,4 +1,4 @@
-"""The gateway's HTTP/2 connection, driven frame by frame by a raw client over loopback."""
+"""The relay's HTTP/2 connection, driven frame by frame by a raw client over loopback."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import hpack
 import pytest
 
-from modelhost.local import http2
-from modelhost.local.http2 import H2Connection, Header, frame
+from modelhost.server.grpc import http2
+from modelhost.server.grpc.http2 import H2Connection, Header, frame
 
 
 class Recorder(H2Connection):

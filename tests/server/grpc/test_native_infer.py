@@ -1,0 +1,253 @@
+"""ModelInfer answered on the gRPC port's own HTTP/2 (``native_infer``), the rest by grpc.aio.
+
+Real grpcio clients on real loopback sockets, plus a raw HTTP/2 client where a grpcio
+client would hide what the server does (a deadline the server must enforce by itself).
+Which side answered is seen by recording calls to the grpc.aio servicer's ``ModelInfer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import hpack
+import numpy as np
+import pytest
+from serving import RunningServer, StartServer
+from testmodels import EchoModel, SlowModel
+
+from modelhost import Model
+from modelhost.model.repository import ModelRepository
+from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
+from modelhost.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from modelhost.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from modelhost.server.dataplane import DataPlane
+from modelhost.server.grpc import http2
+from modelhost.server.grpc.http2 import frame
+from modelhost.server.grpc.server import GrpcServer
+from modelhost.server.grpc.servicer import InferenceServicer
+from modelhost.server.inference import StepRunner
+from modelhost.server.metrics import Metrics
+from modelhost.settings import ServerSettings, parse_known_server_args
+
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+@pytest.fixture
+def aio_infers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The model names of the ModelInfer calls grpc.aio's servicer answered."""
+    seen: list[str] = []
+    original = InferenceServicer.ModelInfer
+
+    async def recording(self: InferenceServicer, request: Any, context: Any) -> Any:
+        seen.append(request.model_name)
+        return await original(self, request, context)
+
+    monkeypatch.setattr(InferenceServicer, "ModelInfer", recording)
+    return seen
+
+
+def _request(model: str = "echo", values: tuple[float, ...] = (1.0, 2.0)) -> Any:
+    message = pb.ModelInferRequest(model_name=model, id="r1")
+    message.inputs.add(name="x", datatype="FP32", shape=[1, len(values)])
+    message.raw_input_contents.append(np.asarray(values, dtype=np.float32).tobytes())
+    return message
+
+
+def _answer(response: Any) -> list[float]:
+    return np.frombuffer(response.raw_output_contents[0], dtype=np.float32).tolist()
+
+
+def _requests_total(running: RunningServer) -> dict[tuple[str, str, str], float]:
+    return {
+        (s.labels["model"], s.labels["endpoint"], s.labels["status"]): s.value
+        for metric in running.server.metrics.requests.collect()
+        for s in metric.samples
+        if s.name.endswith("_total") and s.labels["protocol"] == "grpc"
+    }
+
+
+async def _counted(running: RunningServer, key: tuple[str, str, str]) -> None:
+    """Wait until the server has counted one call as ``key`` (the cancelled task's last
+    step runs just after the client has its answer)."""
+    deadline = time.monotonic() + 5
+    while _requests_total(running).get(key) != 1:
+        assert time.monotonic() < deadline, _requests_total(running)
+        await asyncio.sleep(0.02)
+
+
+def _in_flight(running: RunningServer) -> float:
+    return running.server.metrics.in_flight.labels("grpc")._value.get()  # type: ignore[no-any-return]
+
+
+def test_model_infer_is_answered_natively_and_the_rest_by_grpc_aio(
+    serve: StartServer, aio_infers: list[str]
+) -> None:
+    running = serve([EchoModel()])
+    with grpc.insecure_channel(running.grpc_address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        response = stub.ModelInfer(_request(values=(1.5, -2.0)))
+        assert (response.model_name, response.id) == ("echo", "r1")
+        assert _answer(response) == [1.5, -2.0]
+        assert stub.ServerLive(pb.ServerLiveRequest()).live
+        assert stub.ModelMetadata(pb.ModelMetadataRequest(name="echo")).name == "echo"
+    assert aio_infers == []
+    assert _requests_total(running)[("echo", "infer", "OK")] == 1
+    assert _requests_total(running)[("", "live", "OK")] == 1
+
+
+def test_native_grpc_false_puts_grpc_aio_on_the_port(
+    serve: StartServer, aio_infers: list[str]
+) -> None:
+    running = serve([EchoModel()], native_grpc=False)
+    with grpc.insecure_channel(running.grpc_address) as channel:
+        response = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_request())
+    assert _answer(response) == [1.0, 2.0]
+    assert aio_infers == ["echo"]
+
+
+def test_a_compressed_call_is_passed_on_to_grpc_aio(
+    serve: StartServer, aio_infers: list[str]
+) -> None:
+    running = serve([EchoModel()])
+    with grpc.insecure_channel(running.grpc_address, compression=grpc.Compression.Gzip) as chan:
+        response = pb_grpc.GRPCInferenceServiceStub(chan).ModelInfer(_request(values=(7.0,)))
+    assert _answer(response) == [7.0]
+    assert aio_infers == ["echo"]
+
+
+def test_bytes_that_are_no_request_are_invalid_argument(serve: StartServer) -> None:
+    running = serve([EchoModel()])
+    with grpc.insecure_channel(running.grpc_address) as channel:
+        call = channel.unary_unary(INFER)  # no serializers: the bytes go as they are
+        with pytest.raises(grpc.RpcError) as exc:
+            call(b"\xff\xff\xff")
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Not a ModelInferRequest" in (exc.value.details() or "")
+
+
+@pytest.mark.parametrize("count", [0, 2])
+def test_model_infer_takes_exactly_one_message(serve: StartServer, count: int) -> None:
+    running = serve([EchoModel()])
+    message = _request().SerializeToString()
+    with grpc.insecure_channel(running.grpc_address) as channel:
+        call = channel.stream_unary(INFER)
+        with pytest.raises(grpc.RpcError) as exc:
+            call(iter([message] * count))
+    assert exc.value.code() == grpc.StatusCode.INTERNAL
+    assert "one request message" in (exc.value.details() or "")
+
+
+class Inflating(Model):
+    """Answers every request with 4,096 FP32 zeros, whatever it was sent."""
+
+    def __init__(self) -> None:
+        super().__init__("inflating")
+        self.ready = True
+
+    def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        assert isinstance(payload, InferRequest)
+        output = InferOutput("y", [1, 4096], "FP32")
+        output.set_data_from_numpy(np.zeros((1, 4096), dtype=np.float32))
+        return InferResponse(payload.id, self.name, [output])
+
+
+def test_an_answer_over_the_size_limit_is_resource_exhausted(serve: StartServer) -> None:
+    running = serve([Inflating()], max_request_bytes=4096)
+    stub = pb_grpc.GRPCInferenceServiceStub
+    with (
+        grpc.insecure_channel(running.grpc_address) as channel,
+        pytest.raises(grpc.RpcError) as exc,
+    ):
+        stub(channel).ModelInfer(_request("inflating"))
+    assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "Sent message larger than max" in (exc.value.details() or "")
+    assert _requests_total(running)[("inflating", "infer", "RESOURCE_EXHAUSTED")] == 1
+
+
+async def test_a_cancelled_call_cancels_the_model_work(serve: StartServer) -> None:
+    slow = SlowModel(delay=2.0)
+    running = serve([slow])
+    async with grpc.aio.insecure_channel(running.grpc_address) as channel:
+        call = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_request("slow"))
+        assert await asyncio.to_thread(slow.started.wait, 5)
+        assert _in_flight(running) == 1
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    await _counted(running, ("slow", "infer", "CANCELLED"))
+    assert _in_flight(running) == 0
+
+
+async def test_the_server_enforces_the_deadline_itself(serve: StartServer) -> None:
+    # A raw client: it sends grpc-timeout but keeps no timer, so only the server can end it.
+    running = serve([SlowModel(delay=2.0)])
+    host, port = running.grpc_address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        encoder = hpack.Encoder()
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", INFER),
+            (":authority", running.grpc_address),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            ("grpc-timeout", "200m"),
+        ]
+        body = _request("slow").SerializeToString()
+        writer.write(
+            http2.PREFACE
+            + frame(http2.SETTINGS, 0, 0)
+            + frame(http2.HEADERS, http2.END_HEADERS, 1, encoder.encode(headers))
+            + frame(http2.DATA, http2.END_STREAM, 1, b"\0" + len(body).to_bytes(4, "big") + body)
+        )
+        started = time.monotonic()
+        decoder = hpack.Decoder()
+        while True:
+            head = await asyncio.wait_for(reader.readexactly(9), 5)
+            payload = await reader.readexactly(int.from_bytes(head[:3], "big"))
+            if head[3] == http2.HEADERS and head[4] & http2.END_STREAM:
+                trailers = dict(decoder.decode(payload))
+                break
+        elapsed = time.monotonic() - started
+    finally:
+        writer.close()
+    assert trailers["grpc-status"] == str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
+    assert 0.15 < elapsed < 1.5
+    await _counted(running, ("slow", "infer", "CANCELLED"))
+
+
+async def test_stop_after_the_grace_period_ends_a_running_call_as_unavailable() -> None:
+    executor = ThreadPoolExecutor(2)
+    metrics = Metrics()
+    repository = ModelRepository()
+    slow = SlowModel(delay=3.0)
+    repository.update(slow)
+    dataplane = DataPlane(repository, StepRunner(executor, metrics), "modelhost")
+    server = GrpcServer(dataplane, metrics, ServerSettings())
+    port = await server.start("127.0.0.1", 0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_request("slow"))
+            assert await asyncio.to_thread(slow.started.wait, 5)
+            started = time.monotonic()
+            await server.stop(0.2)
+            assert time.monotonic() - started < 1.5
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await call
+            assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "stopping" in (exc.value.details() or "")
+    finally:
+        await server.stop(0)
+        executor.shutdown(wait=False)
+
+
+def test_the_native_grpc_flag_and_variable_are_read() -> None:
+    assert ServerSettings().native_grpc is True
+    assert parse_known_server_args(["--native_grpc", "false"]).native_grpc is False
+    assert parse_known_server_args(["--native-grpc", "true"]).native_grpc is True
+    assert ServerSettings.from_env({"MODELHOST_NATIVE_GRPC": "false"}).native_grpc is False
