@@ -132,7 +132,11 @@ class NativeInfer:
         self.answer(grpc.StatusCode.UNAVAILABLE, why)
 
     def _fits(self) -> bool:
-        """Whether the message the prefix announces is within the limit (else answered)."""
+        """Whether what came so far can be one message within the limit (else answered).
+
+        Checked as data arrives, so that neither an oversized message nor bytes past the
+        one message a unary call may carry are held in memory until the stream ends.
+        """
         prefix = self._parts[0] if len(self._parts[0]) >= 5 else b"".join(self._parts)
         size = int.from_bytes(prefix[1:5], "big")
         if size > self.limit:
@@ -140,7 +144,17 @@ class NativeInfer:
             message = f"Received message larger than max ({size} vs. {self.limit})"
             self.answer(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
             return False
+        if self._size > 5 + size:
+            self._too_much(size)
+            return False
         return True
+
+    def _too_much(self, size: int) -> None:
+        self.answer(
+            grpc.StatusCode.INTERNAL,
+            "ModelInfer takes exactly one request message; the stream held "
+            f"{self._size - 5} bytes after a prefix announcing {size}.",
+        )
 
     def _dispatch(self) -> None:
         data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
@@ -156,11 +170,7 @@ class NativeInfer:
             return
         size = int.from_bytes(data[1:5], "big")
         if len(data) != 5 + size:
-            self.answer(
-                grpc.StatusCode.INTERNAL,
-                "ModelInfer takes exactly one request message; the stream held "
-                f"{len(data) - 5} bytes after a prefix announcing {size}.",
-            )
+            self._too_much(size)  # or too little: the message was cut short
             return
         try:
             message = pb.ModelInferRequest.FromString(data[5:])

@@ -182,43 +182,72 @@ async def test_a_cancelled_call_cancels_the_model_work(serve: StartServer) -> No
     assert _in_flight(running) == 0
 
 
-async def test_the_server_enforces_the_deadline_itself(serve: StartServer) -> None:
-    # A raw client: it sends grpc-timeout but keeps no timer, so only the server can end it.
-    running = serve([SlowModel(delay=2.0)])
-    host, port = running.grpc_address.rsplit(":", 1)
+async def _raw_call(
+    address: str, data: bytes, *, end: bool, extra: tuple[tuple[str, str], ...] = ()
+) -> dict[str, str]:
+    """One ModelInfer from a raw HTTP/2 client, which keeps no timer and may leave its side
+    open: the trailers the server ends the call with (within 5 s, or the test fails)."""
+    host, port = address.rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        encoder = hpack.Encoder()
         headers = [
             (":method", "POST"),
             (":scheme", "http"),
             (":path", INFER),
-            (":authority", running.grpc_address),
+            (":authority", address),
             ("content-type", "application/grpc"),
             ("te", "trailers"),
-            ("grpc-timeout", "200m"),
+            *extra,
         ]
-        body = _request("slow").SerializeToString()
         writer.write(
             http2.PREFACE
             + frame(http2.SETTINGS, 0, 0)
-            + frame(http2.HEADERS, http2.END_HEADERS, 1, encoder.encode(headers))
-            + frame(http2.DATA, http2.END_STREAM, 1, b"\0" + len(body).to_bytes(4, "big") + body)
+            + frame(http2.HEADERS, http2.END_HEADERS, 1, hpack.Encoder().encode(headers))
+            + frame(http2.DATA, http2.END_STREAM if end else 0, 1, data)
         )
-        started = time.monotonic()
         decoder = hpack.Decoder()
         while True:
             head = await asyncio.wait_for(reader.readexactly(9), 5)
             payload = await reader.readexactly(int.from_bytes(head[:3], "big"))
             if head[3] == http2.HEADERS and head[4] & http2.END_STREAM:
-                trailers = dict(decoder.decode(payload))
-                break
-        elapsed = time.monotonic() - started
+                return dict(decoder.decode(payload))
     finally:
         writer.close()
+
+
+def _framed(message: Any) -> bytes:
+    body = message.SerializeToString()
+    return b"\0" + len(body).to_bytes(4, "big") + body
+
+
+async def test_the_server_enforces_the_deadline_itself(serve: StartServer) -> None:
+    running = serve([SlowModel(delay=2.0)])
+    started = time.monotonic()
+    trailers = await _raw_call(
+        running.grpc_address, _framed(_request("slow")), end=True, extra=(("grpc-timeout", "200m"),)
+    )
+    elapsed = time.monotonic() - started
     assert trailers["grpc-status"] == str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
     assert 0.15 < elapsed < 1.5
     await _counted(running, ("slow", "infer", "CANCELLED"))
+
+
+async def test_bytes_past_one_message_are_refused_before_the_stream_ends(
+    serve: StartServer,
+) -> None:
+    running = serve([EchoModel()])
+    message = _framed(_request())
+    trailers = await _raw_call(running.grpc_address, message + message[:10], end=False)
+    assert trailers["grpc-status"] == str(grpc.StatusCode.INTERNAL.value[0])
+    assert "exactly one request message" in trailers["grpc-message"]
+
+
+async def test_an_oversized_message_is_refused_from_its_prefix(serve: StartServer) -> None:
+    running = serve([EchoModel()], max_request_bytes=4096)
+    prefix = b"\0" + (10**6).to_bytes(4, "big")  # announces 1 MB; 10 bytes follow
+    trailers = await _raw_call(running.grpc_address, prefix + b"x" * 10, end=False)
+    assert trailers["grpc-status"] == str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+    assert "(1000000 vs. 4096)" in trailers["grpc-message"]
 
 
 async def test_stop_after_the_grace_period_ends_a_running_call_as_unavailable() -> None:
