@@ -202,7 +202,8 @@ class GrpcRelay:
 
 
 class ClientConnection(H2Connection):
-    """A gRPC client's connection: each stream it opens is a :class:`Call`."""
+    """A gRPC client's connection: each stream it opens is a relayed :class:`Call`, or a
+    :class:`LocalCall` where the relay's ``local`` hook takes it."""
 
     def __init__(self, relay: GrpcRelay) -> None:
         super().__init__()

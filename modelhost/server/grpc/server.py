@@ -112,7 +112,7 @@ class GrpcServer:
         try:
             bound = server.add_insecure_port(address)
         except RuntimeError as exc:
-            raise OSError(f"Cannot bind gRPC to {address}: {exc}") from None
+            raise OSError(f"Cannot bind the gRPC server to {address}: {exc}") from None
         await server.start()
         self._server = server
         self._loop = asyncio.get_running_loop()

@@ -241,15 +241,17 @@ async def test_set_not_serving_on_the_server_loop() -> None:
         executor.shutdown()
 
 
-async def test_busy_port_is_an_os_error() -> None:
+@pytest.mark.parametrize("native", [True, False])
+async def test_busy_port_is_an_os_error(native: bool) -> None:
     # Another gRPC server holds the port: without SO_REUSEPORT the second must fail loudly.
     metrics = Metrics()
+    settings = ServerSettings(native_grpc=native)
     with ThreadPoolExecutor(1) as executor:
         dataplane = DataPlane(ModelRepository(), StepRunner(executor, metrics), "modelhost")
-        first = GrpcServer(dataplane, metrics, ServerSettings())
+        first = GrpcServer(dataplane, metrics, settings)
         port = await first.start("127.0.0.1", 0)
         try:
-            second = GrpcServer(dataplane, metrics, ServerSettings())
+            second = GrpcServer(dataplane, metrics, settings)
             with pytest.raises(OSError, match="Cannot bind the gRPC server"):
                 await second.start("127.0.0.1", port)
         finally:
