@@ -92,7 +92,7 @@ async def gateway(router: Router) -> AsyncIterator[GrpcRelay]:
     router.authority = f"127.0.0.1:{port}"
     yield gateway
     await gateway.stop()
-    assert gateway._upstreams == {}
+    assert gateway._shared.upstreams == {}
 
 
 @pytest.fixture
@@ -482,12 +482,12 @@ async def test_discard_closes_a_replicas_channel(
 ) -> None:
     router.routes[None] = probe.address
     await channel.unary_unary(SERVICE + "ServerMetadata")(b"")
-    assert set(gateway._upstreams) == {probe.address}
+    assert set(gateway._shared.upstreams) == {probe.address}
 
     await gateway.discard(probe.address)
     await gateway.discard(probe.address)
 
-    assert gateway._upstreams == {}
+    assert gateway._shared.upstreams == {}
     assert await channel.unary_unary(SERVICE + "ServerMetadata")(b"") == b""
 
 
@@ -602,7 +602,7 @@ async def test_stop_ends_calls_in_flight_and_closes_the_port(probe: Probe, waiti
             await call
     # Released by the time stop() returns, and only when a replica was handed out.
     assert router.releases == ([False] if waiting_in == "replica" else [])
-    assert gateway._upstreams == {}
+    assert gateway._shared.upstreams == {}
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
     await gateway.stop()  # twice is harmless
@@ -618,7 +618,7 @@ async def test_a_replica_that_takes_one_stream_per_connection_gets_a_second_conn
     try:
         calls = [channel.unary_unary(SERVICE + "ModelInfer")(request) for _ in range(2)]
         await until(lambda: len(probe.seen) == 2)
-        assert len(gateway._upstreams[probe.address]) == 2
+        assert len(gateway._shared.upstreams[probe.address]) == 2
         for call in calls:
             call.cancel()
         await until(lambda: router.releases == [False, False])
@@ -642,4 +642,4 @@ async def test_a_replica_that_goes_away_mid_call_is_unavailable_and_released_as_
         await call
     assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
     assert router.releases == [False]
-    await until(lambda: gateway._upstreams == {})
+    await until(lambda: gateway._shared.upstreams == {})

@@ -3,7 +3,8 @@
 Two places use it. The platform's gateway (``modelhost.local``) routes each call by its
 ``host`` metadata and the model its first message names, to a replica. A model server's
 gRPC port (``server``) answers ``ModelInfer`` on the relay's own connection (a *local*
-call, ``native_infer``) and relays every other method to its internal ``grpc.aio`` server.
+call, ``native_infer``) and relays every other method to its internal ``grpc.aio`` server,
+over a connection per client (``upstream_per_client``), as back-pressure pauses a whole one.
 Calls go over HTTP/2 connections the relay keeps open (``http2``). The client's headers,
 deadline (less the time spent waiting for a target), messages and the target's status and
 trailers pass unchanged, so a client cannot tell the relay from what is behind it. Our
@@ -60,6 +61,7 @@ class GrpcRelay:
         answered: Mapping[bytes, bytes] | None = None,
         local: LocalCalls | None = None,
         any_method: bool = False,
+        upstream_per_client: bool = False,
         name: str = "gRPC relay",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -72,6 +74,9 @@ class GrpcRelay:
         self.local = local
         # False: only the inference service's methods pass (others are UNIMPLEMENTED here).
         self.any_method = any_method
+        # True: each client's calls go over connections of their own, so a client that stops
+        # reading pauses only its own calls (back-pressure pauses a whole connection).
+        self.upstream_per_client = upstream_per_client
         self.name = name
         self._host = host
         self._requested_port = port
@@ -79,8 +84,7 @@ class GrpcRelay:
         self._port = 0
         self._server: asyncio.base_events.Server | None = None
         self._clients: set[ClientConnection] = set()
-        self._upstreams: dict[str, list[UpstreamConnection]] = {}
-        self._connecting: dict[str, asyncio.Future[UpstreamConnection]] = {}
+        self._shared = UpstreamPool()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopping = False
         self._idle = asyncio.Event()
@@ -132,23 +136,16 @@ class GrpcRelay:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=_UNWIND_TIMEOUT)
-        for future in self._connecting.values():
-            future.cancel()
-        self._connecting.clear()
-        upstreams, self._upstreams = self._upstreams, {}
-        for connections in upstreams.values():
-            for connection in connections:
-                connection.close()
+        self._shared.close()
+        for client in list(self._clients):
+            client.pool.close()
         if server is not None:
             await server.wait_closed()
 
     async def discard(self, address: str) -> None:
         """Close the connections to ``address`` (a replica that is gone for good)."""
-        future = self._connecting.pop(address, None)
-        if future is not None:
-            future.cancel()
-        for connection in self._upstreams.pop(address, []):
-            connection.close()
+        for pool in [self._shared, *(client.pool for client in self._clients)]:
+            pool.close(address)
 
     # -- for calls -----------------------------------------------------------------------
 
@@ -158,40 +155,37 @@ class GrpcRelay:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def upstream_for(self, address: str) -> UpstreamConnection | None:
+    def _pool(self, client: ClientConnection) -> UpstreamPool:
+        return client.pool if self.upstream_per_client else self._shared
+
+    def upstream_for(self, address: str, client: ClientConnection) -> UpstreamConnection | None:
         """An open connection to ``address`` with room for one more stream, if there is one."""
-        for connection in self._upstreams.get(address, ()):
+        for connection in self._pool(client).upstreams.get(address, ()):
             if connection.usable:
                 return connection
         return None
 
-    async def connect(self, address: str) -> UpstreamConnection:
+    async def connect(self, address: str, client: ClientConnection) -> UpstreamConnection:
         """A new connection to ``address``, shared by the calls that wait for one meanwhile."""
-        future = self._connecting.get(address)
+        pool = self._pool(client)
+        future = pool.connecting.get(address)
         if future is None:
-            future = asyncio.ensure_future(self._open(address))
-            self._connecting[address] = future
-            future.add_done_callback(lambda _: self._connecting.pop(address, None))
+            future = asyncio.ensure_future(self._open(address, pool))
+            pool.connecting[address] = future
+            future.add_done_callback(lambda _: pool.connecting.pop(address, None))
         return await asyncio.shield(future)
 
-    async def _open(self, address: str) -> UpstreamConnection:
+    async def _open(self, address: str, pool: UpstreamPool) -> UpstreamConnection:
         host, _, port = address.rpartition(":")
         loop = asyncio.get_running_loop()
         _, connection = await loop.create_connection(
-            lambda: UpstreamConnection(self, address), host.strip("[]"), int(port)
+            lambda: UpstreamConnection(self, address, pool), host.strip("[]"), int(port)
         )
-        if self.stopping:
+        if self.stopping or pool.closed:
             connection.close()
             raise ConnectionAbortedError(f"the {self.name} is stopping")
-        self._upstreams.setdefault(address, []).append(connection)
+        pool.upstreams.setdefault(address, []).append(connection)
         return connection
-
-    def forget_upstream(self, connection: UpstreamConnection) -> None:
-        connections = self._upstreams.get(connection.address)
-        if connections and connection in connections:
-            connections.remove(connection)
-            if not connections:
-                del self._upstreams[connection.address]
 
     def call_ended(self) -> None:
         if self.stopping and not self._calls():
@@ -199,6 +193,34 @@ class GrpcRelay:
 
     def _calls(self) -> int:
         return sum(len(client.calls) for client in self._clients)
+
+
+class UpstreamPool:
+    """Open connections to targets by address, and the ones being opened."""
+
+    def __init__(self) -> None:
+        self.upstreams: dict[str, list[UpstreamConnection]] = {}
+        self.connecting: dict[str, asyncio.Future[UpstreamConnection]] = {}
+        self.closed = False
+
+    def forget(self, connection: UpstreamConnection) -> None:
+        connections = self.upstreams.get(connection.address)
+        if connections and connection in connections:
+            connections.remove(connection)
+            if not connections:
+                del self.upstreams[connection.address]
+
+    def close(self, address: str | None = None) -> None:
+        """Close the connections to ``address``, or all of them (and take no more)."""
+        addresses = [address] if address is not None else [*self.connecting, *self.upstreams]
+        if address is None:
+            self.closed = True
+        for each in addresses:
+            future = self.connecting.pop(each, None)
+            if future is not None:
+                future.cancel()
+            for connection in self.upstreams.pop(each, []):
+                connection.close()
 
 
 class ClientConnection(H2Connection):
@@ -210,6 +232,7 @@ class ClientConnection(H2Connection):
         self.relay = relay
         self.calls: dict[int, Call | LocalCall] = {}
         self.last_stream = 0
+        self.pool = UpstreamPool()  # used where the relay keeps upstreams per client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -248,6 +271,7 @@ class ClientConnection(H2Connection):
         self.relay._clients.discard(self)
         for call in list(self.calls.values()):
             call.client_reset()
+        self.pool.close()
 
     def end_call(self, stream: int) -> None:
         if self.calls.pop(stream, None) is not None:
@@ -260,10 +284,11 @@ class UpstreamConnection(H2Connection):
 
     client_side = True
 
-    def __init__(self, relay: GrpcRelay, address: str) -> None:
+    def __init__(self, relay: GrpcRelay, address: str, pool: UpstreamPool) -> None:
         super().__init__()
         self.relay = relay
         self.address = address
+        self.pool = pool
         self.calls: dict[int, Call] = {}
         self._next_stream = 1
         self.draining = False
@@ -318,7 +343,7 @@ class UpstreamConnection(H2Connection):
     def on_goaway(self, last_stream: int, code: int) -> None:
         # No new calls here; the ones the replica will not take fail (it never saw them).
         self.draining = True
-        self.relay.forget_upstream(self)
+        self.pool.forget(self)
         for stream, call in list(self.calls.items()):
             if stream > last_stream:
                 del self.calls[stream]
@@ -327,7 +352,7 @@ class UpstreamConnection(H2Connection):
             self.close()
 
     def lost(self) -> None:
-        self.relay.forget_upstream(self)
+        self.pool.forget(self)
         calls, self.calls = self.calls, {}
         for call in calls.values():
             call.upstream_lost(f"the connection to replica {self.address} was lost")

@@ -224,7 +224,7 @@ class Call:
                 grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded before a replica was ready."
             )
             return
-        upstream = self.relay.upstream_for(target.address)
+        upstream = self.relay.upstream_for(target.address, self.client)
         if upstream is not None:
             self._open(upstream)
             return
@@ -232,7 +232,7 @@ class Call:
 
     async def _connect_slowly(self, address: str) -> None:
         try:
-            upstream = await self.relay.connect(address)
+            upstream = await self.relay.connect(address, self.client)
         except OSError as exc:
             self.task = None
             self.answer(grpc.StatusCode.UNAVAILABLE, f"replica {address} is unreachable: {exc}")

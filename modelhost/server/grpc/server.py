@@ -71,6 +71,7 @@ class GrpcServer:
             resolve_now=lambda host, model: target,
             local=native_calls(servicer, limit),
             any_method=True,
+            upstream_per_client=True,
             name="gRPC server",
             host=host,
             port=port,
