@@ -34,7 +34,7 @@ from modelhost.server.inference import StepRunner
 from modelhost.server.metrics import Metrics
 from modelhost.server.openai.guardrails import chain_from_names
 from modelhost.server.remote_predictor import PROTOCOLS
-from modelhost.server.scheduling import batch_this_thread
+from modelhost.server.scheduling import batch_this_thread, restore_thread_policy, thread_policy
 from modelhost.server.workers import WorkerPool, reserve_port
 from modelhost.settings import (
     BatchSettings,
@@ -193,6 +193,7 @@ class ModelServer:
             self.http_port,
             f", gRPC on {settings.host}:{self.grpc_port}" if grpc_server else "",
         )
+        previous_policy = thread_policy()
         if settings.batch_scheduling:
             batch_this_thread()  # after gRPC started its threads, which stay SCHED_OTHER
         self._started.set()
@@ -215,6 +216,8 @@ class ModelServer:
             executor.shutdown(wait=False, cancel_futures=True)
             http_socket.close()
             self._started.clear()
+            if settings.batch_scheduling:
+                restore_thread_policy(previous_policy)  # for a program that embeds serve()
             logger.info("modelhost stopped")
 
     def stop(self) -> None:

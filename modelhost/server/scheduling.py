@@ -4,7 +4,8 @@ A thread woken under SCHED_BATCH does not preempt the thread that woke it. gRPC'
 thread (left SCHED_OTHER) then goes on collecting the calls that arrive while it runs and
 wakes the event loop once for all of them; a gateway on the same core sends a replica
 several calls before the replica reads. The policy is per thread, and a new thread takes
-its creator's: that is why the loop's thread switches only after gRPC has started its own.
+its creator's: that is why the loop's thread switches only after gRPC has started its own,
+and why a server gives the thread it was started on its policy back when it stops.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 
-__all__ = ["batch_this_thread"]
+__all__ = ["ThreadPolicy", "batch_this_thread", "restore_thread_policy", "thread_policy"]
+
+ThreadPolicy = tuple[int, "os.sched_param"]
 
 logger = logging.getLogger("modelhost.server")
 
@@ -25,3 +28,21 @@ def batch_this_thread() -> bool:
         logger.debug("SCHED_BATCH refused: %s", exc)
         return False
     return True
+
+
+def thread_policy() -> ThreadPolicy | None:
+    """The calling thread's policy and its parameters; None where they cannot be read."""
+    try:
+        return os.sched_getscheduler(0), os.sched_getparam(0)
+    except (AttributeError, OSError):
+        return None
+
+
+def restore_thread_policy(policy: ThreadPolicy | None) -> None:
+    """Give the calling thread ``policy`` back (what :func:`thread_policy` read before)."""
+    if policy is None:
+        return
+    try:
+        os.sched_setscheduler(0, *policy)
+    except OSError as exc:
+        logger.debug("Restoring the thread's scheduling policy failed: %s", exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from serving import StartServer
 
-from modelhost import Model
+from modelhost import Model, ModelServer
 from modelhost.server.scheduling import batch_this_thread
 from modelhost.settings import ServerSettings, parse_known_server_args
 
@@ -69,6 +70,25 @@ def test_batch_scheduling_false_leaves_every_thread_as_it_was(serve: StartServer
     assert response.status_code == 200
     assert model.policies == [os.SCHED_OTHER]
     assert _policy_of(server.thread) == os.SCHED_OTHER
+
+
+def test_the_thread_that_ran_serve_gets_its_policy_back() -> None:
+    # A program that embeds serve() on a thread of its own keeps using that thread after.
+    settings = ServerSettings(host="127.0.0.1", http_port=0, grpc_port=0)
+    server = ModelServer(settings=settings)
+    after: list[int] = []
+
+    def run() -> None:
+        asyncio.run(server.serve([PolicyRecorder()]))
+        after.append(os.sched_getscheduler(0))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert server.wait_started(30)
+    during = _policy_of(thread)
+    server.stop()
+    thread.join(30)
+    assert (during, after) == (os.SCHED_BATCH, [os.SCHED_OTHER])
 
 
 def test_batch_this_thread_changes_the_calling_thread_only() -> None:
