@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 
 from modelhost import errors
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
-from modelhost.server.grpc.relay_call import OK_HEADERS, SERVICE, parse_timeout, percent_encode
+from modelhost.server.grpc.relay_call import SERVICE, parse_timeout, send_message, send_status
 from modelhost.server.grpc.servicer import InferenceServicer, log_unexpected
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ logger = logging.getLogger("modelhost.server")
 
 INFER_PATH = SERVICE + b"ModelInfer"
 
-_OK_TRAILERS: tuple[Header, ...] = ((b"grpc-status", b"0"),)
 # Request headers that are the transport's or gRPC's own, not the caller's metadata (what
 # grpc.aio's ``invocation_metadata`` leaves out, too).
 _NOT_METADATA = frozenset(
@@ -51,14 +50,17 @@ def native_calls(servicer: InferenceServicer, max_message_bytes: int) -> LocalCa
 
     def local(client: ClientConnection, stream: int, headers: list[Header]) -> LocalCall | None:
         path = b""
+        timeout = None
         for name, value in headers:
             if name == b":path":
                 path = value
             elif name == b"grpc-encoding" and value != b"identity":
                 return None
+            elif name == b"grpc-timeout":
+                timeout = parse_timeout(value)
         if path != INFER_PATH:
             return None
-        return NativeInfer(servicer, max_message_bytes, client, stream, headers)
+        return NativeInfer(servicer, max_message_bytes, client, stream, headers, timeout)
 
     return local
 
@@ -77,6 +79,7 @@ class NativeInfer:
         "limit",
         "servicer",
         "stream",
+        "timeout",
     )
 
     def __init__(
@@ -86,12 +89,14 @@ class NativeInfer:
         client: ClientConnection,
         stream: int,
         headers: list[Header],
+        timeout: float | None,
     ) -> None:
         self.servicer = servicer
         self.limit = limit
         self.client = client
         self.stream = stream
         self.headers = headers
+        self.timeout = timeout  # seconds, from grpc-timeout
         self.done = False
         self._parts: list[bytes] = []
         self._size = 0
@@ -101,13 +106,8 @@ class NativeInfer:
     # -- from the client -----------------------------------------------------------------
 
     def begin(self, end: bool) -> None:
-        for name, value in self.headers:
-            if name == b"grpc-timeout":
-                timeout = parse_timeout(value)
-                if timeout is not None:
-                    loop = asyncio.get_running_loop()
-                    self._timer = loop.call_later(timeout, self._expire)
-                break
+        if self.timeout is not None:
+            self._timer = asyncio.get_running_loop().call_later(self.timeout, self._expire)
         if end:
             self.client_data(b"", True)
 
@@ -221,20 +221,14 @@ class NativeInfer:
     def _respond(self, payload: bytes) -> None:
         if self.done:
             return
-        client, stream = self.client, self.stream
-        client.send_headers(stream, OK_HEADERS, False)
-        client.send_data(stream, b"\x00" + len(payload).to_bytes(4, "big") + payload, False)
-        client.send_headers(stream, _OK_TRAILERS, True)
+        send_message(self.client, self.stream, payload)
         self._finish()
 
     def answer(self, code: grpc.StatusCode, message: str) -> None:
         """End the call with ``code`` (trailers only: no answer was sent before)."""
         if self.done:
             return
-        trailers = [*OK_HEADERS, (b"grpc-status", str(code.value[0]).encode())]
-        if message:
-            trailers.append((b"grpc-message", percent_encode(message)))
-        self.client.send_headers(self.stream, trailers, True)
+        send_status(self.client, self.stream, code, message, with_headers=True)
         self._finish()
 
     def _expire(self) -> None:

@@ -25,7 +25,15 @@ from modelhost.server.grpc.http2 import CANCEL, ENHANCE_YOUR_CALM, REFUSED_STREA
 if TYPE_CHECKING:
     from modelhost.server.grpc.relay import ClientConnection, GrpcRelay, UpstreamConnection
 
-__all__ = ["GrpcTarget", "NowResolver", "Resolver"]
+__all__ = [
+    "SERVICE",
+    "GrpcTarget",
+    "NowResolver",
+    "Resolver",
+    "parse_timeout",
+    "send_message",
+    "send_status",
+]
 
 logger = logging.getLogger("modelhost.server")
 
@@ -51,7 +59,8 @@ _HOP_HEADERS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
 
-OK_HEADERS: tuple[Header, ...] = ((b":status", b"200"), (b"content-type", b"application/grpc"))
+_OK_HEADERS: tuple[Header, ...] = ((b":status", b"200"), (b"content-type", b"application/grpc"))
+_OK_TRAILERS: tuple[Header, ...] = ((b"grpc-status", b"0"),)
 
 # Resets that refuse a stream unprocessed: REFUSED_STREAM (HTTP/2 promises it), and
 # ENHANCE_YOUR_CALM, which gRPC's C core sends, before any answer, to a stream over its
@@ -321,20 +330,13 @@ class Call:
         """End the call here with ``code`` (trailers-only if no headers were sent yet)."""
         if self.done:
             return
-        trailers: list[Header] = [] if self._responded else list(OK_HEADERS)
-        trailers.append((b"grpc-status", str(code.value[0]).encode()))
-        if message:
-            trailers.append((b"grpc-message", percent_encode(message)))
+        send_status(self.client, self.stream, code, message, with_headers=not self._responded)
         self._responded = True
-        self.client.send_headers(self.stream, trailers, True)
         ok = code == grpc.StatusCode.OK and self._target is not None
         self._finish(ok, cancel_upstream=cancel_upstream)
 
     def _answer_message(self, payload: bytes) -> None:
-        client = self.client
-        client.send_headers(self.stream, OK_HEADERS, False)
-        client.send_data(self.stream, b"\x00" + len(payload).to_bytes(4, "big") + payload, False)
-        client.send_headers(self.stream, ((b"grpc-status", b"0"),), True)
+        send_message(self.client, self.stream, payload)
         self._responded = True
         self._finish(True)
 
@@ -356,6 +358,32 @@ class Call:
         target, self._target = self._target, None
         if target is not None:
             _release(target, ok)
+
+
+# -- answering a client here ----------------------------------------------------------------
+
+
+def send_message(client: ClientConnection, stream: int, payload: bytes) -> None:
+    """A whole successful unary answer: headers, the one message, ``grpc-status: 0``."""
+    client.send_headers(stream, _OK_HEADERS, False)
+    client.send_data(stream, b"\x00" + len(payload).to_bytes(4, "big") + payload, False)
+    client.send_headers(stream, _OK_TRAILERS, True)
+
+
+def send_status(
+    client: ClientConnection,
+    stream: int,
+    code: grpc.StatusCode,
+    message: str,
+    *,
+    with_headers: bool,
+) -> None:
+    """End ``stream`` with ``code``: trailers, or trailers-only ``with_headers`` (no answer yet)."""
+    trailers: list[Header] = list(_OK_HEADERS) if with_headers else []
+    trailers.append((b"grpc-status", str(code.value[0]).encode()))
+    if message:
+        trailers.append((b"grpc-message", _percent_encode(message)))
+    client.send_headers(stream, trailers, True)
 
 
 def _release(target: GrpcTarget, ok: bool) -> None:
@@ -413,7 +441,7 @@ def _format_timeout(seconds: float) -> bytes:
     return b"%dS" % min(micros // 1_000_000, 99_999_999)
 
 
-def percent_encode(message: str) -> bytes:
+def _percent_encode(message: str) -> bytes:
     """grpc-message's encoding: printable ASCII but ``%`` as is, every other byte as ``%XX``."""
     raw = message.encode("utf-8")
     if all(0x20 <= byte <= 0x7E and byte != 0x25 for byte in raw):
