@@ -193,7 +193,7 @@ class ModelServer:
             self.http_port,
             f", gRPC on {settings.host}:{self.grpc_port}" if grpc_server else "",
         )
-        previous_policy = thread_policy()
+        previous_policy = thread_policy() if settings.batch_scheduling else None
         if settings.batch_scheduling:
             batch_this_thread()  # after gRPC started its threads, which stay SCHED_OTHER
         self._started.set()
@@ -216,8 +216,7 @@ class ModelServer:
             executor.shutdown(wait=False, cancel_futures=True)
             http_socket.close()
             self._started.clear()
-            if settings.batch_scheduling:
-                restore_thread_policy(previous_policy)  # for a program that embeds serve()
+            restore_thread_policy(previous_policy)  # for a program that embeds serve()
             logger.info("modelhost stopped")
 
     def stop(self) -> None:
