@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_helpers import grpc_server
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from serving import start_server, stop_server
 from testmodels import EchoModel, SlowModel
 
-from modelhost.model.repository import ModelRepository
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 from modelhost.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelhost.protocol.infer_type import InferOutput, InferResponse
-from modelhost.server.dataplane import DataPlane
 from modelhost.server.grpc.server import GrpcServer
-from modelhost.server.inference import StepRunner
-from modelhost.server.metrics import Metrics
 from modelhost.settings import ServerSettings
 
 
@@ -181,78 +177,57 @@ def test_reflection_lists_and_describes_services(channel: grpc.Channel) -> None:
 
 
 async def test_drain_reports_not_serving_and_finishes_running_calls() -> None:
-    executor = ThreadPoolExecutor(2)
-    metrics = Metrics()
-    repository = ModelRepository()
     slow = SlowModel(delay=0.5)
-    repository.update(slow)
-    dataplane = DataPlane(repository, StepRunner(executor, metrics), "modelhost")
-    server = GrpcServer(dataplane, metrics, ServerSettings())
-    port = await server.start("127.0.0.1", 0)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
-            health = health_pb2_grpc.HealthStub(chan)
-            check = health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService")
-            assert (await health.Check(check)).status == health_pb2.HealthCheckResponse.SERVING
-            # From another thread, as a signal handler or an embedding program would.
-            await asyncio.to_thread(server.set_not_serving)
-            status = (await health.Check(check)).status
-            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
-            stub = pb_grpc.GRPCInferenceServiceStub(chan)
-            running = asyncio.ensure_future(
-                stub.ModelInfer(
-                    pb.ModelInferRequest(
-                        model_name="slow",
-                        inputs=[
-                            pb.ModelInferRequest.InferInputTensor(
-                                name="x",
-                                datatype="INT64",
-                                shape=[1],
-                                contents=pb.InferTensorContents(int64_contents=[5]),
-                            )
-                        ],
-                    )
+    async with (
+        grpc_server(slow) as (server, port),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan,
+    ):
+        health = health_pb2_grpc.HealthStub(chan)
+        check = health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService")
+        assert (await health.Check(check)).status == health_pb2.HealthCheckResponse.SERVING
+        # From another thread, as a signal handler or an embedding program would.
+        await asyncio.to_thread(server.set_not_serving)
+        status = (await health.Check(check)).status
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        stub = pb_grpc.GRPCInferenceServiceStub(chan)
+        running = asyncio.ensure_future(
+            stub.ModelInfer(
+                pb.ModelInferRequest(
+                    model_name="slow",
+                    inputs=[
+                        pb.ModelInferRequest.InferInputTensor(
+                            name="x",
+                            datatype="INT64",
+                            shape=[1],
+                            contents=pb.InferTensorContents(int64_contents=[5]),
+                        )
+                    ],
                 )
             )
-            assert await asyncio.to_thread(slow.started.wait, 5)
-            await server.stop(5.0)
-            response = await running
-            assert response.model_name == "slow"
-            assert len(response.outputs) == 1
-    finally:
-        await server.stop(0)
-        executor.shutdown()
+        )
+        assert await asyncio.to_thread(slow.started.wait, 5)
+        await server.stop(5.0)
+        response = await running
+        assert response.model_name == "slow"
+        assert len(response.outputs) == 1
 
 
 async def test_set_not_serving_on_the_server_loop() -> None:
-    executor = ThreadPoolExecutor(1)
-    metrics = Metrics()
-    dataplane = DataPlane(ModelRepository(), StepRunner(executor, metrics), "modelhost")
-    server = GrpcServer(dataplane, metrics, ServerSettings())
-    port = await server.start("127.0.0.1", 0)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
-            health = health_pb2_grpc.HealthStub(chan)
-            server.set_not_serving()
-            answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
-            assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
-    finally:
-        await server.stop(0)
-        executor.shutdown()
+    async with (
+        grpc_server() as (server, port),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan,
+    ):
+        health = health_pb2_grpc.HealthStub(chan)
+        server.set_not_serving()
+        answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.mark.parametrize("native", [True, False])
 async def test_busy_port_is_an_os_error(native: bool) -> None:
     # Another gRPC server holds the port: without SO_REUSEPORT the second must fail loudly.
-    metrics = Metrics()
     settings = ServerSettings(native_grpc=native)
-    with ThreadPoolExecutor(1) as executor:
-        dataplane = DataPlane(ModelRepository(), StepRunner(executor, metrics), "modelhost")
-        first = GrpcServer(dataplane, metrics, settings)
-        port = await first.start("127.0.0.1", 0)
-        try:
-            second = GrpcServer(dataplane, metrics, settings)
-            with pytest.raises(OSError, match="Cannot bind the gRPC server"):
-                await second.start("127.0.0.1", port)
-        finally:
-            await first.stop(0)
+    async with grpc_server(settings=settings) as (first, port):
+        second = GrpcServer(first.dataplane, first.metrics, settings)
+        with pytest.raises(OSError, match="Cannot bind the gRPC server"):
+            await second.start("127.0.0.1", port)

@@ -9,28 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 import hpack
 import numpy as np
 import pytest
+from grpc_helpers import grpc_server, raw_call
 from serving import RunningServer, StartServer
 from testmodels import EchoModel, SlowModel
 
 from modelhost import Model
-from modelhost.model.repository import ModelRepository
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 from modelhost.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelhost.protocol.infer_type import InferOutput, InferRequest, InferResponse
-from modelhost.server.dataplane import DataPlane
 from modelhost.server.grpc import http2
-from modelhost.server.grpc.http2 import frame
-from modelhost.server.grpc.server import GrpcServer
 from modelhost.server.grpc.servicer import InferenceServicer
-from modelhost.server.inference import StepRunner
-from modelhost.server.metrics import Metrics
 from modelhost.settings import ServerSettings, parse_known_server_args
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -190,21 +184,7 @@ async def _raw_call(
     host, port = address.rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        headers = [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", INFER),
-            (":authority", address),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-            *extra,
-        ]
-        writer.write(
-            http2.PREFACE
-            + frame(http2.SETTINGS, 0, 0)
-            + frame(http2.HEADERS, http2.END_HEADERS, 1, hpack.Encoder().encode(headers))
-            + frame(http2.DATA, http2.END_STREAM if end else 0, 1, data)
-        )
+        writer.write(raw_call(address, INFER, data, end=end, extra=extra))
         decoder = hpack.Decoder()
         while True:
             head = await asyncio.wait_for(reader.readexactly(9), 5)
@@ -251,28 +231,20 @@ async def test_an_oversized_message_is_refused_from_its_prefix(serve: StartServe
 
 
 async def test_stop_after_the_grace_period_ends_a_running_call_as_unavailable() -> None:
-    executor = ThreadPoolExecutor(2)
-    metrics = Metrics()
-    repository = ModelRepository()
     slow = SlowModel(delay=3.0)
-    repository.update(slow)
-    dataplane = DataPlane(repository, StepRunner(executor, metrics), "modelhost")
-    server = GrpcServer(dataplane, metrics, ServerSettings())
-    port = await server.start("127.0.0.1", 0)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_request("slow"))
-            assert await asyncio.to_thread(slow.started.wait, 5)
-            started = time.monotonic()
-            await server.stop(0.2)
-            assert time.monotonic() - started < 1.5
-            with pytest.raises(grpc.aio.AioRpcError) as exc:
-                await call
-            assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert "stopping" in (exc.value.details() or "")
-    finally:
-        await server.stop(0)
-        executor.shutdown(wait=False)
+    async with (
+        grpc_server(slow) as (server, port),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        call = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_request("slow"))
+        assert await asyncio.to_thread(slow.started.wait, 5)
+        started = time.monotonic()
+        await server.stop(0.2)
+        assert time.monotonic() - started < 1.5
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await call
+        assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "stopping" in (exc.value.details() or "")
 
 
 def test_the_native_grpc_flag_and_variable_are_read() -> None:

@@ -10,24 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-import hpack
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_helpers import grpc_server, raw_call
 from testmodels import EchoModel
 
-from modelhost.model.repository import ModelRepository
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 from modelhost.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from modelhost.server.dataplane import DataPlane
-from modelhost.server.grpc import http2
-from modelhost.server.grpc.http2 import frame
-from modelhost.server.grpc.server import GrpcServer
-from modelhost.server.inference import StepRunner
-from modelhost.server.metrics import Metrics
-from modelhost.settings import ServerSettings
 
 STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
 _INITIAL_WINDOW_SIZE = 0x4
@@ -42,37 +33,13 @@ def _framed_requests(count: int, floats: int) -> bytes:
 
 
 async def test_a_client_that_stops_reading_does_not_stall_other_clients() -> None:
-    executor = ThreadPoolExecutor(2)
-    metrics = Metrics()
-    repository = ModelRepository()
-    repository.update(EchoModel())
-    dataplane = DataPlane(repository, StepRunner(executor, metrics), "modelhost")
-    server = GrpcServer(dataplane, metrics, ServerSettings())
-    port = await server.start("127.0.0.1", 0)
-    address = f"127.0.0.1:{port}"
-    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        # The stuck client: a window of 0 for every stream, never raised.
-        headers = [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", STREAM),
-            (":authority", address),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-        ]
-        data = _framed_requests(count=8, floats=256 * 1024)  # 8 answers of 1 MiB each
-        frames = [
-            http2.PREFACE,
-            frame(http2.SETTINGS, 0, 0, struct.pack(">HL", _INITIAL_WINDOW_SIZE, 0)),
-            frame(http2.HEADERS, http2.END_HEADERS, 1, hpack.Encoder().encode(headers)),
-        ]
-        size = 16_384
-        for start in range(0, len(data), size):
-            last = start + size >= len(data)
-            chunk = data[start : start + size]
-            frames.append(frame(http2.DATA, http2.END_STREAM if last else 0, 1, chunk))
-        writer.write(b"".join(frames))
+    async with grpc_server(EchoModel()) as (server, port):
+        address = f"127.0.0.1:{port}"
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        # The stuck client: a window of 0 for every stream, never raised; 8 answers of 1 MiB.
+        no_window = struct.pack(">HL", _INITIAL_WINDOW_SIZE, 0)
+        data = _framed_requests(count=8, floats=256 * 1024)
+        writer.write(raw_call(address, STREAM, data, end=True, settings=no_window))
         relay = server._relay
         assert relay is not None
         for _ in range(500):  # until the answers held for it congest its connection
@@ -105,7 +72,3 @@ async def test_a_client_that_stops_reading_does_not_stall_other_clients() -> Non
             await asyncio.sleep(0.01)
         else:
             raise AssertionError("the stuck client's upstream connection stayed open")
-    finally:
-        writer.close()
-        await server.stop(0)
-        executor.shutdown(wait=False)
