@@ -136,16 +136,19 @@ class GrpcRelay:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=_UNWIND_TIMEOUT)
-        self._shared.close()
-        for client in list(self._clients):
-            client.pool.close()
+        for pool in self._pools():
+            pool.close()
         if server is not None:
             await server.wait_closed()
 
     async def discard(self, address: str) -> None:
         """Close the connections to ``address`` (a replica that is gone for good)."""
-        for pool in [self._shared, *(client.pool for client in self._clients)]:
+        for pool in self._pools():
             pool.close(address)
+
+    def _pools(self) -> list[UpstreamPool]:
+        """The shared pool and each client's (only one kind is used, by ``upstream_per_client``)."""
+        return [self._shared, *(client.pool for client in self._clients)]
 
     # -- for calls -----------------------------------------------------------------------
 
