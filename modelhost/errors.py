@@ -10,6 +10,9 @@ status codes themselves, they ask :func:`http_status` and :func:`grpc_status_nam
     ├── ModelNotReady                   503  UNAVAILABLE
     ├── ServerNotReady                  503  UNAVAILABLE
     ├── Overloaded                      429  RESOURCE_EXHAUSTED  (a queue is full: retry later)
+    │   └── RateLimited                 429  RESOURCE_EXHAUSTED  (a token's limit: Retry-After)
+    ├── Unauthenticated                 401  UNAUTHENTICATED     (no token, or not a valid one)
+    ├── PermissionDenied                403  PERMISSION_DENIED   (a valid token, not for this)
     ├── Unsupported                     501  UNIMPLEMENTED
     ├── InferenceError                  500  INTERNAL
     └── ModelLoadError                  500  INTERNAL
@@ -33,11 +36,14 @@ __all__ = [
     "ModelhostError",
     "Overloaded",
     "PayloadTooLarge",
+    "PermissionDenied",
+    "RateLimited",
     "ServerNotReady",
     "StorageAccessDenied",
     "StorageError",
     "StorageNotFound",
     "StorageUnreachable",
+    "Unauthenticated",
     "Unsupported",
     "error_message",
     "grpc_status_name",
@@ -108,6 +114,28 @@ class Overloaded(ModelhostError):
 
     status_code = 429
     grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class RateLimited(Overloaded):
+    """A token's rate or concurrency limit is spent; ``retry_after`` says when to try again."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class Unauthenticated(ModelhostError):
+    """The request carries no credentials, or ones that are not valid (unknown, expired)."""
+
+    status_code = 401
+    grpc_status = "UNAUTHENTICATED"
+
+
+class PermissionDenied(ModelhostError):
+    """The credentials are valid but do not allow this request."""
+
+    status_code = 403
+    grpc_status = "PERMISSION_DENIED"
 
 
 class Unsupported(ModelhostError):

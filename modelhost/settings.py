@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -18,11 +19,19 @@ __all__ = [
     "ServerSettings",
     "StorageSettings",
     "add_server_arguments",
+    "default_home",
     "parse_size",
     "settings_from_args",
 ]
 
 ENV_PREFIX = "MODELHOST_"
+
+
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``$MODELHOST_HOME``, else ``~/.modelhost``: state, logs, tokens, the platform's address."""
+    environ = os.environ if environ is None else environ
+    home = environ.get("MODELHOST_HOME")
+    return Path(home) if home else Path.home() / ".modelhost"
 
 
 def _default_threads() -> int:
@@ -90,6 +99,17 @@ class ServerSettings:
     # answer pass through (comma-separated names: "pii").
     llm_request_timeout_s: float = 600.0
     guardrails: str = ""
+    # Access control: "tokens" (every request but the health probes needs a bearer token
+    # from ``token_file``) or "none". Off by default, with a warning when bound beyond
+    # loopback; the platform turns it on for its gateway (modelhost.access).
+    auth: str = "none"
+    # The token file ``modelhost token create`` writes; empty: ``<MODELHOST_HOME>/tokens.db``.
+    token_file: str = ""
+    # TLS for REST and gRPC (KServe 0.21's flag names): PEM files, read again when they
+    # change; with ``ssl_ca_certs`` clients must present a certificate it signed (mutual TLS).
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_ca_certs: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -104,6 +124,14 @@ class ServerSettings:
 
     def replace(self, **changes: Any) -> ServerSettings:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.ssl_certfile)
+
+    def token_path(self, environ: Mapping[str, str] | None = None) -> Path:
+        """The token file: ``token_file``, else ``tokens.db`` in :func:`default_home`."""
+        return Path(self.token_file) if self.token_file else default_home(environ) / "tokens.db"
 
 
 def _default_cache_dir(env: Mapping[str, str]) -> str:
@@ -298,6 +326,41 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         dest="guardrails",
         default=None,
         help="LLM: guardrails on prompts and answers, comma-separated (pii)",
+    )
+    group.add_argument(
+        "--auth",
+        dest="auth",
+        choices=["tokens", "none"],
+        default=None,
+        help="tokens: every request but health probes needs a bearer token (none)",
+    )
+    group.add_argument(
+        "--token_file",
+        "--token-file",
+        dest="token_file",
+        default=None,
+        help="the token file `modelhost token create` writes ($MODELHOST_HOME/tokens.db)",
+    )
+    group.add_argument(
+        "--ssl_certfile",
+        "--ssl-certfile",
+        dest="ssl_certfile",
+        default=None,
+        help="TLS certificate chain (PEM) for REST and gRPC; reloaded when it changes",
+    )
+    group.add_argument(
+        "--ssl_keyfile",
+        "--ssl-keyfile",
+        dest="ssl_keyfile",
+        default=None,
+        help="TLS private key (PEM)",
+    )
+    group.add_argument(
+        "--ssl_ca_certs",
+        "--ssl-ca-certs",
+        dest="ssl_ca_certs",
+        default=None,
+        help="CA bundle (PEM): clients must present a certificate it signed (mutual TLS)",
     )
     group.add_argument(
         "--inline_below_ms",

@@ -21,7 +21,7 @@ from modelhost import errors
 
 __all__ = ["COMMANDS", "add_commands", "run"]
 
-COMMANDS = ("up", "down", "apply", "get", "describe", "delete", "logs")
+COMMANDS = ("up", "down", "apply", "get", "describe", "delete", "logs", "token")
 
 
 def add_commands(commands: Any) -> None:
@@ -29,14 +29,34 @@ def add_commands(commands: Any) -> None:
         "up",
         help="start the embedded platform (KServe's InferenceServices on this machine)",
         description=(
-            "Start the platform: a gateway and control API on --port, a gRPC gateway on "
-            "--grpc-port, state in --home. Services applied before come back."
+            "Start the platform: an HTTP gateway on --port, a gRPC gateway on --grpc-port, "
+            "the control API on a Unix socket in --home (and loopback --api-port), state in "
+            "--home. Services applied before come back."
         ),
     )
     _home(up)
-    up.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    up.add_argument("--port", type=int, default=8080, help="HTTP gateway and control API")
+    up.add_argument("--host", default="127.0.0.1", help="address the gateways listen on")
+    up.add_argument("--port", type=int, default=8080, help="HTTP gateway (inference only)")
     up.add_argument("--grpc-port", "--grpc_port", type=int, default=8081, help="gRPC gateway")
+    up.add_argument(
+        "--auth",
+        choices=["auto", "tokens", "none"],
+        default="auto",
+        help="bearer tokens on the gateways (auto: on when --host is beyond loopback)",
+    )
+    up.add_argument(
+        "--api-port",
+        "--api_port",
+        type=int,
+        default=None,
+        help="also serve the control API on loopback TCP (admin/deployer tokens required)",
+    )
+    up.add_argument("--api-host", "--api_host", default="127.0.0.1", help=argparse.SUPPRESS)
+    up.add_argument("--ssl_certfile", "--ssl-certfile", default="", help="gateway TLS certificate")
+    up.add_argument("--ssl_keyfile", "--ssl-keyfile", default="", help="gateway TLS key")
+    up.add_argument(
+        "--ssl_ca_certs", "--ssl-ca-certs", default="", help="require client certificates"
+    )
     up.add_argument("-d", "--detach", action="store_true", help="run in the background")
     up.add_argument("--domain", default=None, help="ingress domain (default example.com)")
     up.add_argument(
@@ -81,6 +101,9 @@ def add_commands(commands: Any) -> None:
         "-c", "--component", default="predictor", help="predictor, transformer or explainer"
     )
     logs.add_argument("--tail", type=int, default=200)
+    from modelhost.cli import token_commands
+
+    token_commands.add_command(commands, _home)
 
 
 def _home(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +116,14 @@ def _home(parser: argparse.ArgumentParser) -> None:
 
 def _client(parser: argparse.ArgumentParser) -> None:
     _home(parser)
-    parser.add_argument("--server", default=None, help="platform URL (default: the running one)")
+    parser.add_argument(
+        "--server",
+        default=None,
+        help="control API address: unix:PATH or http(s)://HOST:PORT (default: the running one)",
+    )
+    parser.add_argument(
+        "--token", default=None, help="bearer token for a TCP control API ($MODELHOST_TOKEN)"
+    )
     parser.add_argument("-n", "--namespace", default="default")
 
 
@@ -103,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
             return _up(args)
         if args.command == "down":
             return _down(args)
+        if args.command == "token":
+            from modelhost.cli import token_commands
+
+            return token_commands.run(args, _home_path(args))
         return _client_command(args)
     except errors.ModelhostError as exc:
         print(f"modelhost {args.command}: {exc}", file=sys.stderr)
@@ -167,6 +201,12 @@ def _settings(args: argparse.Namespace, home: Path) -> Any:
         config=PlatformConfig(**overrides),
         workdir=os.getcwd(),
         replica_start_timeout_s=args.replica_start_timeout,
+        auth=args.auth,
+        api_port=args.api_port,
+        api_host=args.api_host,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        ssl_ca_certs=args.ssl_ca_certs,
     )
 
 
@@ -202,9 +242,13 @@ def _detach(args: argparse.Namespace, home: Path) -> int:
             found = json.loads(address.read_text())
         except (OSError, ValueError):
             found = {}
-        if found.get("pid") == process.pid and PlatformClient(found["url"], 2).healthy():
+        if found.get("pid") == process.pid and PlatformClient(found["api"], 2).healthy():
             print(f"modelhost platform running in the background (pid {process.pid})")
-            print(f"  gateway and API: {found['url']}   gRPC: {found['grpc']}")
+            print(f"  gateway: {found['url']}   gRPC: {found['grpc']}   tokens: {found['auth']}")
+            print(
+                f"  control API: {found['api']}"
+                + (f" and {found['api_url']}" if found.get("api_url") else "")
+            )
             print(f"  log: {log_path}   stop: modelhost down")
             return 0
         time.sleep(0.1)
@@ -247,7 +291,7 @@ def _client_command(args: argparse.Namespace) -> int:
     from modelhost.local.client import PlatformClient, platform_url
 
     url = platform_url(args.server, _home_path(args), dict(os.environ))
-    client = PlatformClient(url)
+    client = PlatformClient(url, token=args.token or os.environ.get("MODELHOST_TOKEN") or None)
     if args.command == "apply":
         applied = []
         for filename in args.filename:

@@ -42,6 +42,7 @@ from modelhost.control.runtimes import (
     supporting_runtimes,
 )
 from modelhost.control.status import effective_traffic, propagate_rollout
+from modelhost.control.user_code import user_code
 from modelhost.control.validation import validate_inference_service
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "select_runtime",
     "supporting_runtimes",
     "to_dict",
+    "user_code",
     "validate_inference_service",
     "validate_serving_runtime",
 ]

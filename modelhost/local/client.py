@@ -1,15 +1,17 @@
 """The CLI's side of the control API: find the running platform and call it.
 
-Plain ``urllib``: the commands make one short call each, and the CLI should not pay for an
-async client's import.
+The platform's own address is a Unix socket (``unix:<path>``, from ``platform.json``); a
+remote one is an ``http(s)://`` URL that takes a bearer token. Plain ``http.client``: the
+commands make one short call each, and the CLI should not pay for an async client's import.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
-import urllib.error
+import socket
+import ssl
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +35,34 @@ _ALIASES = {
 
 
 def platform_url(explicit: str | None, home: Path, environ: dict[str, str]) -> str:
-    """``--server``, else ``$MODELHOST_SERVER``, else what the running platform wrote."""
+    """``--server``, else ``$MODELHOST_SERVER``, else the socket the running platform wrote."""
     if explicit:
         return explicit.rstrip("/")
     if environ.get("MODELHOST_SERVER"):
         return environ["MODELHOST_SERVER"].rstrip("/")
     try:
-        url: str = json.loads((home / "platform.json").read_text())["url"]
-        return url
+        address: str = json.loads((home / "platform.json").read_text())["api"]
+        return address
     except (OSError, ValueError, KeyError):
-        return "http://127.0.0.1:8080"
+        return f"unix:{home / 'api.sock'}"
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (the platform's control API in its home)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 def resource(name: str) -> tuple[str, str, bool]:
@@ -56,9 +76,19 @@ def resource(name: str) -> tuple[str, str, bool]:
 
 
 class PlatformClient:
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
+    """Calls the control API at ``url`` (``unix:<path>`` or ``http(s)://host:port``)."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 60.0,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.url = url
         self.timeout = timeout
+        self.token = token
+        self.ssl_context = ssl_context
 
     def apply(self, text: bytes, source: str) -> list[dict[str, Any]]:
         query = urllib.parse.urlencode({"source": source})
@@ -100,24 +130,41 @@ class PlatformClient:
         where = f"/namespaces/{namespace}" if namespaced else ""
         return f"{prefix}{where}/{plural}/{name}"
 
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.url.startswith("unix:"):
+            return _UnixConnection(self.url[len("unix:") :], self.timeout)
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme == "https":
+            return http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=self.timeout, context=self.ssl_context
+            )
+        if parts.scheme != "http" or not parts.hostname:
+            raise errors.InvalidInput(
+                f"not a platform address: {self.url!r} (unix:<path>, http:// or https://)"
+            )
+        return http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout)
+
     def _call(self, method: str, path: str, body: bytes | None = None, raw: bool = False) -> Any:
-        request = urllib.request.Request(self.url + path, data=body, method=method)
-        if body is not None:
-            request.add_header("Content-Type", "application/yaml")
+        headers = {"Content-Type": "application/yaml"} if body is not None else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        connection = self._connection()
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                data = response.read()
-        except urllib.error.HTTPError as exc:
-            payload = exc.read()
-            try:
-                message = json.loads(payload).get("message") or payload.decode()
-            except ValueError:
-                message = payload.decode(errors="replace")
-            error = errors.ModelhostError(message)
-            error.status_code = exc.code
-            raise error from None
-        except (urllib.error.URLError, OSError) as exc:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        except OSError as exc:
             raise errors.ServerNotReady(
                 f"no modelhost platform at {self.url} ({exc}): start one with `modelhost up -d`"
             ) from None
+        finally:
+            connection.close()
+        if response.status >= 400:
+            try:
+                message = json.loads(data).get("message") or data.decode()
+            except (ValueError, AttributeError):
+                message = data.decode(errors="replace")
+            error = errors.ModelhostError(message)
+            error.status_code = response.status
+            raise error from None
         return data.decode() if raw else json.loads(data)

@@ -1,8 +1,8 @@
 """The ingress gateway's HTTP side: where every request to the platform's port enters.
 
 A request whose Host is a service's host (``<name>.<namespace>.<domain>``, as KServe's
-ingress routes) goes to that service, whatever its path. Any other host reaches the control
-API (``/apis/...``), ``/metrics`` and ``/healthz``, and else KServe's path rules
+ingress routes) goes to that service, whatever its path. Any other host reaches
+``/metrics`` and ``/healthz``, and else KServe's path rules
 (``/v1/models/<name>:predict``, ``/v2/models/<name>/infer``, ``/openai/...`` by the body's
 ``model``), so that ``curl localhost:8080/v1/models/sklearn-iris:predict`` works too.
 """
@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 
-from modelhost.local import api
 from modelhost.local.component import ComponentState
 from modelhost.local.http_proxy import LOCAL, Request
 from modelhost.local.platform import Platform
@@ -29,7 +28,10 @@ LOCAL_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
 class GatewayApp:
-    """The platform's own routes: the control API, ``/metrics``, ``/healthz``."""
+    """The platform's own routes on the gateway: ``/metrics``, ``/healthz``, ``/readyz``.
+
+    The control API is not among them: it has listeners of its own (``api_server``).
+    """
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
@@ -38,17 +40,6 @@ class GatewayApp:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        if path.startswith(api.API_PREFIX):
-            message = await receive()
-            response = await api.handle(
-                self.platform,
-                scope["method"],
-                path,
-                scope.get("query_string", b""),
-                message.get("body", b""),
-            )
-            await _respond(send, response.status, response.body, response.content_type)
-            return
         if path == "/metrics":
             payload, content_type = self.platform.metrics.exposition(_header(scope, b"accept"))
             await _respond(send, 200, payload, content_type)
@@ -64,7 +55,7 @@ def resolve(platform: Platform, request: Request) -> ComponentState | str | None
         component = routes.match(request.host, path)
         if component is not None:
             return component
-    if path.startswith(api.API_PREFIX) or path in LOCAL_PATHS:
+    if path in LOCAL_PATHS:
         return LOCAL
     model = _model_field(request.body) if routes.needs_model(path) else None
     return routes.match(request.host, path, model)

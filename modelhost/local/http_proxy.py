@@ -20,12 +20,14 @@ import http
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from ssl import SSLContext
 from typing import Any, cast
 
 import httptools
 import orjson
 
 from modelhost import errors
+from modelhost.access import OPEN, Admission, Guard, Role, check_scope, retry_after_header
 from modelhost.local.component import ComponentState
 from modelhost.local.metrics import GatewayMetrics
 from modelhost.local.payload_logger import LogContext, PayloadLogger, request_id_from
@@ -34,7 +36,7 @@ from modelhost.local.revision import RevisionRunner
 from modelhost.local.routing import strip_port
 from modelhost.local.upstream import Exchange, UpstreamConnection, UpstreamPool
 
-__all__ = ["LOCAL", "Forwarder", "ProxyServer", "Request", "Resolver"]
+__all__ = ["LOCAL", "OPEN_PATHS", "Forwarder", "ProxyServer", "Request", "Resolver"]
 
 logger = logging.getLogger("modelhost.local")
 
@@ -47,8 +49,10 @@ ASGIApp = Callable[
     Awaitable[None],
 ]
 
-# What a resolver answers for a request the platform itself serves (API, metrics).
+# What a resolver answers for a request the platform itself serves (metrics, probes).
 LOCAL = "local"
+# Paths that need no token with tokens on: the gateway's own probes.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 _HOP_BY_HOP = frozenset(
     {
@@ -66,6 +70,7 @@ _HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
+_HOP_BY_HOP_AND_TOKEN = _HOP_BY_HOP | {b"authorization"}
 _ATTEMPTS = 5
 _PIPELINE_LIMIT = 8
 
@@ -116,15 +121,20 @@ class Forwarder:
         self.pool.close()
 
     def forward(
-        self, client: _ClientConnection, request: Request, component: ComponentState
+        self,
+        client: _ClientConnection,
+        request: Request,
+        component: ComponentState,
+        admission: Admission = OPEN,
     ) -> None:
         runner = component.choose()
         if runner is None:
+            admission.release()
             client.respond_error(
                 503, f"{component.service}: no revision of the {component.component} is ready"
             )
             return
-        _Call(self, client, request, component, runner).start()
+        _Call(self, client, request, component, runner, admission).start()
 
     def count(
         self, component: ComponentState, runner: RevisionRunner, status: int, seconds: float
@@ -151,8 +161,10 @@ class _Call:
         request: Request,
         component: ComponentState,
         runner: RevisionRunner,
+        admission: Admission = OPEN,
     ) -> None:
         self.forwarder = forwarder
+        self.admission = admission
         self.client = client
         self.request = request
         self.component = component
@@ -197,8 +209,10 @@ class _Call:
     def _encode(self) -> bytes:
         request = self.request
         parts = [request.method, b" ", request.target, b" HTTP/1.1\r\n"]
+        # A token the gateway checked stays here: the replica's model never sees it.
+        dropped = _HOP_BY_HOP if self.admission.token is None else _HOP_BY_HOP_AND_TOKEN
         for name, value in request.headers:
-            if name not in _HOP_BY_HOP:
+            if name not in dropped:
                 parts += [name, b": ", value, b"\r\n"]
         if self.request_id and request.header(b"x-request-id") is None:
             parts += [b"x-request-id: ", self.request_id.encode("latin-1"), b"\r\n"]
@@ -281,6 +295,7 @@ class _Call:
             self.timer.cancel()
             self.timer = None
         self.client.call = None
+        self.admission.release()
         if not complete:
             if exchange.wrote_any:
                 self.forwarder.count(self.component, self.runner, 502, self._elapsed())
@@ -299,6 +314,7 @@ class _Call:
 
     def _timed_out(self) -> None:
         self.timer = None
+        self.admission.release()
         if self.connection is not None:
             connection, self.connection = self.connection, None
             wrote = self._exchange.wrote_any
@@ -319,6 +335,7 @@ class _Call:
         self._answer(status, message)
 
     def _answer(self, status: int, message: str) -> None:
+        self.admission.release()
         self.forwarder.count(self.component, self.runner, status, self._elapsed())
         if not self.client.closed:
             self.client.respond_error(status, message)
@@ -330,6 +347,7 @@ class _Call:
 
     def abandon(self) -> None:
         """The client went away: stop waiting for the replica."""
+        self.admission.release()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -496,19 +514,30 @@ class ProxyServer:
         forwarder: Forwarder,
         resolve: Resolver,
         local_app: ASGIApp | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.forwarder = forwarder
         self.resolve = resolve
         self.local_app = local_app
+        # Bearer tokens on every request but the open paths (None: no checks).
+        self.guard = guard
         self.connections: set[_ClientConnection] = set()
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl: SSLContext | None = None
+    ) -> int:
+        """Listen on ``host:port`` (0 picks a free port), over TLS with ``ssl``; the port."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _ClientConnection(self), host, port, backlog=2048, reuse_address=True
+            lambda: _ClientConnection(self),
+            host,
+            port,
+            backlog=2048,
+            reuse_address=True,
+            ssl=ssl,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
@@ -530,13 +559,25 @@ class ProxyServer:
         task.add_done_callback(self._tasks.discard)
 
     def handle(self, client: _ClientConnection, request: Request) -> None:
+        guard = self.guard
+        token = None
         try:
             target = self.resolve(request)
+            if guard is not None and not (target == LOCAL and request.path in OPEN_PATHS):
+                # Refused before anything is said of the target: a stranger learns nothing,
+                # not even which services exist.
+                token = guard.authenticate(request.header(b"authorization"))
+            admission = OPEN
+            if isinstance(target, ComponentState) and guard is not None and token is not None:
+                check_scope(token, target.namespace, target.service, Role.CALLER)
+                admission = Admission(guard, token, guard.limiter.take(token))
+            elif target is None and token is not None and (token.namespace or token.service):
+                check_scope(token, None, None, Role.CALLER)
         except errors.ModelhostError as exc:
-            client.respond_error(errors.http_status(exc), str(exc))
+            self.refuse(client, exc)
             return
         if isinstance(target, ComponentState):
-            self.forwarder.forward(client, request, target)
+            self.forwarder.forward(client, request, target, admission)
         elif target == LOCAL and self.local_app is not None:
             self.spawn(self._local(client, request))
         else:
@@ -544,6 +585,16 @@ class ProxyServer:
                 404,
                 f"no InferenceService serves host {request.host or '-'} and path {request.path}",
             )
+
+    def refuse(self, client: _ClientConnection, exc: errors.ModelhostError) -> None:
+        """A 401, 403, 429 or 404 before any replica is asked, with the header it needs."""
+        headers: list[tuple[bytes, bytes]] = []
+        if isinstance(exc, errors.Unauthenticated):
+            headers.append((b"www-authenticate", b'Bearer realm="modelhost"'))
+        elif isinstance(exc, errors.RateLimited):
+            headers.append((b"retry-after", retry_after_header(exc.retry_after).encode()))
+        body = orjson.dumps({"error": errors.error_message(exc)})
+        client.respond(errors.http_status(exc), body, b"application/json", headers=headers)
 
     async def _local(self, client: _ClientConnection, request: Request) -> None:
         """The platform's own routes, through an ASGI app (they are few and not hot)."""

@@ -17,7 +17,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,14 +153,22 @@ class Platform:
 
     # -- the API --------------------------------------------------------------------------
 
-    async def apply(self, text: str | bytes, source: str = "") -> list[dict[str, Any]]:
+    async def apply(
+        self,
+        text: str | bytes,
+        source: str = "",
+        authorize: Callable[[list[Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
         """Admit and store every object in a YAML/JSON text; reconcile the services.
 
         All objects are checked before any is stored, so a file with one bad object changes
-        nothing. Returns ``{kind, namespace, name, result}`` per object, ``result`` being
-        ``created``, ``configured`` or ``unchanged`` as ``kubectl apply`` says.
+        nothing; ``authorize`` sees them first and raises to refuse them all. Returns
+        ``{kind, namespace, name, result}`` per object, ``result`` being ``created``,
+        ``configured`` or ``unchanged`` as ``kubectl apply`` says.
         """
         objects = control.parse_documents(text, source=source)
+        if authorize is not None:
+            authorize(objects)
         runtimes: list[ServingRuntime | ClusterServingRuntime] = [
             obj for obj in objects if isinstance(obj, (ServingRuntime, ClusterServingRuntime))
         ]

@@ -1,7 +1,8 @@
-"""``modelhost up``: the platform, its HTTP gateway (with the control API) and its gRPC gateway.
+"""``modelhost up``: the platform, its HTTP and gRPC gateways, and the control API's listeners.
 
 It runs in the foreground until SIGINT or SIGTERM, then stops every replica; while it runs,
-``<home>/platform.json`` tells the CLI where it listens.
+``<home>/platform.json`` tells the CLI where it listens. The gateways serve inference only;
+the control API is on a Unix socket in the home (and loopback TCP with ``api_port``).
 """
 
 from __future__ import annotations
@@ -12,13 +13,30 @@ import json
 import logging
 import os
 import signal
+from ssl import SSLContext
 
+from modelhost import errors
+from modelhost.access import (
+    OPEN,
+    Admission,
+    AuditLog,
+    Guard,
+    Role,
+    TokenTable,
+    check_scope,
+    warn_if_open,
+)
+from modelhost.access.tls import reloader_for
 from modelhost.local import gateway
+from modelhost.local.api_server import ApiServer
 from modelhost.local.http_proxy import ProxyServer
 from modelhost.local.platform import Platform
+from modelhost.local.routing import strip_port
 from modelhost.local.settings import PlatformSettings
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
+from modelhost.server.grpc.http2 import Header
 from modelhost.server.grpc.relay import GrpcRelay, NowResolver, Resolver
+from modelhost.server.grpc.relay_call import Admit
 
 __all__ = ["PlatformServer", "grpc_gateway", "run"]
 
@@ -36,18 +54,44 @@ def grpc_gateway(
     resolve: Resolver,
     *,
     resolve_now: NowResolver | None = None,
+    admit: Admit | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    ssl: SSLContext | None = None,
 ) -> GrpcRelay:
     """The platform's gRPC gateway: a relay to the replicas ``resolve`` names."""
-    return GrpcRelay(
+    relay = GrpcRelay(
         resolve,
         resolve_now=resolve_now,
         answered=_ANSWERED,
         name="gRPC gateway",
         host=host,
         port=port,
+        ssl=ssl,
     )
+    relay.admit = admit
+    return relay
+
+
+def grpc_admit(platform: Platform, guard: Guard) -> Admit:
+    """The gRPC gateway's token check: the ``authorization`` metadata, for the service the
+    call's ``host`` metadata or model names (what the resolver will route it to)."""
+
+    def admit(headers: list[Header], host: str | None, model: str | None) -> Admission:
+        authorization = next((v for k, v in headers if k == b"authorization"), None)
+        token = guard.authenticate(authorization)
+        routes = platform.routes
+        component = routes.match(strip_port(host), "/") if host else None
+        if component is None and model:
+            component = routes.match("", f"/v2/models/{model}/infer")
+        if component is None:
+            # Unroutable: the resolver says so, unless the token may not even ask.
+            check_scope(token, None, None, Role.CALLER)
+            return OPEN
+        check_scope(token, component.namespace, component.service, Role.CALLER)
+        return Admission(guard, token, guard.limiter.take(token))
+
+    return admit
 
 
 class PlatformServer:
@@ -56,8 +100,12 @@ class PlatformServer:
     def __init__(self, settings: PlatformSettings) -> None:
         self.settings = settings
         self.platform = Platform(settings)
+        self.guard = Guard(TokenTable(settings.token_path))
+        self.audit = AuditLog(settings.audit_path)
         self._http: ProxyServer | None = None
         self._grpc: GrpcRelay | None = None
+        self._api: ApiServer | None = None
+        self._tls_watch: asyncio.Task[None] | None = None
 
     @property
     def http_port(self) -> int:
@@ -71,37 +119,84 @@ class PlatformServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.host}:{self.http_port}"
+        scheme = "https" if self.settings.ssl_certfile else "http"
+        return f"{scheme}://{self.settings.host}:{self.http_port}"
+
+    @property
+    def api_address(self) -> str:
+        """Where the CLI reaches the control API: ``unix:<path>``."""
+        assert self._api is not None
+        return f"unix:{self._api.path}"
+
+    @property
+    def api_url(self) -> str | None:
+        """The control API over loopback TCP (tokens required), if it listens there."""
+        if self._api is None or self._api.tcp_port is None:
+            return None
+        return f"http://{self.settings.api_host}:{self._api.tcp_port}"
 
     async def start(self) -> None:
+        settings = self.settings
+        if settings.auth not in ("auto", "tokens", "none"):
+            raise errors.InvalidInput(f"--auth takes tokens, none or auto, not {settings.auth!r}")
+        # Bad certificate files fail here, before any replica starts.
+        tls = reloader_for(settings.ssl_certfile, settings.ssl_keyfile, settings.ssl_ca_certs)
         await self.platform.start()
         platform = self.platform
+        guard = self.guard if settings.gateway_auth else None
+        if guard is None:
+            warn_if_open(settings.host, False, "The platform's gateway")
         self._http = ProxyServer(
             platform.forwarder,
             lambda request: gateway.resolve(platform, request),
             gateway.GatewayApp(platform),
+            guard=guard,
         )
-        await self._http.start(self.settings.host, self.settings.http_port)
+        await self._http.start(
+            settings.host, settings.http_port, ssl=tls.context(["http/1.1"]) if tls else None
+        )
         self._grpc = grpc_gateway(
             platform.resolve_grpc,
             resolve_now=platform.resolve_grpc_now,
-            host=self.settings.host,
-            port=self.settings.grpc_port,
+            admit=grpc_admit(platform, guard) if guard is not None else None,
+            host=settings.host,
+            port=settings.grpc_port,
+            ssl=tls.context(["h2"]) if tls else None,
         )
         await self._grpc.start()
+        if tls is not None:
+            self._tls_watch = asyncio.create_task(tls.watch())
+        tcp = (settings.api_host, settings.api_port) if settings.api_port is not None else None
+        self._api = ApiServer(platform, self.audit, settings.home, self.guard, tcp)
+        await self._api.start()
         address = {
             "pid": os.getpid(),
             "url": self.url,
-            "grpc": f"{self.settings.host}:{self.grpc_port}",
+            "grpc": f"{settings.host}:{self.grpc_port}",
+            "api": self.api_address,
+            "api_url": self.api_url,
+            "auth": "tokens" if guard is not None else "none",
         }
-        self.settings.address_path.write_text(json.dumps(address))
-        logger.info("modelhost platform on %s (gRPC %s)", self.url, address["grpc"])
+        settings.address_path.write_text(json.dumps(address))
+        logger.info(
+            "modelhost platform on %s (gRPC %s, tokens %s); control API on %s%s",
+            self.url,
+            address["grpc"],
+            "on" if guard is not None else "off",
+            self.api_address,
+            f" and {self.api_url}" if self.api_url else "",
+        )
 
     async def stop(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             current = json.loads(self.settings.address_path.read_text())
             if current.get("pid") == os.getpid():
                 self.settings.address_path.unlink()
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
+            await asyncio.gather(self._tls_watch, return_exceptions=True)
+        if self._api is not None:
+            await self._api.stop()
         if self._grpc is not None:
             await self._grpc.stop()
         if self._http is not None:

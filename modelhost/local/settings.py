@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from modelhost.access import is_loopback
 from modelhost.control import PlatformConfig
+from modelhost.settings import default_home
 
 __all__ = ["PlatformSettings", "default_home"]
-
-
-def default_home(environ: Mapping[str, str] | None = None) -> Path:
-    """``$MODELHOST_HOME``, else ``~/.modelhost``: state, logs, the running platform's address."""
-    environ = os.environ if environ is None else environ
-    home = environ.get("MODELHOST_HOME")
-    return Path(home) if home else Path.home() / ".modelhost"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +27,16 @@ class PlatformSettings:
     replica_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # Relative paths in a custom container's command are relative to this folder.
     workdir: str | None = None
+    # Access control on the gateway: "tokens", "none", or "auto" (tokens as soon as it
+    # listens beyond loopback). The control API is apart: a Unix socket (owner only) and,
+    # with ``api_port``, loopback TCP that always needs an admin or deployer token.
+    auth: str = "auto"
+    api_port: int | None = None
+    api_host: str = "127.0.0.1"
+    # TLS on the gateway's REST and gRPC ports (replicas stay clear text on loopback).
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_ca_certs: str = ""
     replica_start_timeout_s: float = 300.0
     replica_stop_grace_s: float = 10.0
     autoscale_tick_s: float = 1.0
@@ -44,6 +48,21 @@ class PlatformSettings:
     @property
     def log_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def token_path(self) -> Path:
+        return self.home / "tokens.db"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.home / "audit.log"
+
+    @property
+    def gateway_auth(self) -> bool:
+        """Whether the gateway checks tokens (``auto``: when bound beyond loopback)."""
+        if self.auth == "auto":
+            return not is_loopback(self.host)
+        return self.auth == "tokens"
 
     @property
     def address_path(self) -> Path:

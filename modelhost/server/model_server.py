@@ -25,6 +25,8 @@ from typing import Any
 
 import uvicorn
 
+from modelhost.access import Guard, TokenTable, warn_if_open
+from modelhost.access.tls import reloader_for
 from modelhost.model.model import Model, PredictorConfig
 from modelhost.model.repository import ModelRepository
 from modelhost.server.dataplane import DataPlane
@@ -110,6 +112,10 @@ class ModelServer:
         if self.settings.workers <= 1:
             _run(self.serve(models))
             return
+        # Checked before the fork: a worker that fails on a bad certificate would be
+        # restarted, and fail again, forever.
+        settings = self.settings
+        reloader_for(settings.ssl_certfile, settings.ssl_keyfile, settings.ssl_ca_certs)
         for model in models:
             if not model.ready:
                 model.load()
@@ -138,6 +144,8 @@ class ModelServer:
         settings = self.settings
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        # Before the models load: a certificate that does not load fails the start at once.
+        tls = reloader_for(settings.ssl_certfile, settings.ssl_keyfile, settings.ssl_ca_certs)
         executor = ThreadPoolExecutor(
             settings.max_threads,
             thread_name_prefix="modelhost-model",
@@ -150,8 +158,13 @@ class ModelServer:
                 await runner.call(model.load)
             self.repository.update(model)
         dataplane = DataPlane(self.repository, runner, settings.server_name)
+        guard = guard_for(settings)
         app = HttpApp(
-            dataplane, self.metrics, settings, guardrails=chain_from_names(settings.guardrails)
+            dataplane,
+            self.metrics,
+            settings,
+            guardrails=chain_from_names(settings.guardrails),
+            guard=guard,
         )
         app.openai.request_timeout_s = settings.llm_request_timeout_s
         http_socket = _bind(settings.host, settings.http_port, settings.reuse_port)
@@ -165,12 +178,20 @@ class ModelServer:
             access_log=False,
             timeout_keep_alive=settings.timeout_keep_alive,
             timeout_graceful_shutdown=int(settings.grace_period),
+            # Given so that uvicorn knows it serves https; the context is ours (below).
+            ssl_certfile=settings.ssl_certfile or None,
+            ssl_keyfile=settings.ssl_keyfile or None,
         )
+        if tls is not None:
+            # uvicorn loads its config once, at serve(), unless it is loaded already: loaded
+            # here, its SSL context is replaced by one that follows the certificate files.
+            config.load()
+            config.ssl = tls.context(["http/1.1"])
         http_server = _UvicornServer(config)
         http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
         grpc_server: GrpcServer | None = None
         if settings.enable_grpc:
-            grpc_server = GrpcServer(dataplane, self.metrics, settings)
+            grpc_server = GrpcServer(dataplane, self.metrics, settings, guard=guard, tls=tls)
             try:
                 self.grpc_port = await grpc_server.start(settings.host, settings.grpc_port)
             except BaseException:
@@ -196,10 +217,13 @@ class ModelServer:
         previous_policy = thread_policy() if settings.batch_scheduling else None
         if settings.batch_scheduling:
             batch_this_thread()  # after gRPC started its threads, which stay SCHED_OTHER
+        watch = asyncio.create_task(tls.watch()) if tls is not None else None
         self._started.set()
         try:
             await self._stop.wait()
         finally:
+            if watch is not None:
+                watch.cancel()
             logger.info("Draining in-flight requests (up to %ss)", settings.grace_period)
             dataplane.draining = True
             if grpc_server is not None:
@@ -236,6 +260,16 @@ class ModelServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
+
+
+def guard_for(settings: ServerSettings) -> Guard | None:
+    """The token checks ``--auth`` asks for (None: off, with a warning beyond loopback)."""
+    if settings.auth not in ("tokens", "none"):
+        raise ValueError(f"--auth takes tokens or none, not {settings.auth!r}")
+    warn_if_open(settings.host, settings.auth == "tokens", "The model server")
+    if settings.auth != "tokens":
+        return None
+    return Guard(TokenTable(settings.token_path()))
 
 
 def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:

@@ -42,7 +42,8 @@ class RunningPlatform:
 
     @property
     def client(self) -> PlatformClient:
-        return PlatformClient(self.url)
+        """The control API over the owner's Unix socket."""
+        return PlatformClient(self.server.api_address)
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -103,12 +104,17 @@ def traffic(status: dict[str, Any], component: str = "predictor") -> dict[str, i
 
 
 def start_platform(
-    home: Path, replica_env: dict[str, str] | None = None, **config: Any
+    home: Path,
+    replica_env: dict[str, str] | None = None,
+    access: dict[str, Any] | None = None,
+    **config: Any,
 ) -> RunningPlatform:
+    """A platform in ``home``; ``access`` sets its auth, api_port and ssl_* settings."""
     settings = PlatformSettings(
         home=home,
         http_port=0,
         grpc_port=0,
+        **(access or {}),
         config=PlatformConfig(**config),
         replica_env=replica_env or {},
         workdir=str(REPO),

@@ -139,7 +139,7 @@ def test_cli_verbs_against_the_platform(
     platform: RunningPlatform, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sample = SAMPLES / "sklearn-iris-v1.yaml"
-    server = ["--server", platform.url]
+    server = ["--server", platform.server.api_address]
     assert main(["apply", "-f", str(sample), *server]) == 0
     assert "inferenceservice.serving.kserve.io/sklearn-iris created" in capsys.readouterr().out
     assert main(["apply", "-f", str(sample), *server]) == 0

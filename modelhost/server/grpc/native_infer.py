@@ -106,6 +106,16 @@ class NativeInfer:
     # -- from the client -----------------------------------------------------------------
 
     def begin(self, end: bool) -> None:
+        guard = self.servicer.guard
+        if guard is not None:
+            # Who is calling is known from the headers: a stranger's message is not read.
+            # The scope (which model) is checked in infer_message, once the message is here.
+            authorization = next((v for k, v in self.headers if k == b"authorization"), None)
+            try:
+                guard.authenticate(authorization)
+            except errors.ModelhostError as exc:
+                self.answer(grpc.StatusCode[exc.grpc_status], errors.error_message(exc))
+                return
         if self.timeout is not None:
             self._timer = asyncio.get_running_loop().call_later(self.timeout, self._expire)
         if end:

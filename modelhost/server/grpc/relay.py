@@ -18,10 +18,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Mapping
+from ssl import SSLContext
 from typing import Any, Protocol
 
 from modelhost.server.grpc.http2 import CANCEL, REFUSED_STREAM, H2Connection, Header
-from modelhost.server.grpc.relay_call import Call, GrpcTarget, NowResolver, Resolver
+from modelhost.server.grpc.relay_call import Admit, Call, GrpcTarget, NowResolver, Resolver
 
 __all__ = ["GrpcRelay", "GrpcTarget", "LocalCall", "LocalCalls", "NowResolver", "Resolver"]
 
@@ -66,12 +67,15 @@ class GrpcRelay:
         host: str = "127.0.0.1",
         port: int = 0,
         reuse_port: bool = False,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.resolve = resolve
         self.resolve_now = resolve_now
         # Methods answered at once with a fixed message (serialized), e.g. ServerLive.
         self.answered: Mapping[bytes, bytes] = answered or {}
         self.local = local
+        # The token check of each relayed call before it is resolved (the platform's gateway).
+        self.admit: Admit | None = None
         # False: only the inference service's methods pass (others are UNIMPLEMENTED here).
         self.any_method = any_method
         # True: each client's calls go over connections of their own, so a client that stops
@@ -81,6 +85,9 @@ class GrpcRelay:
         self._host = host
         self._requested_port = port
         self._reuse_port = reuse_port
+        # TLS for the clients' side (ALPN "h2": gRPC clients require it); targets are
+        # reached in clear text, on loopback or the platform's own network.
+        self._ssl = ssl
         self._port = 0
         self._server: asyncio.base_events.Server | None = None
         self._clients: set[ClientConnection] = set()
@@ -107,6 +114,7 @@ class GrpcRelay:
                 backlog=2048,
                 reuse_address=True,
                 reuse_port=self._reuse_port or None,
+                ssl=self._ssl,
             )
         except OSError as exc:
             address = f"{self._host}:{self._requested_port}"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from modelhost import errors
+from modelhost.access import Admission
 from modelhost.server.grpc.http2 import CANCEL, ENHANCE_YOUR_CALM, REFUSED_STREAM, Header
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SERVICE",
+    "Admit",
     "GrpcTarget",
     "NowResolver",
     "Resolver",
@@ -84,6 +86,9 @@ class GrpcTarget:
 Resolver = Callable[[str | None, str | None], Awaitable[GrpcTarget]]
 """``resolve(host, model)``: the replica for a call; raises ``modelhost.errors`` to refuse."""
 
+Admit = Callable[[list[Header], "str | None", "str | None"], Admission]
+"""``admit(headers, host, model)``: the token check of a call before it is resolved."""
+
 NowResolver = Callable[[str | None, str | None], "GrpcTarget | None"]
 """The same without waiting: None when only ``Resolver`` can tell (a replica must start)."""
 
@@ -92,6 +97,7 @@ class Call:
     """One client stream and, once resolved, the replica's stream it is relayed to."""
 
     __slots__ = (
+        "_admission",
         "_buffer",
         "_client_ended",
         "_field",
@@ -134,6 +140,7 @@ class Call:
         # The whole request, kept until the replica answers, in case it refuses the stream.
         self._sent: bytes | None = None
         self._retries = 0
+        self._admission: Admission | None = None  # the relay's admit hook's answer
 
     # -- from the client -----------------------------------------------------------------
 
@@ -196,6 +203,13 @@ class Call:
 
     def _resolve(self, model: str | None) -> None:
         host = _host(self.headers)
+        admit = self.relay.admit
+        if admit is not None and self._admission is None:
+            try:
+                self._admission = admit(self.headers, host, model)
+            except Exception as exc:
+                self._refuse(exc)
+                return
         resolve_now = self.relay.resolve_now
         if resolve_now is not None:
             try:
@@ -267,8 +281,10 @@ class Call:
     def _forwarded_headers(self) -> list[Header]:
         headers = []
         waited = time.monotonic() - self.started
+        # A token the relay checked stays here: the replica's model never sees it.
+        checked = self._admission is not None and self._admission.token is not None
         for name, value in self.headers:
-            if name in _HOP_HEADERS:
+            if name in _HOP_HEADERS or (checked and name == b"authorization"):
                 continue
             if name == b"grpc-timeout" and self.timeout is not None:
                 # The deadline kept running while the resolver waited: the replica gets the rest.
@@ -358,6 +374,8 @@ class Call:
         target, self._target = self._target, None
         if target is not None:
             _release(target, ok)
+        if self._admission is not None:
+            self._admission.release()
 
 
 # -- answering a client here ----------------------------------------------------------------

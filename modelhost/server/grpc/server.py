@@ -9,6 +9,10 @@ kernel picks, and the gRPC port is a relay in front of it (``relay``): ``ModelIn
 answered on the relay's own connection (``native_infer``), every other call is passed on
 to grpc.aio. grpc.aio's cost per call is more than the rest of an iris answer, batched;
 the relay's HTTP/2 is a fraction of it (bench/RESULTS.md, run 7).
+
+With TLS (``tls``, a ``CertificateReloader``) the gRPC port serves TLS and follows the
+certificate files: the relay through an ``ssl.SSLContext``, grpc.aio (``native_grpc`` off)
+through its dynamic credentials. The loopback server behind the relay stays clear text.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from modelhost.access import Guard
+from modelhost.access.tls import CertificateReloader
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 from modelhost.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelhost.server.dataplane import DataPlane
@@ -44,7 +50,16 @@ _CROSS_THREAD_TIMEOUT = 5.0
 class GrpcServer:
     """Serves ``GRPCInferenceService`` over a ``DataPlane``; created by ``ModelServer``."""
 
-    def __init__(self, dataplane: DataPlane, metrics: Metrics, settings: ServerSettings) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        metrics: Metrics,
+        settings: ServerSettings,
+        guard: Guard | None = None,
+        tls: CertificateReloader | None = None,
+    ) -> None:
+        self.guard = guard
+        self.tls = tls
         self.dataplane = dataplane
         self.metrics = metrics
         self.settings = settings
@@ -56,9 +71,11 @@ class GrpcServer:
 
     async def start(self, host: str, port: int) -> int:
         """Bind ``host:port`` (0 picks a free port), start serving, return the port."""
-        servicer = InferenceServicer(self.dataplane, self.metrics)
+        servicer = InferenceServicer(self.dataplane, self.metrics, self.guard)
         if not self.settings.native_grpc:
-            return await self._start_grpc_aio(servicer, host, port, self.settings.reuse_port)
+            return await self._start_grpc_aio(
+                servicer, host, port, self.settings.reuse_port, tls=self.tls
+            )
         inner = await self._start_grpc_aio(servicer, "127.0.0.1", 0, reuse_port=False)
         target = GrpcTarget(address=f"127.0.0.1:{inner}", release=_nothing_to_release)
 
@@ -76,6 +93,7 @@ class GrpcServer:
             host=host,
             port=port,
             reuse_port=self.settings.reuse_port,
+            ssl=self.tls.context(["h2"]) if self.tls is not None else None,
         )
         try:
             bound = await relay.start()
@@ -87,7 +105,12 @@ class GrpcServer:
         return bound
 
     async def _start_grpc_aio(
-        self, servicer: InferenceServicer, host: str, port: int, reuse_port: bool
+        self,
+        servicer: InferenceServicer,
+        host: str,
+        port: int,
+        reuse_port: bool,
+        tls: CertificateReloader | None = None,
     ) -> int:
         limit = self.settings.max_request_bytes
         server = grpc.aio.server(
@@ -111,7 +134,10 @@ class GrpcServer:
         )
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            bound = server.add_insecure_port(address)
+            if tls is not None:
+                bound = server.add_secure_port(address, tls.grpc_credentials())
+            else:
+                bound = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise OSError(f"Cannot bind the gRPC server to {address}: {exc}") from None
         await server.start()

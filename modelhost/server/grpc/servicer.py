@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from modelhost import errors
+from modelhost.access import OPEN, Admission, Guard, Role
 from modelhost.protocol import v2_grpc
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 from modelhost.server.dataplane import DataPlane
@@ -28,6 +29,10 @@ __all__ = ["InferenceServicer", "abort_with", "log_unexpected"]
 logger = logging.getLogger("modelhost.server")
 
 PROTOCOL = "grpc"
+
+# Open with tokens on: the probes. ``infer`` is checked per message, in ``infer_message``.
+_UNCHECKED = frozenset({"live", "ready", "infer"})
+_DEPLOYER_ENDPOINTS = frozenset({"repository_load", "repository_unload"})
 
 _Self = TypeVar("_Self", bound="InferenceServicer")
 _Handler = Callable[[_Self, Any, Any], Awaitable[Any]]
@@ -66,7 +71,10 @@ def _unary(endpoint: str) -> Callable[[_Handler[_Self]], _Handler[_Self]]:
             started = time.perf_counter()
             self.in_flight.inc()
             status = "OK"
+            admission = OPEN
             try:
+                if self.guard is not None and endpoint not in _UNCHECKED:
+                    admission = self.admit(_authorization(context), _model_of(request), endpoint)
                 return await handler(self, request, context)
             except asyncio.CancelledError:
                 status = "CANCELLED"
@@ -75,6 +83,7 @@ def _unary(endpoint: str) -> Callable[[_Handler[_Self]], _Handler[_Self]]:
                 status = errors.grpc_status_name(exc)
                 await abort_with(context, exc, rpc)
             finally:
+                admission.release()
                 self.in_flight.dec()
                 self.observe(_model_of(request), endpoint, status, started)
 
@@ -86,10 +95,19 @@ def _unary(endpoint: str) -> Callable[[_Handler[_Self]], _Handler[_Self]]:
 class InferenceServicer:
     """Handlers for ``add_GRPCInferenceServiceServicer_to_server`` (found by name)."""
 
-    def __init__(self, dataplane: DataPlane, metrics: Metrics) -> None:
+    def __init__(self, dataplane: DataPlane, metrics: Metrics, guard: Guard | None = None) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
         self.in_flight = metrics.in_flight.labels(PROTOCOL)
+        # Bearer tokens in the ``authorization`` metadata (None: no checks).
+        self.guard = guard
+
+    def admit(self, authorization: str | None, model: str, endpoint: str) -> Admission:
+        """The token check of one call about ``model`` ("" for none); raises to refuse."""
+        if self.guard is None:
+            return OPEN
+        role = Role.DEPLOYER if endpoint in _DEPLOYER_ENDPOINTS else Role.CALLER
+        return self.guard.admit(authorization, None, model or None, role)
 
     def observe(self, model: str, endpoint: str, status: str, started: float) -> None:
         if model and not self.dataplane.repository.has_model(model):
@@ -141,6 +159,11 @@ class InferenceServicer:
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[Any]:
         """One answer per request, in order; a failed request answers with its error."""
+        if self.guard is not None:
+            try:
+                self.guard.authenticate(_authorization(context))
+            except errors.ModelhostError as exc:
+                await abort_with(context, exc, "ModelStreamInfer")
         async for request in request_iterator:
             started = time.perf_counter()
             self.in_flight.inc()
@@ -160,11 +183,19 @@ class InferenceServicer:
 
     async def infer_message(self, message: Any, headers: dict[str, str]) -> Any:
         """One ``ModelInferRequest`` onto the data plane: its ``ModelInferResponse``."""
-        # Unknown or unready models are reported before the tensors are decoded.
-        self.dataplane.check_servable(message.model_name, message.model_version or None)
-        request = v2_grpc.request_from_proto(message)
-        response = await self.dataplane.infer(request, headers)
-        return v2_grpc.response_to_proto(response, request)
+        admission = OPEN
+        if self.guard is not None:
+            # The model never sees the caller's token.
+            headers = dict(headers)
+            admission = self.admit(headers.pop("authorization", None), message.model_name, "infer")
+        try:
+            # Unknown or unready models are reported before the tensors are decoded.
+            self.dataplane.check_servable(message.model_name, message.model_version or None)
+            request = v2_grpc.request_from_proto(message)
+            response = await self.dataplane.infer(request, headers)
+            return v2_grpc.response_to_proto(response, request)
+        finally:
+            admission.release()
 
     # -- repository extension ------------------------------------------------------
 
@@ -202,6 +233,13 @@ def _tensor_metadata(tensor: dict[str, Any]) -> Any:
         datatype=str(tensor["datatype"]),
         shape=[int(d) for d in tensor.get("shape", [])],
     )
+
+
+def _authorization(context: Any) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            return value
+    return None
 
 
 def _headers(context: Any) -> dict[str, str]:

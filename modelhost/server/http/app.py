@@ -14,7 +14,10 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+
 from modelhost import errors
+from modelhost.access import OPEN, Admission, Guard, Role, check_scope, retry_after_header
 from modelhost.server.dataplane import DataPlane
 from modelhost.server.http import docs
 from modelhost.server.http.messages import (
@@ -41,11 +44,18 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 access_logger = logging.getLogger("modelhost.access")
 logger = logging.getLogger("modelhost.server")
 
+# What stays open with tokens on: liveness and readiness probes, and the API's own docs.
+_OPEN_ENDPOINTS = frozenset({"live", "ready", "docs"})
+# Endpoints that change what the server holds (the repository extension): deployer or admin.
+_DEPLOYER_ENDPOINTS = frozenset({"repository_load", "repository_unload"})
+_WWW_AUTHENTICATE = 'Bearer realm="modelhost"'
+
 
 class HttpApp:
     """ASGI app serving v1, v2, the repository extension, OpenAI's API, /metrics and the docs.
 
-    ``guardrails`` filter the text into and out of generative models (none by default).
+    ``guardrails`` filter the text into and out of generative models (none by default);
+    ``guard`` checks bearer tokens on every route but the health probes (None: no checks).
     """
 
     def __init__(
@@ -54,10 +64,12 @@ class HttpApp:
         metrics: Metrics,
         settings: ServerSettings,
         guardrails: GuardrailChain | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
         self.settings = settings
+        self.guard = guard
         v1 = V1Routes(dataplane)
         v2 = V2Routes(dataplane)
         # Its own routing table: the OpenAI paths, vLLM's LoRA ones and v2 generate.
@@ -153,15 +165,26 @@ class HttpApp:
             response.headers["allow"] = route.method
             await _send(send, response, method)
             return
+        admission = OPEN
+        if self.guard is not None and route.endpoint not in _OPEN_ENDPOINTS:
+            try:
+                admission = self._admit(scope, route, model)
+            except errors.ModelhostError as exc:
+                await _send(send, _refusal(exc, route), method)
+                self.metrics.observe_request(
+                    "", route.protocol, route.endpoint, exc.status_code, 0.0
+                )
+                return
         gauge = self._in_flight[route.protocol]
         gauge.inc()
         try:
-            result = await self._handle(scope, receive, route, model, version)
+            result = await self._handle(scope, receive, route, model, version, admission)
             if isinstance(result, DeferredResponse):
                 # It generates while it sends: in flight until its last token is out.
                 status = await result.send_to(send, receive, method)
         finally:
             gauge.dec()
+            admission.release()
         if not isinstance(result, DeferredResponse):
             await _send(send, result, method)
             status = result.status
@@ -188,12 +211,20 @@ class HttpApp:
         route: Route,
         model: str,
         version: str | None,
+        admission: Admission = OPEN,
     ) -> HttpResponse | DeferredResponse:
         try:
             headers = {
                 k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
             }
             body = await _read_body(receive, headers, self.settings.max_request_bytes)
+            if self.guard is not None:
+                headers.pop("authorization", None)  # the model never sees the caller's token
+            token = admission.token
+            if token is not None and token.service is not None and not model:
+                # OpenAI's routes name the model in the body: a token for one service is
+                # checked against it once the body is here.
+                check_scope(token, None, _body_model(body), Role.CALLER)
             request = HttpRequest(
                 scope["method"],
                 scope["path"],
@@ -212,6 +243,21 @@ class HttpApp:
                 logger.exception("Unhandled error on %s %s", scope["method"], scope["path"])
             return _error(status, errors.error_message(exc))
 
+    def _admit(self, scope: Scope, route: Route, model: str) -> Admission:
+        """Authenticate, check the scope where the path names the model, take the limits."""
+        assert self.guard is not None
+        authorization = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value
+                break
+        token = self.guard.authenticate(authorization)
+        role = Role.DEPLOYER if route.endpoint in _DEPLOYER_ENDPOINTS else Role.CALLER
+        if model or token.service is None or route.protocol != "openai":
+            check_scope(token, None, model or None, role)
+        held = self.guard.limiter.take(token)
+        return Admission(self.guard, token, held)
+
     # -- non-protocol endpoints ----------------------------------------------------
 
     async def _metrics(self, request: HttpRequest) -> HttpResponse:
@@ -227,6 +273,28 @@ class HttpApp:
 
 def _error(status: int, message: str) -> HttpResponse:
     return json_response({"error": message}, status)
+
+
+def _refusal(exc: errors.ModelhostError, route: Route) -> HttpResponse:
+    """A 401, 403 or 429, in the route's protocol's error shape, with the header it needs."""
+    if route.protocol == "openai":
+        response = openai_error_response(exc)
+    else:
+        response = _error(exc.status_code, errors.error_message(exc))
+    if isinstance(exc, errors.Unauthenticated):
+        response.headers["www-authenticate"] = _WWW_AUTHENTICATE
+    elif isinstance(exc, errors.RateLimited):
+        response.headers["retry-after"] = retry_after_header(exc.retry_after)
+    return response
+
+
+def _body_model(body: bytes) -> str | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) else None
 
 
 async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:

@@ -1,0 +1,122 @@
+"""The check every data-plane listener makes: who is calling, may they reach this, how often.
+
+The model server (REST and gRPC), the platform's gateway (REST and gRPC) and the control
+API call :meth:`Guard.admit` with the request's ``Authorization`` value and what it is for
+(a namespace and a service); it answers an :class:`Admission` or raises ``Unauthenticated``
+(401 / UNAUTHENTICATED), ``PermissionDenied`` (403 / PERMISSION_DENIED) or ``RateLimited``
+(429 / RESOURCE_EXHAUSTED). A refused token leaves nothing behind: no cache entry, no
+counter, so a flood of wrong tokens costs no memory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable
+
+from modelhost import errors
+from modelhost.access.limits import Limiter
+from modelhost.access.tokens import Role, Token, TokenTable, split_token
+
+__all__ = ["Admission", "Guard", "bearer_token"]
+
+_HINT = 'send "Authorization: Bearer <token>" (make one with `modelhost token create`)'
+
+
+class Admission:
+    """One admitted request: its token, and the limits' share to give back when it ends."""
+
+    __slots__ = ("_guard", "_held", "token")
+
+    def __init__(self, guard: Guard | None, token: Token | None, held: bool) -> None:
+        self._guard = guard
+        self.token = token
+        self._held = held
+
+    def release(self) -> None:
+        """The request ended (idempotent)."""
+        if self._held and self._guard is not None and self.token is not None:
+            self._held = False
+            self._guard.limiter.give_back(self.token)
+
+    @property
+    def name(self) -> str:
+        return self.token.name if self.token is not None else "-"
+
+
+OPEN = Admission(None, None, False)
+"""What every request gets where access control is off."""
+
+
+def bearer_token(authorization: bytes | str | None) -> str:
+    """The token in an ``Authorization: Bearer <token>`` value; Unauthenticated if none."""
+    if authorization is None or not authorization:
+        raise errors.Unauthenticated(f"This endpoint needs a token: {_HINT}.")
+    if isinstance(authorization, bytes):
+        authorization = authorization.decode("latin-1")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.Unauthenticated(f"The Authorization header is not a bearer token: {_HINT}.")
+    return token.strip()
+
+
+class Guard:
+    """Token checks over a :class:`TokenTable`, with per-token limits."""
+
+    def __init__(
+        self,
+        table: TokenTable,
+        limiter: Limiter | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.table = table
+        self.limiter = limiter or Limiter()
+        self._wall_clock = wall_clock
+
+    def authenticate(self, authorization: bytes | str | None) -> Token:
+        """The valid, unexpired token the header carries; Unauthenticated otherwise."""
+        text = bearer_token(authorization)
+        parts = split_token(text)
+        token = self.table.find(parts[0]) if parts is not None else None
+        if parts is None or token is None or not token.matches(parts[1]):
+            # One message for unknown, revoked and mistyped: which one is not the caller's
+            # business, and the text never echoes the token.
+            raise errors.Unauthenticated("The token is not valid (unknown, revoked or mistyped).")
+        if token.expired(self._wall_clock()):
+            when = datetime.datetime.fromtimestamp(token.expires_at or 0, datetime.timezone.utc)
+            raise errors.Unauthenticated(
+                f"Token {token.name!r} expired at {when:%Y-%m-%dT%H:%M:%SZ}."
+            )
+        return token
+
+    def admit(
+        self,
+        authorization: bytes | str | None,
+        namespace: str | None,
+        service: str | None,
+        role: Role = Role.CALLER,
+    ) -> Admission:
+        """Admit one request for ``namespace``/``service`` (None: not about one)."""
+        token = self.authenticate(authorization)
+        check_scope(token, namespace, service, role)
+        held = self.limiter.take(token)
+        return Admission(self, token, held)
+
+
+def check_scope(token: Token, namespace: str | None, service: str | None, role: Role) -> None:
+    """PermissionDenied unless ``token`` reaches ``namespace``/``service`` with ``role``."""
+    if token.role.rank < role.rank:
+        raise errors.PermissionDenied(
+            f"Token {token.name!r} has the role {token.role.value}; this needs {role.value}"
+            f"{' or admin' if role is Role.DEPLOYER else ''}."
+        )
+    if token.namespace is not None and namespace != token.namespace:
+        where = f"namespace {namespace!r}" if namespace else "requests outside a namespace"
+        raise errors.PermissionDenied(
+            f"Token {token.name!r} is for namespace {token.namespace!r}, not {where}."
+        )
+    if token.service is not None and service != token.service:
+        what = f"service {service!r}" if service else "requests not for one service"
+        raise errors.PermissionDenied(
+            f"Token {token.name!r} is for service {token.service!r}, not {what}."
+        )
