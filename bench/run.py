@@ -7,7 +7,7 @@ time>): results.csv (one row per load), servers.csv (startup and memory) and
 results.md (the tables and the target ratios). Run bench/setup.sh once first.
 
     python3 bench/run.py                      # every scenario
-    python3 bench/run.py iris                 # one scenario: iris, tensor or mlp
+    python3 bench/run.py iris                 # one scenario: iris, tensor, mlp, gateway, access
     DUR=10 WARM=3 PASSES=2 python3 bench/run.py
 
 Needs only the standard library (and ../shared/bench/benchlib.py for /proc sampling).
@@ -21,9 +21,11 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SHARED = Path(os.environ.get("SHARED", ROOT.parent / "shared" / "bench")).resolve()
-sys.path.insert(0, str(SHARED))
+sys.path[:0] = [str(HERE), str(SHARED)]
+import access_scenario  # noqa: E402  (bench/access_scenario.py: the access scenario's servers)
 import benchlib  # noqa: E402  (the shared harness's /proc and output parsers)
 
 PEERS = Path(os.environ.get("PEERS", "/tmp/peers"))
@@ -41,7 +44,8 @@ PASSES = int(os.environ.get("PASSES", "1"))
 CONNS = [int(c) for c in os.environ.get("CONNS", "1 8 64").split()]
 SERVER_CPU, LOAD_CPU = os.environ.get("SERVER_CPU", "0"), os.environ.get("LOAD_CPU", "1")
 HTTP = "http://127.0.0.1:8080"
-GRPC_URL = "http://127.0.0.1:8081/inference.GRPCInferenceService/ModelInfer"
+GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
+GRPC_URL = f"http://127.0.0.1:8081{GRPC_PATH}"
 IRIS = PEERS / "models" / "iris"
 BODIES = PEERS / "bodies"
 MODELHOST = str(PEERS / "modelhost" / "bin" / "modelhost")
@@ -65,6 +69,22 @@ class Server:
     model: str = "iris"
     # KServe YAML applied once the process answers /healthz (the embedded platform).
     apply: str | None = None
+    # The access scenario: "https" puts REST and gRPC over TLS; a token goes with every
+    # request as `authorization: Bearer <token>` (and a request without it must be refused).
+    scheme: str = "http"
+    token: str = ""
+
+    @property
+    def http(self) -> str:
+        return f"{self.scheme}://127.0.0.1:8080"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:8081{GRPC_PATH}"
+
+    def bearer(self) -> list[str]:
+        """The header arguments of wrk, h2load and nghttp that carry the token."""
+        return ["-H", f"authorization: Bearer {self.token}"] if self.token else []
 
 
 def mh(*args: str) -> list[str]:
@@ -268,7 +288,21 @@ def servers(scenario: str) -> list[Server]:
                 apply=str(isvc),
             ),
         ]
-    raise SystemExit(f"unknown scenario {scenario!r}: iris, tensor, mlp or gateway")
+    if scenario == "access":
+        # Tokens and TLS against the same iris server without them (bench/access_scenario.py).
+        material = access_scenario.prepare(PEERS / "run" / "access", MODELHOST)
+        return [
+            Server(
+                variant.name,
+                mh(str(IRIS), "--name", "iris", *access_scenario.serve_flags(variant, material)),
+                [Load(p, access_scenario.CONNS) for p in variant.protos.split()],
+                ready=f"{access_scenario.scheme(variant)}://127.0.0.1:8080/v2/models/iris/ready",
+                scheme=access_scenario.scheme(variant),
+                token=material.token if variant.tokens else "",
+            )
+            for variant in access_scenario.VARIANTS
+        ]
+    raise SystemExit(f"unknown scenario {scenario!r}: iris, tensor, mlp, gateway or access")
 
 
 GATEWAY_ISVC = """
@@ -286,6 +320,11 @@ spec:
 
 
 # -- running one server ------------------------------------------------------------------
+
+# The access scenario's certificate is self-signed: like wrk and h2load, the checks take it.
+TLS_CLIENT = ssl.create_default_context()
+TLS_CLIENT.check_hostname = False
+TLS_CLIENT.verify_mode = ssl.CERT_NONE
 
 
 def apply_when_up(path: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -319,8 +358,8 @@ def wait_ready(server: Server, process: subprocess.Popen[bytes], timeout: float 
                 if port_open(8081) and grpc_answer():
                     return time.perf_counter() - started
             else:
-                with urllib.request.urlopen(server.ready, timeout=1) as response:
-                    if response.status == 200:
+                with urllib.request.urlopen(server.ready, timeout=1, context=TLS_CLIENT) as answer:
+                    if answer.status == 200:
                         return time.perf_counter() - started
         except OSError:
             pass
@@ -353,14 +392,16 @@ GRPC_REQUEST = [
 ]
 
 
-def grpc_answer() -> bytes:
+def grpc_answer(url: str = GRPC_URL, bearer: list[str] | None = None) -> bytes:
+    """The ModelInfer answer's body (empty when refused: a gRPC error has only trailers)."""
     run = subprocess.run(
         [
             "nghttp",
             "-H",
             ":method: POST",
             *GRPC_REQUEST,
-            GRPC_URL,
+            *(bearer or []),
+            url,
         ],
         capture_output=True,
         timeout=10,
@@ -371,38 +412,45 @@ def grpc_answer() -> bytes:
 # -- one load ----------------------------------------------------------------------------
 
 
-def request_of(proto: str, model: str) -> tuple[str, dict[str, str]]:
+def request_of(proto: str, model: str, http: str = HTTP) -> tuple[str, dict[str, str]]:
     """The URL and the environment of the wrk Lua script for a REST load."""
     if proto == "v1":
-        return f"{HTTP}/v1/models/{model}:predict", {"LUA": str(SHARED / "v1.lua")}
+        return f"{http}/v1/models/{model}:predict", {"LUA": str(SHARED / "v1.lua")}
     if proto == "v2":
-        return f"{HTTP}/v2/models/{model}/infer", {"LUA": str(SHARED / "v2.lua")}
+        return f"{http}/v2/models/{model}/infer", {"LUA": str(SHARED / "v2.lua")}
     lua = str(HERE / "lua" / "body.lua")
     if proto == "tensor-json":
-        return f"{HTTP}/v2/models/{model}/infer", {
+        return f"{http}/v2/models/{model}/infer", {
             "LUA": lua,
             "BODY_FILE": str(BODIES / "tensor.json"),
         }
     if proto == "tensor-bin":
         header = (BODIES / "tensor.bin.header").read_text().strip()
-        return f"{HTTP}/v2/models/{model}/infer", {
+        return f"{http}/v2/models/{model}/infer", {
             "LUA": lua,
             "BODY_FILE": str(BODIES / "tensor.bin"),
             "BODY_HEADER": header,
         }
     if proto == "mlp":
-        return f"{HTTP}/v2/models/{model}/infer", {
+        return f"{http}/v2/models/{model}/infer", {
             "LUA": lua,
             "BODY_FILE": str(BODIES / "mlp.json"),
         }
     raise ValueError(proto)
 
 
-def verify(proto: str, model: str, constant: bool = False) -> bool:
-    """One request answered with the expected content (checked before and after load)."""
+def verify(server: Server, proto: str) -> bool:
+    """One request answered with the expected content (checked before and after load).
+
+    With a token, one request without it must be refused first (401 on REST; on gRPC an
+    error, which carries no message).
+    """
+    constant = server.name.endswith("-min")  # the minimal servers answer {"predictions": [1]}
     if proto == "grpc":
-        return len(grpc_answer()) > 5
-    url, env = request_of(proto, model)
+        if server.token and grpc_answer(server.grpc_url):
+            return False
+        return len(grpc_answer(server.grpc_url, server.bearer())) > 5
+    url, env = request_of(proto, server.model, server.http)
     if "BODY_FILE" in env:
         body = Path(env["BODY_FILE"]).read_bytes()
         headers = {"Content-Type": "application/json"}
@@ -415,10 +463,14 @@ def verify(proto: str, model: str, constant: bool = False) -> bool:
         text = Path(env["LUA"]).read_text()
         body = text.split("wrk.body = '", 1)[1].rsplit("'", 1)[0].encode()
         headers = {"Content-Type": "application/json"}
+    if server.token:
+        if not refused(urllib.request.Request(url, data=body, headers=headers, method="POST")):
+            return False
+        headers["Authorization"] = f"Bearer {server.token}"
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=30, context=TLS_CLIENT) as response:
         answer = json.loads(response.read())
-    if proto == "v1" or constant:  # the minimal servers answer {"predictions": [1]}
+    if proto == "v1" or constant:
         return answer.get("predictions") == [1]
     outputs = answer.get("outputs") or []
     if proto == "v2":
@@ -426,9 +478,19 @@ def verify(proto: str, model: str, constant: bool = False) -> bool:
     return bool(outputs) and len(outputs[0].get("data") or []) >= 1
 
 
+def refused(request: urllib.request.Request) -> bool:
+    """Whether the server answers the request (sent without a token) 401."""
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=TLS_CLIENT):
+            return False
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
+
+
 def measure(server: Server, pid: int, proto: str, conns: int, raw: Path) -> dict[str, object]:
     if proto == "grpc":
-        good = len(grpc_answer())
+        url = server.grpc_url
+        good = len(grpc_answer(url, server.bearer()))
         base = [
             "taskset",
             "-c",
@@ -438,19 +500,20 @@ def measure(server: Server, pid: int, proto: str, conns: int, raw: Path) -> dict
             f"-c{conns}",
             "-m1",
             *GRPC_REQUEST,
+            *server.bearer(),
         ]
-        subprocess.run([*base, "-D", str(WARM), GRPC_URL], capture_output=True)
+        subprocess.run([*base, "-D", str(WARM), url], capture_output=True)
         before = benchlib.snap(pid)
         log = raw.with_suffix(".log")
         out = subprocess.run(
-            [*base, "-D", str(DUR), f"--log-file={log}", GRPC_URL], capture_output=True, text=True
+            [*base, "-D", str(DUR), f"--log-file={log}", url], capture_output=True, text=True
         ).stdout
         after = benchlib.snap(pid)
         raw.write_text(out)
         rps, p50, p99, n, non2, err, ok = benchlib.h2(str(raw), str(log), good).split()
         log.unlink()
     else:
-        url, env = request_of(proto, server.model)
+        url, env = request_of(proto, server.model, server.http)
         base = [
             "taskset",
             "-c",
@@ -463,6 +526,7 @@ def measure(server: Server, pid: int, proto: str, conns: int, raw: Path) -> dict
             "--latency",
             "-s",
             env["LUA"],
+            *server.bearer(),
         ]
         run_env = {**os.environ, **env}
         subprocess.run([*base, f"-d{WARM}s", url], capture_output=True, env=run_env)
@@ -514,7 +578,7 @@ def run_server(server: Server, scenario: str, run: int, out: Path) -> tuple[dict
         info["idle_rss_mib"] = round(benchlib.rss(process.pid) / 1024)
         info["processes"] = len(benchlib.tree(process.pid))
         for load in server.loads:
-            if not verify(load.proto, server.model, server.name.endswith("-min")):
+            if not verify(server, load.proto):
                 print(f"  VERIFY FAILED {server.name} {load.proto}", flush=True)
                 continue
             for conns in load.conns:
@@ -535,7 +599,7 @@ def run_server(server: Server, scenario: str, run: int, out: Path) -> tuple[dict
                     f"non2xx={row['non2xx']} err={row['errors']}",
                     flush=True,
                 )
-            if not verify(load.proto, server.model, server.name.endswith("-min")):
+            if not verify(server, load.proto):
                 print(f"  POST-LOAD VERIFY FAILED {server.name} {load.proto}", flush=True)
         info["loaded_rss_mib"] = round(benchlib.rss(process.pid) / 1024)
     except Exception as exc:  # one server failing must not lose the others' results
@@ -548,7 +612,7 @@ def run_server(server: Server, scenario: str, run: int, out: Path) -> tuple[dict
 
 
 def main() -> None:
-    scenarios = sys.argv[1:] or ["iris", "tensor", "mlp", "gateway"]
+    scenarios = sys.argv[1:] or ["iris", "tensor", "mlp", "gateway", "access"]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = Path(os.environ.get("OUT", HERE / "results" / stamp))
     (out / "raw").mkdir(parents=True, exist_ok=True)

@@ -2,14 +2,11 @@
 
 A client connection is parsed with httptools; a request bound for a component is sent to a
 replica over a pooled keep-alive connection (:mod:`modelhost.local.upstream`) and the answer
-is relayed byte for byte. Everything on the common path runs in protocol callbacks, without
-a task, an ASGI scope or a response object per request: the hop must cost a fraction of what
-the replica spends on a small model. Requests for the platform itself (control API,
-``/metrics``) go to an ordinary ASGI app instead.
-
-Nothing is lost on a rollout or a crash: a request whose replica refused the connection, or
-closed a reused idle connection before answering, is sent again to a replica (the request
-body is held until the answer starts); one that a replica took and then lost is answered 502.
+is relayed byte for byte (:mod:`modelhost.local.forwarder`). Everything on the common path
+runs in protocol callbacks, without a task, an ASGI scope or a response object per request:
+the hop must cost a fraction of what the replica spends on a small model. Requests for the
+platform itself (``/metrics``, ``/healthz``) go to an ordinary ASGI app instead; with tokens
+on, every other request is checked (``modelhost.access``) before it is routed on.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ import asyncio
 import collections
 import http
 import logging
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from ssl import SSLContext
 from typing import Any, cast
@@ -29,14 +25,10 @@ import orjson
 from modelhost import errors
 from modelhost.access import OPEN, Admission, Guard, Role, check_scope, retry_after_header
 from modelhost.local.component import ComponentState
-from modelhost.local.metrics import GatewayMetrics
-from modelhost.local.payload_logger import LogContext, PayloadLogger, request_id_from
-from modelhost.local.replica import Replica
-from modelhost.local.revision import RevisionRunner
+from modelhost.local.forwarder import ForwardedCall, Forwarder
 from modelhost.local.routing import strip_port
-from modelhost.local.upstream import Exchange, UpstreamConnection, UpstreamPool
 
-__all__ = ["LOCAL", "OPEN_PATHS", "Forwarder", "ProxyServer", "Request", "Resolver"]
+__all__ = ["LOCAL", "OPEN_PATHS", "ProxyServer", "Request", "Resolver"]
 
 logger = logging.getLogger("modelhost.local")
 
@@ -54,24 +46,6 @@ LOCAL = "local"
 # Paths that need no token with tokens on: the gateway's own probes.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"expect",
-    }
-)
-_HOP_BY_HOP_AND_TOKEN = _HOP_BY_HOP | {b"authorization"}
-_ATTEMPTS = 5
 _PIPELINE_LIMIT = 8
 
 
@@ -107,260 +81,7 @@ class Request:
 Resolver = Callable[[Request], "ComponentState | str | None"]
 
 
-class Forwarder:
-    """Sends requests to replicas: acquire, relay, release, retry, time out, log, count."""
-
-    def __init__(self, metrics: GatewayMetrics, payload_logger: PayloadLogger | None) -> None:
-        self.metrics = metrics
-        self.payload_logger = payload_logger
-        self.pool = UpstreamPool()
-        self._counters: dict[tuple[str, ...], Any] = {}
-        self._histograms: dict[tuple[str, ...], Any] = {}
-
-    def close(self) -> None:
-        self.pool.close()
-
-    def forward(
-        self,
-        client: _ClientConnection,
-        request: Request,
-        component: ComponentState,
-        admission: Admission = OPEN,
-    ) -> None:
-        runner = component.choose()
-        if runner is None:
-            admission.release()
-            client.respond_error(
-                503, f"{component.service}: no revision of the {component.component} is ready"
-            )
-            return
-        _Call(self, client, request, component, runner, admission).start()
-
-    def count(
-        self, component: ComponentState, runner: RevisionRunner, status: int, seconds: float
-    ) -> None:
-        labels = (component.namespace, component.service, component.component, runner.name)
-        key = (*labels, str(status))
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self.metrics.requests.labels(*key)
-        counter.inc()
-        histogram = self._histograms.get(labels)
-        if histogram is None:
-            histogram = self._histograms[labels] = self.metrics.latency.labels(*labels)
-        histogram.observe(seconds)
-
-
-class _Call:
-    """One request's way through a revision: possibly several attempts, one answer."""
-
-    def __init__(
-        self,
-        forwarder: Forwarder,
-        client: _ClientConnection,
-        request: Request,
-        component: ComponentState,
-        runner: RevisionRunner,
-        admission: Admission = OPEN,
-    ) -> None:
-        self.forwarder = forwarder
-        self.admission = admission
-        self.client = client
-        self.request = request
-        self.component = component
-        self.runner = runner
-        self.started = time.perf_counter()
-        self.attempt = 0
-        self.replica: Replica | None = None
-        self.connection: UpstreamConnection | None = None
-        self.reused = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.log_plan = runner.revision.logger if request.method == b"POST" else None
-        self.request_id = ""
-        self.payload: bytes = b""
-        self._exchange = Exchange(client.write, self._done, keep_body=False)
-
-    def start(self) -> None:
-        request = self.request
-        headers: dict[str, str] | None = None
-        if self.log_plan is not None:
-            # The id ties a request's event to its response's (ce-id, else x-request-id).
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
-            self.request_id = request_id_from(headers)
-        self.payload = self._encode()
-        if self.log_plan is not None and self.forwarder.payload_logger is not None:
-            assert headers is not None
-            self.forwarder.payload_logger.log_request(
-                self.log_plan, self._context(), self.request_id, headers, request.body
-            )
-        timeout = float(self.runner.revision.timeout_s)
-        self.timer = asyncio.get_running_loop().call_later(timeout, self._timed_out)
-        self.client.call = self
-        self._acquire()
-
-    def _context(self) -> LogContext:
-        return LogContext(
-            service=self.component.service,
-            namespace=self.component.namespace,
-            component=self.component.component,
-            endpoint=self.runner.name,
-        )
-
-    def _encode(self) -> bytes:
-        request = self.request
-        parts = [request.method, b" ", request.target, b" HTTP/1.1\r\n"]
-        # A token the gateway checked stays here: the replica's model never sees it.
-        dropped = _HOP_BY_HOP if self.admission.token is None else _HOP_BY_HOP_AND_TOKEN
-        for name, value in request.headers:
-            if name not in dropped:
-                parts += [name, b": ", value, b"\r\n"]
-        if self.request_id and request.header(b"x-request-id") is None:
-            parts += [b"x-request-id: ", self.request_id.encode("latin-1"), b"\r\n"]
-        peer = self.client.peer
-        if peer:
-            parts += [b"x-forwarded-for: ", peer, b"\r\n"]
-        parts += [b"content-length: ", str(len(request.body)).encode(), b"\r\n\r\n", request.body]
-        return b"".join(parts)
-
-    # -- acquiring a replica and a connection --
-
-    def _acquire(self) -> None:
-        replica = self.runner.try_acquire()
-        if replica is not None:
-            self._connect(replica)
-            return
-        self.client.spawn(self._acquire_slowly())
-
-    async def _acquire_slowly(self) -> None:
-        try:
-            replica = await self.runner.acquire(float(self.runner.revision.timeout_s))
-        except errors.ModelhostError as exc:
-            self._fail(errors.http_status(exc), str(exc))
-            return
-        if self.client.closed or self.timer is None:
-            self.runner.release(replica)
-            return
-        self._connect(replica)
-
-    def _connect(self, replica: Replica) -> None:
-        self.replica = replica
-        connection = self.forwarder.pool.take(replica.http_address)
-        if connection is not None:
-            self.reused = True
-            self._send(connection)
-            return
-        self.reused = False
-        self.client.spawn(self._open(replica))
-
-    async def _open(self, replica: Replica) -> None:
-        try:
-            connection = await self.forwarder.pool.connect(replica.http_address)
-        except OSError as exc:
-            logger.info("replica %s refused a connection (%s)", replica.name, exc)
-            self._release()
-            await asyncio.sleep(0.05 * (self.attempt + 1))
-            self._retry(f"no replica of {self.runner.name} accepted the request")
-            return
-        if self.client.closed or self.timer is None:
-            self.forwarder.pool.put_back(connection)
-            self._release()
-            return
-        self._send(connection)
-
-    def _send(self, connection: UpstreamConnection) -> None:
-        self.connection = connection
-        keep = self.log_plan is not None and self.forwarder.payload_logger is not None
-        exchange = Exchange(self.client.write, self._done, keep_body=keep)
-        self._exchange = exchange
-        connection.send(self.payload, exchange, head=self.request.method == b"HEAD")
-
-    def _retry(self, reason: str) -> None:
-        self.attempt += 1
-        if self.attempt >= _ATTEMPTS or self.timer is None or self.client.closed:
-            self._fail(503, reason)
-            return
-        self._acquire()
-
-    # -- the answer --
-
-    def _done(self, status: int, body: bytes | None, complete: bool) -> None:
-        self.connection = None
-        exchange = self._exchange
-        self._release()
-        if not complete and not exchange.wrote_any and self.reused:
-            # A kept-alive connection the replica had just closed: it never saw the request.
-            self._retry("the replica closed the connection")
-            return
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.client.call = None
-        self.admission.release()
-        if not complete:
-            if exchange.wrote_any:
-                self.forwarder.count(self.component, self.runner, 502, self._elapsed())
-                self.client.abort()
-                return
-            self._answer(
-                502, f"replica of {self.runner.name} closed the connection without answering"
-            )
-            return
-        self.forwarder.count(self.component, self.runner, status, self._elapsed())
-        if self.log_plan is not None and self.forwarder.payload_logger is not None:
-            self.forwarder.payload_logger.log_response(
-                self.log_plan, self._context(), self.request_id, status, {}, body or b""
-            )
-        self.client.finished(self.request.keep_alive)
-
-    def _timed_out(self) -> None:
-        self.timer = None
-        self.admission.release()
-        if self.connection is not None:
-            connection, self.connection = self.connection, None
-            wrote = self._exchange.wrote_any
-            connection.abandon()
-            self._release()
-            self.client.call = None
-            if wrote:
-                self.client.abort()
-                return
-        timeout = self.runner.revision.timeout_s
-        self._answer(504, f"revision {self.runner.name} did not answer within {timeout}s")
-
-    def _fail(self, status: int, message: str) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.client.call = None
-        self._answer(status, message)
-
-    def _answer(self, status: int, message: str) -> None:
-        self.admission.release()
-        self.forwarder.count(self.component, self.runner, status, self._elapsed())
-        if not self.client.closed:
-            self.client.respond_error(status, message)
-
-    def _release(self) -> None:
-        replica, self.replica = self.replica, None
-        if replica is not None:
-            self.runner.release(replica)
-
-    def abandon(self) -> None:
-        """The client went away: stop waiting for the replica."""
-        self.admission.release()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.connection is not None:
-            connection, self.connection = self.connection, None
-            connection.abandon()
-            self._release()
-
-    def _elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-
-class _ClientConnection(asyncio.Protocol):
+class ClientConnection(asyncio.Protocol):
     """A client's connection to the gateway; requests are answered one at a time, in order."""
 
     def __init__(self, server: ProxyServer) -> None:
@@ -368,7 +89,7 @@ class _ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = b""
         self.closed = False
-        self.call: _Call | None = None
+        self.call: ForwardedCall | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -521,7 +242,7 @@ class ProxyServer:
         self.local_app = local_app
         # Bearer tokens on every request but the open paths (None: no checks).
         self.guard = guard
-        self.connections: set[_ClientConnection] = set()
+        self.connections: set[ClientConnection] = set()
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -532,7 +253,7 @@ class ProxyServer:
         """Listen on ``host:port`` (0 picks a free port), over TLS with ``ssl``; the port."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _ClientConnection(self),
+            lambda: ClientConnection(self),
             host,
             port,
             backlog=2048,
@@ -558,7 +279,7 @@ class ProxyServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def handle(self, client: _ClientConnection, request: Request) -> None:
+    def handle(self, client: ClientConnection, request: Request) -> None:
         guard = self.guard
         token = None
         try:
@@ -586,7 +307,7 @@ class ProxyServer:
                 f"no InferenceService serves host {request.host or '-'} and path {request.path}",
             )
 
-    def refuse(self, client: _ClientConnection, exc: errors.ModelhostError) -> None:
+    def refuse(self, client: ClientConnection, exc: errors.ModelhostError) -> None:
         """A 401, 403, 429 or 404 before any replica is asked, with the header it needs."""
         headers: list[tuple[bytes, bytes]] = []
         if isinstance(exc, errors.Unauthenticated):
@@ -596,7 +317,7 @@ class ProxyServer:
         body = orjson.dumps({"error": errors.error_message(exc)})
         client.respond(errors.http_status(exc), body, b"application/json", headers=headers)
 
-    async def _local(self, client: _ClientConnection, request: Request) -> None:
+    async def _local(self, client: ClientConnection, request: Request) -> None:
         """The platform's own routes, through an ASGI app (they are few and not hot)."""
         assert self.local_app is not None
         path, _, query = request.target.partition(b"?")

@@ -37,7 +37,8 @@ from modelhost.control import (
 from modelhost.control.objects import Addressable, ComponentStatusSpec
 from modelhost.local.component import ComponentState
 from modelhost.local.conditions import COMPONENT_CONDITIONS, Check, conditions, service_conditions
-from modelhost.local.http_proxy import Forwarder, ProxyServer
+from modelhost.local.forwarder import Forwarder
+from modelhost.local.http_proxy import ProxyServer
 from modelhost.local.metrics import GatewayMetrics, ReplicaCount
 from modelhost.local.payload_logger import PayloadLogger
 from modelhost.local.replica import Replica, ReplicaState

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
+import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,3 +197,108 @@ def test_gateway_tokens_rest_and_grpc(guarded: RunningPlatform) -> None:
             "sklearn-iris", [tensor], headers={"authorization": f"Bearer {for_iris}"}
         )
         assert result.as_numpy("output-0").tolist() == [1]
+
+
+def test_token_commands_and_a_token_for_the_cli(
+    guarded: RunningPlatform, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelhost.cli import main
+
+    home = ["--home", str(guarded.home)]
+    assert (
+        main(["token", "create", "--role", "deployer", "--name", "ci", "--expires", "1d", *home])
+        == 0
+    )
+    text = capsys.readouterr().out.strip()
+    assert text.startswith("mh_")
+    assert main(["token", "list", *home]) == 0
+    listing = capsys.readouterr().out
+    assert "ci" in listing
+    assert "deployer" in listing
+    assert text not in listing
+    server = ["--server", str(guarded.server.api_url)]
+    assert main(["get", "isvc", *server]) == 1  # no token
+    assert "needs a token" in capsys.readouterr().err
+    assert main(["get", "isvc", *server, "--token", text]) == 0
+    assert "No resources found" in capsys.readouterr().out
+    assert main(["token", "revoke", "ci", *home]) == 0
+    capsys.readouterr()
+    assert main(["token", "list", "--all", *home]) == 0
+    assert "revoked" in capsys.readouterr().out
+    assert main(["token", "revoke", "nobody", *home]) == 1
+    log = (guarded.home / "audit.log").read_text()
+    assert '"action":"token create"' in log
+    assert '"action":"token revoke"' in log
+
+
+def test_the_gateway_checks_tokens_when_it_listens_beyond_loopback(tmp_path: Path) -> None:
+    from modelhost.cli import build_parser
+    from modelhost.cli.platform_commands import _settings
+
+    def settings(*argv: str) -> object:
+        return _settings(build_parser().parse_args(["up", *argv]), tmp_path)
+
+    assert settings().gateway_auth is False  # type: ignore[attr-defined]
+    assert settings("--host", "0.0.0.0").gateway_auth is True  # type: ignore[attr-defined]
+    assert settings("--host", "::").gateway_auth is True  # type: ignore[attr-defined]
+    assert settings("--host", "0.0.0.0", "--auth", "none").gateway_auth is False  # type: ignore[attr-defined]
+    assert settings("--auth", "tokens").gateway_auth is True  # type: ignore[attr-defined]
+
+
+def _raw(address: str | tuple[str, int], data: bytes) -> bytes:
+    """Send ``data`` on a new connection; what came back before the server closed or 2 s."""
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        sock.connect(address)
+        with contextlib.suppress(OSError):
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        received = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                received += chunk
+        return received
+
+
+def test_the_control_api_survives_hostile_input(guarded: RunningPlatform) -> None:
+    """Seeded fuzz of both listeners: garbage, broken HTTP, huge headers and bodies."""
+    unix_path = guarded.server.api_address.removeprefix("unix:")
+    url = guarded.server.api_url
+    assert url is not None
+    host, port = url.removeprefix("http://").split(":")
+    _, admin = tokens(guarded).create(Role.ADMIN)
+    good = "GET /apis/serving.kserve.io/v1beta1/inferenceservices HTTP/1.1\r\nHost: x\r\n"
+    cases = [
+        b"",
+        b"\x00" * 100,
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET /apis HTTP/9.9\r\n\r\n",
+        b"POST /apis/modelhost.io/v1/apply HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"POST /apis/modelhost.io/v1/apply HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /apis HTTP/1.1\r\nX: " + b"a" * 200_000 + b"\r\n\r\n",
+        (good + f"Authorization: Bearer {'x' * 70_000}\r\n\r\n").encode(),
+        (good + "Authorization: \xff\xfe\r\n\r\n").encode("latin-1"),
+    ]
+    rng = random.Random(13)
+    for _ in range(40):
+        data = bytearray((good + f"Authorization: Bearer {admin}\r\n\r\n").encode())
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        cases.append(bytes(data))
+    big = b"a: " + b"x" * (9 * 1024 * 1024)
+    cases.append(
+        b"POST /apis/modelhost.io/v1/apply HTTP/1.1\r\nHost: x\r\nContent-Length: "
+        + str(len(big)).encode()
+        + f"\r\nAuthorization: Bearer {admin}\r\n\r\n".encode()
+        + big
+    )
+    for data in cases:
+        for address in (unix_path, (host, int(port))):
+            answer = _raw(address, data)
+            assert not answer.startswith(b"HTTP/1.1 5"), (data[:80], answer[:200])
+    too_big = _raw((host, int(port)), cases[-1])
+    assert too_big.startswith(b"HTTP/1.1 413")
+    # Still serving, both doors.
+    assert guarded.client.list_objects("isvc", "default") == []
+    assert api(guarded, admin).list_objects("isvc", "default") == []

@@ -38,9 +38,7 @@ def tokens(tmp_path: Path) -> TokenStore:
 
 
 @pytest.fixture(params=[True, False], ids=["native-grpc", "grpc-aio"])
-def server(
-    request: pytest.FixtureRequest, serve: StartServer, tokens: TokenStore
-) -> RunningServer:
+def server(request: pytest.FixtureRequest, serve: StartServer, tokens: TokenStore) -> RunningServer:
     return serve(
         [SumModel("a"), SumModel("b"), HeaderModel()],
         auth="tokens",
