@@ -202,6 +202,38 @@ TARGETS = [
     ),
 ]
 
+# The access scenario: (what is compared, with, without, loads, goal on req/s with / without).
+ACCESS_PAIRS = [
+    ("bearer tokens / none", "modelhost-tokens", "modelhost", ("v2", "v1", "grpc"), 0.95),
+    (
+        "bearer tokens / none, batching",
+        "modelhost-batch-tokens",
+        "modelhost-batch",
+        ("v2", "v1"),
+        0.95,
+    ),
+    ("TLS / clear text", "modelhost-tls", "modelhost", ("v2", "grpc"), None),
+]
+ACCESS_CONNS = (8, 64)
+LOAD_NAMES = {"v1": "v1 REST", "v2": "v2 REST", "grpc": "gRPC"}
+TARGETS += [
+    (
+        f"{what}, {LOAD_NAMES[proto]} iris, {conns} conns",
+        "access",
+        num,
+        den,
+        proto,
+        conns,
+        "rps",
+        goal,
+        ">=",
+    )
+    for what, num, den, protos, goal in ACCESS_PAIRS
+    if goal is not None
+    for proto in protos
+    for conns in ACCESS_CONNS
+]
+
 
 def _num(value: object) -> float:
     try:
@@ -267,6 +299,7 @@ def render(rows: list[dict], servers: list[dict], env: str) -> str:
             f"{theirs:.0f} MiB | {mine / theirs:.2f} | <= 1.0 | "
             f"{'yes' if mine <= theirs else 'no'} |"
         )
+    out += _access(avg)
     out += [
         "",
         "## Every load",
@@ -306,6 +339,39 @@ def render(rows: list[dict], servers: list[dict], env: str) -> str:
         )
     out += ["", "## Environment", "", "```", env.rstrip(), "```", ""]
     return "\n".join(out)
+
+
+def _access(avg: dict) -> list[str]:
+    """Tokens and TLS next to the same server without them (only when `access` ran)."""
+    if not any(key[0] == "access" for key in avg):
+        return []
+    out = [
+        "",
+        "## Access: what bearer tokens and TLS cost",
+        "",
+        "Each load on the iris server with tokens (every request carries its bearer token) or "
+        "TLS, next to the same load on the same server without; ratio: req/s with / without.",
+        "",
+        "| comparison | load | conns | req/s | without | ratio | goal | p99 ms | without "
+        "| CPU µs/req | without |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for what, num, den, protos, goal in ACCESS_PAIRS:
+        for proto in protos:
+            for conns in ACCESS_CONNS:
+                a = avg.get(("access", num, proto, conns))
+                b = avg.get(("access", den, proto, conns))
+                if a is None or b is None:
+                    out.append(f"| {what} | {LOAD_NAMES[proto]} | {conns} | not measured |")
+                    continue
+                ratio = a["rps"] / b["rps"] if b["rps"] else float("nan")
+                out.append(
+                    f"| {what} | {LOAD_NAMES[proto]} | {conns} | {a['rps']:.0f} | "
+                    f"{b['rps']:.0f} | {ratio:.2f} | {f'>= {goal}' if goal else '-'} | "
+                    f"{a['p99_ms']:.2f} | {b['p99_ms']:.2f} | {a['cpu_us_per_req']:.0f} | "
+                    f"{b['cpu_us_per_req']:.0f} |"
+                )
+    return out
 
 
 def _read(path: Path) -> list[dict]:

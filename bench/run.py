@@ -633,8 +633,7 @@ def main() -> None:
     write_csv(out / "results.csv", all_rows)
     write_csv(out / "servers.csv", all_servers)
     (out / "env.txt").write_text(environment())
-    sys.path.insert(0, str(HERE))
-    import report
+    import report  # bench/report.py (bench/ is on sys.path)
 
     (out / "results.md").write_text(report.render(all_rows, all_servers, environment()))
     print(f"results in {out}")

@@ -493,8 +493,10 @@ class Platform:
     def _replica_spec(self, service: _Service, plan: ComponentPlan) -> ReplicaSpec:
         env = {**os.environ, **self.settings.replica_env}
         env.setdefault("PYTHONUNBUFFERED", "1")
-        # Replicas are reached through the gateway only.
-        env.setdefault("MODELHOST_HOST", "127.0.0.1")
+        # Replicas are reached through the gateway only, which checked the caller and
+        # ended TLS: loopback, clear text, no tokens, whatever the platform's environment.
+        env.update(MODELHOST_HOST="127.0.0.1", MODELHOST_AUTH="none", MODELHOST_SSL_CERTFILE="")
+        env.update(MODELHOST_SSL_KEYFILE="", MODELHOST_SSL_CA_CERTS="")
         calls = plan.calls
 
         def predictor_host() -> str:

@@ -68,7 +68,14 @@ def guarded(tmp_path: Path, sample_buckets: GcsServer) -> Iterator[RunningPlatfo
     """A platform with tokens on its gateway and its control API on loopback TCP too."""
     running = start_platform(
         tmp_path / "home",
-        replica_env={**sample_buckets.env(), "MODELHOST_CACHE_DIR": str(tmp_path / "cache")},
+        replica_env={
+            **sample_buckets.env(),
+            "MODELHOST_CACHE_DIR": str(tmp_path / "cache"),
+            # Replicas stay open on loopback whatever the environment says: the gateway
+            # checked the caller and does not pass the token on.
+            "MODELHOST_AUTH": "tokens",
+            "MODELHOST_HOST": "0.0.0.0",
+        },
         access={"auth": "tokens", "api_port": 0},
     )
     yield running
