@@ -214,6 +214,10 @@ class RevisionRunner:
         self._load_area, self._load_since, self._arrivals = 0.0, now, 0
         live = sum(1 for r in self.replicas if r.state in _LIVE)
         wanted = self.autoscaler.desired(live)
+        if not self.ever_ready:
+            # As Knative: a new revision reaches its initial scale before it may scale down,
+            # else one whose first replica starts slower than the idle window never serves.
+            wanted = max(wanted, self.autoscaler.initial)
         if wanted != self.desired:
             logger.info("revision %s: %d -> %d replicas", self.name, self.desired, wanted)
             self.desired = wanted

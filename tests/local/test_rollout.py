@@ -322,3 +322,27 @@ def _wait_replicas(platform: RunningPlatform, name: str, count: int, timeout: fl
             return
         time.sleep(0.1)
     raise AssertionError(f"{platform.revisions(name)}: not {count} replicas in {timeout}s")
+
+
+def test_a_revision_slower_to_start_than_its_idle_window_still_becomes_ready(
+    tmp_path: Path, sample_buckets: object
+) -> None:
+    """Knative's rule: a new revision reaches its initial scale before it may scale down.
+
+    The idle window here (0.3 s) is shorter than any replica's start, so a revision scaled
+    to zero before its first replica was ready would never become Ready.
+    """
+    env = {
+        **sample_buckets.env(),  # type: ignore[attr-defined]
+        "MODELHOST_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    platform = start_platform(
+        tmp_path / "home", replica_env=env, stable_window_s=0.2, scale_to_zero_grace_period_s=0.1
+    )
+    try:
+        sample = (SAMPLES / "sklearn-iris-v1.yaml").read_text()
+        platform.apply(sample.replace("  predictor:\n", "  predictor:\n    minReplicas: 0\n"))
+        platform.wait_ready("sklearn-iris", timeout=30)
+        _wait_replicas(platform, "sklearn-iris", 0, timeout=30)  # then it may go to zero
+    finally:
+        stop_platform(platform)
