@@ -24,6 +24,7 @@ from modelhost.access import (
     Role,
     TokenTable,
     check_scope,
+    is_loopback,
     warn_if_open,
 )
 from modelhost.access.tls import reloader_for
@@ -139,6 +140,11 @@ class PlatformServer:
         settings = self.settings
         if settings.auth not in ("auto", "tokens", "none"):
             raise errors.InvalidInput(f"--auth takes tokens, none or auto, not {settings.auth!r}")
+        if settings.api_port is not None and not is_loopback(settings.api_host):
+            raise errors.InvalidInput(
+                f"the control API listens on loopback only, not {settings.api_host}: reach it "
+                "from elsewhere through an SSH tunnel"
+            )
         # Bad certificate files fail here, before any replica starts.
         tls = reloader_for(settings.ssl_certfile, settings.ssl_keyfile, settings.ssl_ca_certs)
         await self.platform.start()

@@ -309,3 +309,12 @@ def test_the_control_api_survives_hostile_input(guarded: RunningPlatform) -> Non
     # Still serving, both doors.
     assert guarded.client.list_objects("isvc", "default") == []
     assert api(guarded, admin).list_objects("isvc", "default") == []
+
+
+async def test_the_control_api_never_listens_beyond_loopback(tmp_path: Path) -> None:
+    from modelhost.local.server import PlatformServer
+    from modelhost.local.settings import PlatformSettings
+
+    settings = PlatformSettings(home=tmp_path, api_port=0, api_host="0.0.0.0")
+    with pytest.raises(errors.InvalidInput, match="loopback only"):
+        await PlatformServer(settings).start()  # refused before anything listens
