@@ -15,7 +15,14 @@ import ipaddress
 import logging
 
 from modelhost.access.audit import AuditLog
-from modelhost.access.guard import OPEN, Admission, Guard, bearer_token, check_scope
+from modelhost.access.guard import (
+    OPEN,
+    Admission,
+    Guard,
+    bearer_token,
+    check_scope,
+    refusal_headers,
+)
 from modelhost.access.limits import Limiter, retry_after_header
 from modelhost.access.tokens import (
     MAX_TOKEN_LENGTH,
@@ -41,6 +48,7 @@ __all__ = [
     "check_scope",
     "is_loopback",
     "parse_duration",
+    "refusal_headers",
     "retry_after_header",
     "warn_if_open",
 ]

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 
 from modelhost import errors
-from modelhost.access.limits import Limiter
+from modelhost.access.limits import Limiter, retry_after_header
 from modelhost.access.tokens import Role, Token, TokenTable, split_token
 
-__all__ = ["Admission", "Guard", "bearer_token"]
+__all__ = ["OPEN", "Admission", "Guard", "bearer_token", "check_scope", "refusal_headers"]
 
 _HINT = 'send "Authorization: Bearer <token>" (make one with `modelhost token create`)'
 
@@ -120,3 +120,12 @@ def check_scope(token: Token, namespace: str | None, service: str | None, role: 
         raise errors.PermissionDenied(
             f"Token {token.name!r} is for service {token.service!r}, not {what}."
         )
+
+
+def refusal_headers(exc: BaseException) -> dict[str, str]:
+    """The headers an HTTP refusal carries: how to authenticate (401), when to retry (429)."""
+    if isinstance(exc, errors.Unauthenticated):
+        return {"www-authenticate": 'Bearer realm="modelhost"'}
+    if isinstance(exc, errors.RateLimited):
+        return {"retry-after": retry_after_header(exc.retry_after)}
+    return {}

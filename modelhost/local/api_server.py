@@ -24,7 +24,7 @@ import orjson
 import uvicorn
 
 from modelhost import errors
-from modelhost.access import AuditLog, Guard, Role
+from modelhost.access import AuditLog, Guard, Role, refusal_headers
 from modelhost.local import api
 from modelhost.local.platform import Platform
 
@@ -63,10 +63,7 @@ class ControlApp:
         self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
+        if scope["type"] != "http":  # uvicorn runs it with lifespan "off"
             return
         path: str = scope["path"]
         method: str = scope["method"]
@@ -76,6 +73,7 @@ class ControlApp:
         # Until a token says otherwise, a TCP caller is nobody in particular.
         caller = api.OWNER if self.guard is None else _UNAUTHENTICATED
         response: api.ApiResponse
+        failure: errors.ModelhostError | None = None
         try:
             if self.guard is not None:
                 caller = self._caller(scope)
@@ -87,14 +85,17 @@ class ControlApp:
                 self.platform, method, path, scope.get("query_string", b""), body, caller
             )
         except errors.ModelhostError as exc:
+            failure = exc
             message = f"no API at {path}" if isinstance(exc, errors.ModelNotFound) else str(exc)
             response = api.ApiResponse(
                 exc.status_code,
                 api.failure_body(exc.status_code, message),
             )
-        extra = []
-        if response.status == 401:
-            extra.append((b"www-authenticate", b'Bearer realm="modelhost"'))
+        extra = (
+            [(k.encode(), v.encode()) for k, v in refusal_headers(failure).items()]
+            if failure
+            else []
+        )
         self.audit.record(
             caller.name,
             f"{method} {path}",
@@ -259,13 +260,3 @@ async def _respond(
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -23,7 +23,7 @@ import httptools
 import orjson
 
 from modelhost import errors
-from modelhost.access import OPEN, Admission, Guard, Role, check_scope, retry_after_header
+from modelhost.access import OPEN, Admission, Guard, Role, check_scope, refusal_headers
 from modelhost.local.component import ComponentState
 from modelhost.local.forwarder import ForwardedCall, Forwarder
 from modelhost.local.routing import strip_port
@@ -309,11 +309,7 @@ class ProxyServer:
 
     def refuse(self, client: ClientConnection, exc: errors.ModelhostError) -> None:
         """A 401, 403, 429 or 404 before any replica is asked, with the header it needs."""
-        headers: list[tuple[bytes, bytes]] = []
-        if isinstance(exc, errors.Unauthenticated):
-            headers.append((b"www-authenticate", b'Bearer realm="modelhost"'))
-        elif isinstance(exc, errors.RateLimited):
-            headers.append((b"retry-after", retry_after_header(exc.retry_after).encode()))
+        headers = [(k.encode(), v.encode()) for k, v in refusal_headers(exc).items()]
         body = orjson.dumps({"error": errors.error_message(exc)})
         client.respond(errors.http_status(exc), body, b"application/json", headers=headers)
 

@@ -226,16 +226,8 @@ def test_a_crashed_replica_is_replaced(platform: RunningPlatform, load_on: list[
 def test_scale_to_zero_and_the_first_request_after_idle_is_answered(
     tmp_path: Path, sample_buckets: object
 ) -> None:
-    env = {
-        **sample_buckets.env(),  # type: ignore[attr-defined]
-        "MODELHOST_CACHE_DIR": str(tmp_path / "cache"),
-    }
-    platform = start_platform(
-        tmp_path / "home", replica_env=env, stable_window_s=2.0, scale_to_zero_grace_period_s=1.0
-    )
+    platform = _scale_to_zero_iris(tmp_path, sample_buckets, stable_window_s=2.0, grace_s=1.0)
     try:
-        sample = (SAMPLES / "sklearn-iris-v1.yaml").read_text()
-        platform.apply(sample.replace("  predictor:\n", "  predictor:\n    minReplicas: 0\n"))
         platform.wait_ready("sklearn-iris")
         _wait_replicas(platform, "sklearn-iris", 0, timeout=30)
         # Scaled to zero, the service stays Ready: a request may wake it at any time.
@@ -332,17 +324,32 @@ def test_a_revision_slower_to_start_than_its_idle_window_still_becomes_ready(
     The idle window here (0.3 s) is shorter than any replica's start, so a revision scaled
     to zero before its first replica was ready would never become Ready.
     """
+    platform = _scale_to_zero_iris(tmp_path, sample_buckets, stable_window_s=0.2, grace_s=0.1)
+    try:
+        platform.wait_ready("sklearn-iris", timeout=30)
+        _wait_replicas(platform, "sklearn-iris", 0, timeout=30)  # then it may go to zero
+    finally:
+        stop_platform(platform)
+
+
+def _scale_to_zero_iris(
+    tmp_path: Path, sample_buckets: object, stable_window_s: float, grace_s: float
+) -> RunningPlatform:
+    """A platform with these idle windows, the iris sample applied with ``minReplicas: 0``."""
     env = {
         **sample_buckets.env(),  # type: ignore[attr-defined]
         "MODELHOST_CACHE_DIR": str(tmp_path / "cache"),
     }
     platform = start_platform(
-        tmp_path / "home", replica_env=env, stable_window_s=0.2, scale_to_zero_grace_period_s=0.1
+        tmp_path / "home",
+        replica_env=env,
+        stable_window_s=stable_window_s,
+        scale_to_zero_grace_period_s=grace_s,
     )
+    sample = (SAMPLES / "sklearn-iris-v1.yaml").read_text()
     try:
-        sample = (SAMPLES / "sklearn-iris-v1.yaml").read_text()
         platform.apply(sample.replace("  predictor:\n", "  predictor:\n    minReplicas: 0\n"))
-        platform.wait_ready("sklearn-iris", timeout=30)
-        _wait_replicas(platform, "sklearn-iris", 0, timeout=30)  # then it may go to zero
-    finally:
+    except BaseException:
         stop_platform(platform)
+        raise
+    return platform

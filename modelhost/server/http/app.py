@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from modelhost import errors
-from modelhost.access import OPEN, Admission, Guard, Role, check_scope, retry_after_header
+from modelhost.access import OPEN, Admission, Guard, Role, check_scope, refusal_headers
 from modelhost.server.dataplane import DataPlane
 from modelhost.server.http import docs
 from modelhost.server.http.messages import (
@@ -48,7 +48,6 @@ logger = logging.getLogger("modelhost.server")
 _OPEN_ENDPOINTS = frozenset({"live", "ready", "docs"})
 # Endpoints that change what the server holds (the repository extension): deployer or admin.
 _DEPLOYER_ENDPOINTS = frozenset({"repository_load", "repository_unload"})
-_WWW_AUTHENTICATE = 'Bearer realm="modelhost"'
 
 
 class HttpApp:
@@ -281,10 +280,7 @@ def _refusal(exc: errors.ModelhostError, route: Route) -> HttpResponse:
         response = openai_error_response(exc)
     else:
         response = _error(exc.status_code, errors.error_message(exc))
-    if isinstance(exc, errors.Unauthenticated):
-        response.headers["www-authenticate"] = _WWW_AUTHENTICATE
-    elif isinstance(exc, errors.RateLimited):
-        response.headers["retry-after"] = retry_after_header(exc.retry_after)
+    response.headers.update(refusal_headers(exc))
     return response
 
 
