@@ -61,8 +61,9 @@ def test_rest_needs_a_token_and_probes_stay_open(server: RunningServer, tokens: 
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"] == 'Bearer realm="modelhost"'
     assert "Authorization: Bearer" in refused.json()["error"]
-    for probe in ("/", "/v2/health/live", "/v2/health/ready"):
+    for probe in ("/", "/v2/health/live", "/v2/health/ready", "/v2/models/a/ready", "/v1/models/a"):
         assert httpx.get(url + probe).status_code == 200, probe
+    assert httpx.get(f"{url}/v2/models/a").status_code == 401  # metadata is not a probe
     assert httpx.get(f"{url}/v2/models").status_code == 401
     assert httpx.get(f"{url}/metrics").status_code == 401
     _, text = tokens.create(Role.CALLER, name="for-a", service="a")
@@ -124,6 +125,7 @@ def test_grpc_needs_a_token(server: RunningServer, tokens: TokenStore) -> None:
     with tgrpc.InferenceServerClient(server.grpc_address) as client:
         assert client.is_server_live()
         assert client.is_server_ready()
+        assert client.is_model_ready("a")
         tensor = tgrpc.InferInput("x", [1, 4], "FP32")
         tensor.set_data_from_numpy(np.asarray(ROW, dtype=np.float32))
         with pytest.raises(InferenceServerException) as exc:

@@ -30,8 +30,9 @@ logger = logging.getLogger("modelhost.server")
 
 PROTOCOL = "grpc"
 
-# Open with tokens on: the probes. ``infer`` is checked per message, in ``infer_message``.
-_UNCHECKED = frozenset({"live", "ready", "infer"})
+# Open with tokens on: the probes, as on REST. ``infer`` is checked per message, in
+# ``infer_message``.
+_UNCHECKED = frozenset({"live", "ready", "model_ready", "infer"})
 _DEPLOYER_ENDPOINTS = frozenset({"repository_load", "repository_unload"})
 
 _Self = TypeVar("_Self", bound="InferenceServicer")

@@ -44,8 +44,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 access_logger = logging.getLogger("modelhost.access")
 logger = logging.getLogger("modelhost.server")
 
-# What stays open with tokens on: liveness and readiness probes, and the API's own docs.
-_OPEN_ENDPOINTS = frozenset({"live", "ready", "docs"})
+# What stays open with tokens on: liveness and readiness probes (the server's and a
+# model's, which Kubernetes probes call without credentials), and the API's own docs.
+_OPEN_ENDPOINTS = frozenset({"live", "ready", "model_ready", "docs"})
 # Endpoints that change what the server holds (the repository extension): deployer or admin.
 _DEPLOYER_ENDPOINTS = frozenset({"repository_load", "repository_unload"})
 
