@@ -35,7 +35,7 @@ spec:
   predictor:
     containers:
       - name: kserve-container
-        command: ["python3", "-c", "import os; os.system('id')"]
+        command: ["python3", "-c", "print('code of the user')"]
 """
 MODEL_CLASS = """
 apiVersion: serving.kserve.io/v1beta1
@@ -144,6 +144,9 @@ def test_tcp_control_api_roles(guarded: RunningPlatform) -> None:
     assert applied["result"] == "created"
     [runtime] = api(guarded, admin).apply(RUNTIME.encode(), "rt.yaml")
     assert runtime["result"] == "created"
+    [custom] = api(guarded, admin).apply(CUSTOM.encode(), "custom.yaml")
+    assert custom["result"] == "created"
+    api(guarded, admin).delete("isvc", "default", "custom")
     assert (
         status_of(lambda: api(guarded, deployer).delete("isvc", "default", "sklearn-iris")) == 200
     )
