@@ -20,6 +20,7 @@ from modelhost.access.tokens import Role, Token, TokenTable, split_token
 
 __all__ = ["OPEN", "Admission", "Guard", "bearer_token", "check_scope", "refusal_headers"]
 
+_KNOWN_MAX = 4096
 _HINT = 'send "Authorization: Bearer <token>" (make one with `modelhost token create`)'
 
 
@@ -72,9 +73,29 @@ class Guard:
         self.table = table
         self.limiter = limiter or Limiter()
         self._wall_clock = wall_clock
+        # Header values already verified, to the token they carry: a client sends the same
+        # value on every request, and parsing and hashing it again costs more than the rest
+        # of the check. Only verified values enter, so its size is bounded by the token file
+        # (and _KNOWN_MAX), never by what strangers send.
+        self._known: dict[bytes | str, Token] = {}
 
     def authenticate(self, authorization: bytes | str | None) -> Token:
         """The valid, unexpired token the header carries; Unauthenticated otherwise."""
+        if authorization is not None:
+            known = self._known.get(authorization)
+            # The table hands out new records when the file changes (a revocation): a value
+            # verified against an older record goes the long way again.
+            if known is not None and self.table.find(known.id) is known:
+                if not known.expired(self._wall_clock()):
+                    return known
+        token = self._verify(authorization)
+        if authorization is not None:
+            if len(self._known) >= _KNOWN_MAX:
+                self._known.clear()
+            self._known[authorization] = token
+        return token
+
+    def _verify(self, authorization: bytes | str | None) -> Token:
         text = bearer_token(authorization)
         parts = split_token(text)
         token = self.table.find(parts[0]) if parts is not None else None
@@ -105,7 +126,8 @@ class Guard:
 
 def check_scope(token: Token, namespace: str | None, service: str | None, role: Role) -> None:
     """PermissionDenied unless ``token`` reaches ``namespace``/``service`` with ``role``."""
-    if token.role.rank < role.rank:
+    # Every role may do what a caller may: the common case asks nothing more.
+    if role is not Role.CALLER and token.role.rank < role.rank:
         raise errors.PermissionDenied(
             f"Token {token.name!r} has the role {token.role.value}; this needs {role.value}"
             f"{' or admin' if role is Role.DEPLOYER else ''}."

@@ -70,7 +70,10 @@ class Role(str, enum.Enum):
 
     @property
     def rank(self) -> int:
-        return {"admin": 2, "deployer": 1, "caller": 0}[self.value]
+        return _RANKS[self.value]
+
+
+_RANKS = {"admin": 2, "deployer": 1, "caller": 0}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -201,3 +201,24 @@ def test_concurrency_limit(store: TokenStore) -> None:
     guard.admit(f"Bearer {text}", None, None)
     with pytest.raises(errors.RateLimited):
         guard.admit(f"Bearer {text}", None, None)
+
+
+def test_a_verified_token_is_remembered_until_it_expires_or_changes(store: TokenStore) -> None:
+    wall = FakeClock(time.time())
+    clock = FakeClock()
+    guard = Guard(TokenTable(store.path, clock=clock), wall_clock=wall)
+    token, text = store.create(Role.CALLER, expires_in_s=60, now=wall.now)
+    header = f"Bearer {text}".encode()
+    assert guard.authenticate(header).id == token.id
+    assert guard.authenticate(header).id == token.id  # from memory
+    wall.now += 61
+    with pytest.raises(errors.Unauthenticated, match="expired"):
+        guard.authenticate(header)
+    other_token, other = store.create(Role.CALLER)
+    clock.now += 1  # the table looks at the file again
+    assert guard.authenticate(f"Bearer {other}").role is Role.CALLER
+    assert guard.authenticate(f"Bearer {other}").role is Role.CALLER  # from memory
+    store.revoke(other_token.id)
+    clock.now += 1  # the table sees the change: the remembered value is checked again
+    with pytest.raises(errors.Unauthenticated, match="not valid"):
+        guard.authenticate(f"Bearer {other}")
