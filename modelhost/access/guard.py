@@ -85,9 +85,12 @@ class Guard:
             known = self._known.get(authorization)
             # The table hands out new records when the file changes (a revocation): a value
             # verified against an older record goes the long way again.
-            if known is not None and self.table.find(known.id) is known:
-                if not known.expired(self._wall_clock()):
-                    return known
+            if (
+                known is not None
+                and self.table.find(known.id) is known
+                and not known.expired(self._wall_clock())
+            ):
+                return known
         token = self._verify(authorization)
         if authorization is not None:
             if len(self._known) >= _KNOWN_MAX:
