@@ -213,7 +213,7 @@ def _settings(args: argparse.Namespace, home: Path) -> Any:
 def _detach(args: argparse.Namespace, home: Path) -> int:
     from modelhost.local.client import PlatformClient
 
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)  # state, tokens, the audit log
     address = home / "platform.json"
     running = _running_pid(address)
     if running is not None:

@@ -102,7 +102,7 @@ class Platform:
 
     async def start(self) -> None:
         """Open the state and bring back every service it holds."""
-        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self.settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._store = Store(self.settings.state_path)
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(

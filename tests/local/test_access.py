@@ -106,6 +106,7 @@ def test_the_control_api_is_not_on_the_gateway(guarded: RunningPlatform) -> None
     assert address["auth"] == "tokens"
     socket_path = Path(address["api"].removeprefix("unix:"))
     assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(guarded.home.stat().st_mode) == 0o700  # made by the platform
     _, admin = tokens(guarded).create(Role.ADMIN)
     list_path = "/apis/serving.kserve.io/v1beta1/namespaces/default/inferenceservices"
     on_gateway = httpx.get(guarded.url + list_path, headers={"Authorization": f"Bearer {admin}"})
