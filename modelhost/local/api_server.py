@@ -27,6 +27,7 @@ from modelhost import errors
 from modelhost.access import AuditLog, Guard, Role, refusal_headers
 from modelhost.local import api
 from modelhost.local.platform import Platform
+from modelhost.server.http.messages import read_body
 
 __all__ = ["MAX_BODY_BYTES", "ApiServer", "ControlApp", "socket_path"]
 
@@ -78,7 +79,8 @@ class ControlApp:
             if self.guard is not None:
                 caller = self._caller(scope)
                 _needs_deployer(caller)
-            body = await _read_body(receive)
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            body = await read_body(receive, headers, MAX_BODY_BYTES)
             if not path.startswith(api.API_PREFIX):
                 raise errors.ModelNotFound(path)
             response = await api.handle(
@@ -216,24 +218,6 @@ def _tcp_socket(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise errors.InvalidInput("the client went away before sending its whole body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise errors.PayloadTooLarge(
-                f"the body exceeds the control API's limit of {MAX_BODY_BYTES} bytes"
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _message(response: api.ApiResponse) -> str:

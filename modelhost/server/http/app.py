@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,6 +24,7 @@ from modelhost.server.http.messages import (
     HttpResponse,
     Route,
     json_response,
+    read_body,
 )
 from modelhost.server.http.v1_routes import V1Routes
 from modelhost.server.http.v2_routes import V2Routes
@@ -217,7 +217,7 @@ class HttpApp:
             headers = {
                 k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
             }
-            body = await _read_body(receive, headers, self.settings.max_request_bytes)
+            body = await read_body(receive, headers, self.settings.max_request_bytes)
             if self.guard is not None:
                 headers.pop("authorization", None)  # the model never sees the caller's token
             token = admission.token
@@ -292,51 +292,6 @@ def _body_model(body: bytes) -> str | None:
         return None
     model = data.get("model") if isinstance(data, dict) else None
     return model if isinstance(model, str) else None
-
-
-async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise errors.PayloadTooLarge(
-            f"Request body of {declared} bytes exceeds the limit of {limit} bytes."
-        )
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise errors.InvalidInput("Client disconnected before sending the whole body.")
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise errors.PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    encoding = headers.get("content-encoding", "").strip().lower()
-    if encoding and encoding != "identity":
-        body = _decompress(body, encoding, limit)
-    return body
-
-
-def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    if encoding == "gzip":
-        wbits = 16 + zlib.MAX_WBITS
-    elif encoding == "deflate":
-        wbits = zlib.MAX_WBITS
-    else:
-        raise errors.Unsupported(f"Content-Encoding {encoding!r} is not supported.")
-    decoder = zlib.decompressobj(wbits)
-    try:
-        # Bounded so that a small compressed body cannot expand past the limit.
-        data = decoder.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise errors.InvalidInput(f"Body is not valid {encoding} data: {exc}") from None
-    if len(data) > limit or decoder.unconsumed_tail:
-        raise errors.PayloadTooLarge(f"Decompressed body exceeds the limit of {limit} bytes.")
-    return data
 
 
 async def _send(send: Send, response: HttpResponse, method: str) -> None:

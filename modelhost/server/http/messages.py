@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import zlib
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from modelhost import errors
 from modelhost.protocol import v2_json
 
 if TYPE_CHECKING:
     from modelhost.server.openai.streaming import DeferredResponse
 
-__all__ = ["Handler", "HttpRequest", "HttpResponse", "Route", "json_response"]
+__all__ = ["Handler", "HttpRequest", "HttpResponse", "Route", "json_response", "read_body"]
 
 
 @dataclass(slots=True)
@@ -54,3 +56,51 @@ class Route:
         self.handler = handler
         self.protocol = protocol
         self.endpoint = endpoint
+
+
+async def read_body(
+    receive: Callable[[], Awaitable[Mapping[str, Any]]], headers: dict[str, str], limit: int
+) -> bytes:
+    """An ASGI request's whole body, refused past ``limit`` (as sent and as decompressed)."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise errors.PayloadTooLarge(
+            f"Request body of {declared} bytes exceeds the limit of {limit} bytes."
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise errors.InvalidInput("Client disconnected before sending the whole body.")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise errors.PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding and encoding != "identity":
+        body = _decompress(body, encoding, limit)
+    return body
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    if encoding == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        raise errors.Unsupported(f"Content-Encoding {encoding!r} is not supported.")
+    decoder = zlib.decompressobj(wbits)
+    try:
+        # Bounded so that a small compressed body cannot expand past the limit.
+        data = decoder.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise errors.InvalidInput(f"Body is not valid {encoding} data: {exc}") from None
+    if len(data) > limit or decoder.unconsumed_tail:
+        raise errors.PayloadTooLarge(f"Decompressed body exceeds the limit of {limit} bytes.")
+    return data
