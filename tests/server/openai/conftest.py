@@ -17,12 +17,13 @@ from modelhost.server.openai.guardrails import GuardrailChain
 
 
 @pytest.fixture
-def llm_server(serve: StartServer, monkeypatch: pytest.MonkeyPatch) -> StartLLMServer:
+def llm_server(serve: StartServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[StartLLMServer]:
     """``llm_server([models], guardrails=..., timeout_s=...)``: a ModelServer serving them.
 
     The timeout is the server's ``llm_request_timeout_s`` setting; guardrails objects
     (the settings name built-in ones only) reach the app through a wrapper of its class.
     """
+    started: list[LLMServer] = []
 
     def start(
         models: Sequence[Model],
@@ -43,16 +44,21 @@ def llm_server(serve: StartServer, monkeypatch: pytest.MonkeyPatch) -> StartLLMS
         if timeout_s is not None:
             settings["llm_request_timeout_s"] = timeout_s
         running = serve(models, enable_grpc=False, **settings)
-        return LLMServer(running, built[-1])
+        started.append(LLMServer(running, built[-1]))
+        return started[-1]
 
-    return start
+    yield start
+    for server in started:
+        server.close_clients()
 
 
 @pytest.fixture(scope="module")
 def shared() -> Iterator[Shared]:
     llm, embedder = FakeLLM(adapters=["sql-lora"]), FakeEmbedder()
     running = start_server([llm, embedder, PlainModel()], enable_grpc=False)
+    server = LLMServer(running, None)
     try:
-        yield Shared(LLMServer(running, None), llm, embedder)
+        yield Shared(server, llm, embedder)
     finally:
+        server.close_clients()
         stop_server(running)
