@@ -5,7 +5,8 @@ status codes themselves, they ask :func:`http_status` and :func:`grpc_status_nam
 
     ModelhostError                      500  INTERNAL
     ├── InvalidInput                    400  INVALID_ARGUMENT
-    │   └── PayloadTooLarge             413  RESOURCE_EXHAUSTED
+    │   ├── PayloadTooLarge             413  RESOURCE_EXHAUSTED
+    │   └── UnsupportedMediaType        415  INVALID_ARGUMENT    (a content encoding we lack)
     ├── ModelNotFound                   404  NOT_FOUND
     ├── ModelNotReady                   503  UNAVAILABLE
     ├── ServerNotReady                  503  UNAVAILABLE
@@ -45,6 +46,7 @@ __all__ = [
     "StorageUnreachable",
     "Unauthenticated",
     "Unsupported",
+    "UnsupportedMediaType",
     "error_message",
     "grpc_status_name",
     "http_status",
@@ -77,6 +79,12 @@ class PayloadTooLarge(InvalidInput):
 
     status_code = 413
     grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class UnsupportedMediaType(InvalidInput):
+    """The body comes in an encoding (or type) the server does not read."""
+
+    status_code = 415
 
 
 class ModelNotFound(ModelhostError):

@@ -37,9 +37,19 @@ def decode(headers: Mapping[str, str], body: bytes) -> tuple[BaseCloudEvent, Any
     except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
         raise errors.InvalidInput(f"Invalid CloudEvent: {exc}") from None
     data = event.get_data()
-    if isinstance(data, (bytes, str)):
+    # The SDK has parsed JSON data already (structured mode, or a JSON content type) and
+    # left anything else as bytes.
+    decoded = not isinstance(data, (bytes, bytearray))
+    if isinstance(data, (bytes, bytearray)):
         with contextlib.suppress(orjson.JSONDecodeError):
-            data = orjson.loads(data)
+            data, decoded = orjson.loads(data), True
+    if decoded and not isinstance(data, dict):
+        # Bytes that are not JSON reach the model as they came (as in KServe); JSON that
+        # is not an object is no v1 request at all.
+        raise errors.InvalidInput(
+            'CloudEvent data must be a JSON object with "instances" or "inputs", '
+            f"not a JSON {type(data).__name__}."
+        )
     return event, data
 
 

@@ -92,6 +92,9 @@ def decode_request(
         raise errors.InvalidInput(f"Invalid inference request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise errors.InvalidInput(f"Request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # msgspec stops at Python's recursion limit: the client's nesting, not our fault.
+        raise errors.InvalidInput("Request JSON is nested too deeply.") from None
     inputs = _tensors(parsed.inputs, binary, "inputs", InferInput)
     outputs = (
         [RequestedOutput(o.name, o.parameters) for o in parsed.outputs]

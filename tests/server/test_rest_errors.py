@@ -149,3 +149,40 @@ def test_truncated_body_does_not_hang_the_server(server: RunningServer) -> None:
         )
     # the half-sent request is dropped; the server goes on answering others
     assert httpx.get(f"{server.http_url}/v2/health/live").status_code == 200
+
+
+def test_deeply_nested_v2_json_is_400(server: RunningServer) -> None:
+    # Issue 14, item 9: msgspec's RecursionError used to escape as a 500.
+    data = b"[" * 1500 + b"]" * 1500  # past Python's recursion limit, under the body limit
+    body = (
+        b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": ' + data + b"}]}"
+    )
+    response = infer(server, body)
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["error"]
+
+
+@pytest.mark.parametrize("data", [b"[null, null]", b'"x"', b"3", b"null"])
+@pytest.mark.parametrize("verb", ["predict", "explain"])
+def test_cloudevent_json_that_is_not_an_object_is_400(
+    server: RunningServer, data: bytes, verb: str
+) -> None:
+    # Issue 14, item 9: these reached the model and came back as 500s.
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "1",
+        "ce-source": "test",
+        "ce-type": "org.kubeflow.serving.inference.request",
+        "content-type": "application/json",
+    }
+    response = httpx.post(
+        f"{server.http_url}/v1/models/echo:{verb}", content=data, headers=headers, timeout=10
+    )
+    assert response.status_code == 400
+    assert "must be a JSON object" in response.json()["error"]
+
+
+def test_an_unknown_content_encoding_is_415(server: RunningServer) -> None:
+    response = infer(server, b"{}", **{"Content-Encoding": "br"})
+    assert response.status_code == 415
+    assert "gzip, deflate or identity" in response.json()["error"]

@@ -26,13 +26,17 @@ SWAGGER_UI = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
 # Every error body is {"error": message}; the status comes from modelhost.errors.
 _ERRORS = {
     400: "The request is malformed or does not fit the model.",
+    401: "With --auth tokens: no bearer token, or not a valid one (WWW-Authenticate says how).",
+    403: "With --auth tokens: the token's role or scope does not reach this.",
     404: "No model of that name (or version).",
     413: "The request body is larger than the server's limit (--max_request_bytes).",
+    415: "The body's Content-Encoding is not gzip, deflate or identity.",
+    429: "The token's rate or concurrency limit is spent (Retry-After says when to retry).",
     500: "The model or the server failed while handling the request.",
-    501: "Not implemented: a missing explainer, load parameters, or an unknown Content-Encoding.",
+    501: "Not implemented: a missing explainer, or load parameters.",
     503: "The model is not ready, or the server is draining.",
 }
-_INFER_ERRORS = (400, 413, 501, 503)
+_INFER_ERRORS = (400, 401, 403, 413, 415, 429, 501, 503)
 _PATH_PARAMETERS = {"{model_name}": "ModelName", "{model_version}": "ModelVersion"}
 
 # The plain GET endpoints: path, operationId, summary, schema of the 200 body.

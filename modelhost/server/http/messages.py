@@ -94,7 +94,9 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     elif encoding == "deflate":
         wbits = zlib.MAX_WBITS
     else:
-        raise errors.Unsupported(f"Content-Encoding {encoding!r} is not supported.")
+        raise errors.UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported (gzip, deflate or identity)."
+        )
     decoder = zlib.decompressobj(wbits)
     try:
         # Bounded so that a small compressed body cannot expand past the limit.
