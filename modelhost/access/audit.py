@@ -40,9 +40,7 @@ class AuditLog:
             "action": action,
             "objects": list(objects),
             "status": status,
-            "outcome": "allowed"
-            if status < 400
-            else ("denied" if status in (401, 403) else "failed"),
+            "outcome": _outcome(status),
         }
         if message:
             entry["message"] = message

@@ -40,10 +40,6 @@ class Admission:
             self._held = False
             self._guard.limiter.give_back(self.token)
 
-    @property
-    def name(self) -> str:
-        return self.token.name if self.token is not None else "-"
-
 
 OPEN = Admission(None, None, False)
 """What every request gets where access control is off."""
@@ -121,10 +117,25 @@ class Guard:
         role: Role = Role.CALLER,
     ) -> Admission:
         """Admit one request for ``namespace``/``service`` (None: not about one)."""
-        token = self.authenticate(authorization)
+        return self.enter(self.authenticate(authorization), namespace, service, role)
+
+    def enter(
+        self,
+        token: Token,
+        namespace: str | None,
+        service: str | None,
+        role: Role = Role.CALLER,
+    ) -> Admission:
+        """Admit an authenticated ``token`` for ``namespace``/``service``: scope, then limits.
+
+        For listeners that authenticate before they know what a request is for.
+        """
         check_scope(token, namespace, service, role)
-        held = self.limiter.take(token)
-        return Admission(self, token, held)
+        return self.hold(token)
+
+    def hold(self, token: Token) -> Admission:
+        """Take ``token``'s share of its limits for one request (its scope checked elsewhere)."""
+        return Admission(self, token, self.limiter.take(token))
 
 
 def check_scope(token: Token, namespace: str | None, service: str | None, role: Role) -> None:

@@ -67,11 +67,6 @@ class Limiter:
         if state is not None and state.in_flight > 0:
             state.in_flight -= 1
 
-    def forget(self, keep: Callable[[str], bool]) -> None:
-        """Drop the state of tokens ``keep`` refuses (revoked, gone from the file)."""
-        for token_id in [t for t in self._states if not keep(t)]:
-            del self._states[token_id]
-
 
 def retry_after_header(seconds: float) -> str:
     """``Retry-After`` in whole seconds, at least 1 (HTTP has no fractions there)."""

@@ -10,6 +10,7 @@ second everywhere, with no server restarted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -19,7 +20,7 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from modelhost import errors
@@ -130,17 +131,23 @@ class TokenStore:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one transaction: committed (or rolled back), then closed."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not self.path.exists()
         connection = sqlite3.connect(self.path, timeout=10)
-        if fresh:
-            os.chmod(self.path, 0o600)
-        # A rollback journal (not WAL): every commit changes the file itself, which is
-        # what the servers' TokenTable watches.
-        connection.execute("PRAGMA journal_mode=DELETE")
-        connection.execute(_SCHEMA)
-        return connection
+        try:
+            if fresh:
+                os.chmod(self.path, 0o600)
+            # A rollback journal (not WAL): every commit changes the file itself, which is
+            # what the servers' TokenTable watches.
+            connection.execute("PRAGMA journal_mode=DELETE")
+            connection.execute(_SCHEMA)
+            with connection:  # sqlite3's own: commit or roll back, but it does not close
+                yield connection
+        finally:
+            connection.close()
 
     def create(
         self,
@@ -255,8 +262,9 @@ def _token(row: Iterable[object]) -> Token:
 class TokenTable:
     """A server's view of the token file: live tokens by id, read again when the file changes.
 
-    The file is looked at (one ``stat``) at most every 0.25 s, on the next lookup after that;
-    no task and no thread. A missing file is an empty table: every token is refused.
+    The file is looked at (its first 28 bytes: SQLite's change counter) at most every 0.25 s,
+    on the next lookup after that; no task and no thread. A missing file is an empty table:
+    every token is refused.
     """
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:

@@ -49,9 +49,11 @@ def add_command(commands: Any, home: Callable[[argparse.ArgumentParser], None]) 
 
 def run(args: argparse.Namespace, home: Path) -> int:
     from modelhost.access import AuditLog, Role, TokenStore, parse_duration
+    from modelhost.local.settings import PlatformSettings
 
-    store = TokenStore(home / "tokens.db")
-    audit = AuditLog(home / "audit.log")
+    platform = PlatformSettings(home=home)  # where the platform reads tokens, writes audits
+    store = TokenStore(platform.token_path)
+    audit = AuditLog(platform.audit_path)
     if args.token_command == "create":
         expires = parse_duration(args.expires) if args.expires else None
         token, text = store.create(

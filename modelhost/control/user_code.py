@@ -11,9 +11,15 @@ can say which field needs an admin.
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
-from modelhost.control.objects import ClusterServingRuntime, InferenceService, ServingRuntime
+from modelhost.control.objects import (
+    FRAMEWORKS,
+    ClusterServingRuntime,
+    InferenceService,
+    ServingRuntime,
+)
 from modelhost.control.objects.core import Container, PodSpec
 from modelhost.settings import add_server_arguments
 
@@ -36,6 +42,7 @@ _RUNTIME_FLAGS = frozenset(
 _CODE_ENV_PREFIXES = ("LD_", "PYTHON")
 
 
+@functools.cache
 def _server_flags() -> frozenset[str]:
     parser = argparse.ArgumentParser(add_help=False)
     add_server_arguments(parser)
@@ -63,9 +70,8 @@ def user_code(obj: Any) -> list[str]:
         if component is None:
             continue
         found += _pod(path, component, allowed)
-        for field in ("sklearn", "xgboost", "tensorflow", "pytorch", "triton", "onnx"):
-            found += _container(f"{path}.{field}", getattr(component, field, None), allowed)
-        for field in ("huggingface", "pmml", "lightgbm", "paddle", "model", "art"):
+        # The framework shorthands and ``model`` (a predictor), ``art`` (an explainer).
+        for field in (*FRAMEWORKS, "model", "art"):
             found += _container(f"{path}.{field}", getattr(component, field, None), allowed)
     return found
 

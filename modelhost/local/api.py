@@ -26,9 +26,8 @@ from modelhost.access import Role, Token, check_scope
 from modelhost.control import ClusterServingRuntime, InferenceService
 from modelhost.local.platform import Platform
 
-__all__ = ["API_PREFIX", "OWNER", "ApiResponse", "Caller", "failure_body", "handle"]
+__all__ = ["OWNER", "ApiResponse", "Caller", "failure", "handle"]
 
-API_PREFIX = "/apis/"
 _RESOURCES = {
     "inferenceservices": ("serving.kserve.io/v1beta1", "InferenceService", True),
     "servingruntimes": ("serving.kserve.io/v1alpha1", "ServingRuntime", True),
@@ -81,8 +80,10 @@ class ApiResponse:
     status: int
     body: bytes
     content_type: str = "application/json"
-    # The objects the call was about (kind/namespace/name), for the audit log.
+    # The objects the call was about (kind/namespace/name), and a failure's message: for
+    # the audit log.
     objects: list[str] = field(default_factory=list)
+    message: str = ""
 
 
 async def handle(
@@ -98,7 +99,7 @@ async def handle(
             platform, method, path, parse_qs(query.decode("latin-1")), body, caller
         )
     except errors.ModelhostError as exc:
-        return _failure(errors.http_status(exc), str(exc))
+        return failure(errors.http_status(exc), str(exc))
 
 
 async def _dispatch(
@@ -111,27 +112,27 @@ async def _dispatch(
 ) -> ApiResponse:
     if path == "/apis/modelhost.io/v1/apply":
         if method != "POST":
-            return _failure(405, "apply takes POST with a YAML or JSON body")
+            return failure(405, "apply takes POST with a YAML or JSON body")
         source = (query.get("source") or [""])[0]
         results = await platform.apply(body, source=source, authorize=caller.authorize)
         named = [f"{r['kind']}/{r['namespace'] or '-'}/{r['name']}" for r in results]
         return _json({"kind": "ApplyResult", "items": results}, named)
     match = _PATH.fullmatch(path)
     if match is None or match["resource"] not in _RESOURCES:
-        return _failure(404, f"no API at {path}")
+        return failure(404, f"no API at {path}")
     api_version, kind, namespaced = _RESOURCES[match["resource"]]
     if f"{match['group']}/{match['version']}" != api_version:
-        return _failure(404, f"{match['resource']} are served at /apis/{api_version}")
+        return failure(404, f"{match['resource']} are served at /apis/{api_version}")
     namespace = match["namespace"] or ("" if not namespaced else None)
     name, sub = match["name"], match["sub"]
     if name is None:
         if method != "GET":
-            return _failure(405, f"{method} on a collection: use apply")
+            return failure(405, f"{method} on a collection: use apply")
         caller.may(namespace or None, None, Role.DEPLOYER)
         items = platform.list_objects(kind, namespace)
         return _json({"apiVersion": api_version, "kind": f"{kind}List", "items": items})
     if namespace is None:
-        return _failure(404, f"{kind} {name}: name a namespace (/namespaces/<ns>/...)")
+        return failure(404, f"{kind} {name}: name a namespace (/namespaces/<ns>/...)")
     service = name if kind == "InferenceService" else None
     if method == "DELETE" and kind != "InferenceService":
         # A runtime may be admin-made; taking one away is an admin's decision too.
@@ -142,17 +143,17 @@ async def _dispatch(
         if method == "GET":
             found = platform.get(kind, namespace, name)
             if found is None:
-                return _failure(404, _not_found(kind, namespace, name))
+                return failure(404, _not_found(kind, namespace, name))
             return _json(found)
         if method == "DELETE":
             if not await platform.delete(kind, namespace, name):
-                return _failure(404, _not_found(kind, namespace, name))
+                return failure(404, _not_found(kind, namespace, name))
             return _json({"kind": "Status", "status": "Success", "details": {"name": name}})
-        return _failure(405, f"{method} {kind}: use apply to create or change objects")
+        return failure(405, f"{method} {kind}: use apply to create or change objects")
     if kind != "InferenceService" or method != "GET":
-        return _failure(404, f"no sub-resource {sub} of {kind}")
+        return failure(404, f"no sub-resource {sub} of {kind}")
     if platform.get(kind, namespace, name) is None:
-        return _failure(404, _not_found(kind, namespace, name))
+        return failure(404, _not_found(kind, namespace, name))
     if sub == "revisions":
         return _json({"items": platform.replicas(namespace, name)})
     if sub == "log":
@@ -160,7 +161,7 @@ async def _dispatch(
         tail = int((query.get("tail") or ["200"])[0])
         text = platform.logs(namespace, name, component, tail)
         return ApiResponse(200, text.encode(), "text/plain; charset=utf-8")
-    return _failure(404, f"no sub-resource {sub} of {kind}")
+    return failure(404, f"no sub-resource {sub} of {kind}")
 
 
 def _not_found(kind: str, namespace: str, name: str) -> str:
@@ -172,12 +173,8 @@ def _json(data: Any, objects: list[str] | None = None) -> ApiResponse:
     return ApiResponse(200, orjson.dumps(data), objects=objects or [])
 
 
-def _failure(status: int, message: str) -> ApiResponse:
-    return ApiResponse(status, failure_body(status, message))
-
-
-def failure_body(status: int, message: str) -> bytes:
-    """A Kubernetes ``Status`` object of a failed call."""
+def failure(status: int, message: str) -> ApiResponse:
+    """A failed call, answered with a Kubernetes ``Status`` object."""
     reasons = {
         400: "BadRequest",
         401: "Unauthorized",
@@ -196,4 +193,4 @@ def failure_body(status: int, message: str) -> bytes:
         "reason": reasons.get(status, "InternalError" if status >= 500 else "Invalid"),
         "code": status,
     }
-    return orjson.dumps(body)
+    return ApiResponse(status, orjson.dumps(body), message=message)

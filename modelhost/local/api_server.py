@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-import orjson
 import uvicorn
 
 from modelhost import errors
@@ -81,18 +80,11 @@ class ControlApp:
                 _needs_deployer(caller)
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             body = await read_body(receive, headers, MAX_BODY_BYTES)
-            if not path.startswith(api.API_PREFIX):
-                raise errors.ModelNotFound(path)
-            response = await api.handle(
-                self.platform, method, path, scope.get("query_string", b""), body, caller
-            )
+            query = scope.get("query_string", b"")
+            response = await api.handle(self.platform, method, path, query, body, caller)
         except errors.ModelhostError as exc:
             failure = exc
-            message = f"no API at {path}" if isinstance(exc, errors.ModelNotFound) else str(exc)
-            response = api.ApiResponse(
-                exc.status_code,
-                api.failure_body(exc.status_code, message),
-            )
+            response = api.failure(exc.status_code, str(exc))
         extra = (
             [(k.encode(), v.encode()) for k, v in refusal_headers(failure).items()]
             if failure
@@ -103,7 +95,7 @@ class ControlApp:
             f"{method} {path}",
             response.objects,
             response.status,
-            _message(response),
+            response.message,
             via="tcp" if self.guard is not None else "unix",
         )
         await _respond(send, response.status, response.body, response.content_type, extra)
@@ -218,16 +210,6 @@ def _tcp_socket(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
-
-
-def _message(response: api.ApiResponse) -> str:
-    if response.status < 400:
-        return ""
-    try:
-        found = orjson.loads(response.body)
-        return str(found.get("message", "")) if isinstance(found, dict) else ""
-    except ValueError:
-        return ""
 
 
 async def _respond(

@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import orjson
-
 from modelhost.local.component import ComponentState
 from modelhost.local.http_proxy import LOCAL, Request
 from modelhost.local.platform import Platform
+from modelhost.server.http.messages import body_model
 
 __all__ = ["LOCAL_PATHS", "GatewayApp", "resolve"]
 
@@ -57,7 +56,7 @@ def resolve(platform: Platform, request: Request) -> ComponentState | str | None
             return component
     if path in LOCAL_PATHS:
         return LOCAL
-    model = _model_field(request.body) if routes.needs_model(path) else None
+    model = body_model(request.body) if routes.needs_model(path) else None
     return routes.match(request.host, path, model)
 
 
@@ -67,15 +66,6 @@ def _header(scope: Scope, name: bytes) -> str:
             text: str = value.decode("latin-1")
             return text
     return ""
-
-
-def _model_field(body: bytes) -> str | None:
-    try:
-        data: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    model = data.get("model") if isinstance(data, dict) else None
-    return model if isinstance(model, str) else None
 
 
 async def _respond(send: Send, status: int, body: bytes, content_type: str) -> None:

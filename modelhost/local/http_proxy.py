@@ -23,7 +23,7 @@ import httptools
 import orjson
 
 from modelhost import errors
-from modelhost.access import OPEN, Admission, Guard, Role, check_scope, refusal_headers
+from modelhost.access import OPEN, Guard, Role, check_scope, refusal_headers
 from modelhost.local.component import ComponentState
 from modelhost.local.forwarder import ForwardedCall, Forwarder
 from modelhost.local.routing import strip_port
@@ -290,8 +290,7 @@ class ProxyServer:
                 token = guard.authenticate(request.header(b"authorization"))
             admission = OPEN
             if isinstance(target, ComponentState) and guard is not None and token is not None:
-                check_scope(token, target.namespace, target.service, Role.CALLER)
-                admission = Admission(guard, token, guard.limiter.take(token))
+                admission = guard.enter(token, target.namespace, target.service)
             elif target is None and token is not None and (token.namespace or token.service):
                 check_scope(token, None, None, Role.CALLER)
         except errors.ModelhostError as exc:

@@ -43,7 +43,7 @@ from modelhost.local.metrics import GatewayMetrics, ReplicaCount
 from modelhost.local.payload_logger import PayloadLogger
 from modelhost.local.replica import Replica, ReplicaState
 from modelhost.local.revision import ReplicaSpec, RevisionRunner
-from modelhost.local.routing import RouteTable, WeightedChoice, strip_port
+from modelhost.local.routing import RouteTable, WeightedChoice
 from modelhost.local.settings import PlatformSettings
 from modelhost.local.store import Store, StoredObject
 from modelhost.server.grpc.relay import GrpcTarget
@@ -290,11 +290,7 @@ class Platform:
     def _grpc_runner(
         self, host: str | None, model: str | None
     ) -> tuple[ComponentState, RevisionRunner]:
-        component = None
-        if host:
-            component = self.routes.match(strip_port(host), "/")
-        if component is None and model:
-            component = self.routes.match("", f"/v2/models/{model}/infer")
+        component = self.routes.match_call(host, model)
         if component is None:
             if model:
                 raise errors.ModelNotFound(model)

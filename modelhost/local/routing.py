@@ -89,6 +89,13 @@ class RouteTable(Generic[C]):
                 return route.target
         return None
 
+    def match_call(self, host: str | None, model: str | None) -> C | None:
+        """A gRPC call's target: by its ``host`` metadata, else by the model it names."""
+        found = self.match(strip_port(host), "/") if host else None
+        if found is None and model:
+            found = self.match("", f"/v2/models/{model}/infer")
+        return found
+
     def needs_model(self, path: str) -> bool:
         """Whether a path-routed request must have its body's ``model`` read (OpenAI)."""
         return any(

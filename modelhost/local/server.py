@@ -32,7 +32,6 @@ from modelhost.local import gateway
 from modelhost.local.api_server import ApiServer
 from modelhost.local.http_proxy import ProxyServer
 from modelhost.local.platform import Platform
-from modelhost.local.routing import strip_port
 from modelhost.local.settings import PlatformSettings
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 from modelhost.server.grpc.http2 import Header
@@ -81,16 +80,12 @@ def grpc_admit(platform: Platform, guard: Guard) -> Admit:
     def admit(headers: list[Header], host: str | None, model: str | None) -> Admission:
         authorization = next((v for k, v in headers if k == b"authorization"), None)
         token = guard.authenticate(authorization)
-        routes = platform.routes
-        component = routes.match(strip_port(host), "/") if host else None
-        if component is None and model:
-            component = routes.match("", f"/v2/models/{model}/infer")
+        component = platform.routes.match_call(host, model)
         if component is None:
             # Unroutable: the resolver says so, unless the token may not even ask.
             check_scope(token, None, None, Role.CALLER)
             return OPEN
-        check_scope(token, component.namespace, component.service, Role.CALLER)
-        return Admission(guard, token, guard.limiter.take(token))
+        return guard.enter(token, component.namespace, component.service)
 
     return admit
 

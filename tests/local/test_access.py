@@ -14,7 +14,6 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
-from conftest import SAMPLE_OBJECTS  # noqa: F401 - the buckets the sample reads
 from platform_fixtures import RunningPlatform, start_platform, stop_platform
 from storage_servers import GcsServer
 from tritonclient.utils import InferenceServerException

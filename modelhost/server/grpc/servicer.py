@@ -18,10 +18,11 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from modelhost import errors
-from modelhost.access import OPEN, Admission, Guard, Role
+from modelhost.access import OPEN, Admission, Guard
 from modelhost.protocol import v2_grpc
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 from modelhost.server.dataplane import DataPlane
+from modelhost.server.endpoint_roles import OPEN_ENDPOINTS, role_for
 from modelhost.server.metrics import Metrics
 
 __all__ = ["InferenceServicer", "abort_with", "log_unexpected"]
@@ -30,10 +31,9 @@ logger = logging.getLogger("modelhost.server")
 
 PROTOCOL = "grpc"
 
-# Open with tokens on: the probes, as on REST. ``infer`` is checked per message, in
+# Not checked on entry: the probes, as on REST, and ``infer``, checked per message in
 # ``infer_message``.
-_UNCHECKED = frozenset({"live", "ready", "model_ready", "infer"})
-_DEPLOYER_ENDPOINTS = frozenset({"repository_load", "repository_unload"})
+_UNCHECKED = OPEN_ENDPOINTS | {"infer"}
 
 _Self = TypeVar("_Self", bound="InferenceServicer")
 _Handler = Callable[[_Self, Any, Any], Awaitable[Any]]
@@ -107,8 +107,7 @@ class InferenceServicer:
         """The token check of one call about ``model`` ("" for none); raises to refuse."""
         if self.guard is None:
             return OPEN
-        role = Role.DEPLOYER if endpoint in _DEPLOYER_ENDPOINTS else Role.CALLER
-        return self.guard.admit(authorization, None, model or None, role)
+        return self.guard.admit(authorization, None, model or None, role_for(endpoint))
 
     def observe(self, model: str, endpoint: str, status: str, started: float) -> None:
         if model and not self.dataplane.repository.has_model(model):

@@ -13,16 +13,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-
 from modelhost import errors
 from modelhost.access import OPEN, Admission, Guard, Role, check_scope, refusal_headers
 from modelhost.server.dataplane import DataPlane
+from modelhost.server.endpoint_roles import OPEN_ENDPOINTS, role_for
 from modelhost.server.http import docs
 from modelhost.server.http.messages import (
     HttpRequest,
     HttpResponse,
     Route,
+    body_model,
     json_response,
     read_body,
 )
@@ -44,11 +44,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 access_logger = logging.getLogger("modelhost.access")
 logger = logging.getLogger("modelhost.server")
 
-# What stays open with tokens on: liveness and readiness probes (the server's and a
-# model's, which Kubernetes probes call without credentials), and the API's own docs.
-_OPEN_ENDPOINTS = frozenset({"live", "ready", "model_ready", "docs"})
-# Endpoints that change what the server holds (the repository extension): deployer or admin.
-_DEPLOYER_ENDPOINTS = frozenset({"repository_load", "repository_unload"})
+# What stays open with tokens on: the probes, and the API's own docs.
+_OPEN_ENDPOINTS = OPEN_ENDPOINTS | {"docs"}
 
 
 class HttpApp:
@@ -224,7 +221,7 @@ class HttpApp:
             if token is not None and token.service is not None and not model:
                 # OpenAI's routes name the model in the body: a token for one service is
                 # checked against it once the body is here.
-                check_scope(token, None, _body_model(body), Role.CALLER)
+                check_scope(token, None, body_model(body), Role.CALLER)
             request = HttpRequest(
                 scope["method"],
                 scope["path"],
@@ -252,11 +249,10 @@ class HttpApp:
                 authorization = value
                 break
         token = self.guard.authenticate(authorization)
-        role = Role.DEPLOYER if route.endpoint in _DEPLOYER_ENDPOINTS else Role.CALLER
+        role = role_for(route.endpoint)
         if model or token.service is None or route.protocol != "openai":
-            check_scope(token, None, model or None, role)
-        held = self.guard.limiter.take(token)
-        return Admission(self.guard, token, held)
+            return self.guard.enter(token, None, model or None, role)
+        return self.guard.hold(token)  # the body names the model: checked in _handle
 
     # -- non-protocol endpoints ----------------------------------------------------
 
@@ -283,15 +279,6 @@ def _refusal(exc: errors.ModelhostError, route: Route) -> HttpResponse:
         response = _error(exc.status_code, errors.error_message(exc))
     response.headers.update(refusal_headers(exc))
     return response
-
-
-def _body_model(body: bytes) -> str | None:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    model = data.get("model") if isinstance(data, dict) else None
-    return model if isinstance(model, str) else None
 
 
 async def _send(send: Send, response: HttpResponse, method: str) -> None:

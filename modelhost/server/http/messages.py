@@ -7,13 +7,23 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from modelhost import errors
 from modelhost.protocol import v2_json
 
 if TYPE_CHECKING:
     from modelhost.server.openai.streaming import DeferredResponse
 
-__all__ = ["Handler", "HttpRequest", "HttpResponse", "Route", "json_response", "read_body"]
+__all__ = [
+    "Handler",
+    "HttpRequest",
+    "HttpResponse",
+    "Route",
+    "body_model",
+    "json_response",
+    "read_body",
+]
 
 
 @dataclass(slots=True)
@@ -106,3 +116,13 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     if len(data) > limit or decoder.unconsumed_tail:
         raise errors.PayloadTooLarge(f"Decompressed body exceeds the limit of {limit} bytes.")
     return data
+
+
+def body_model(body: bytes) -> str | None:
+    """The ``model`` an OpenAI-style JSON body names, or None (not JSON, no such string)."""
+    try:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) else None

@@ -10,10 +10,10 @@ gets ``library/``). No tag and no digest means ``latest``; with both, the digest
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 from collections.abc import Mapping
 
+from modelhost.access import is_loopback
 from modelhost.errors import StorageError
 
 __all__ = ["DIGEST_PATTERN", "Reference", "is_plain_http", "parse_reference"]
@@ -97,11 +97,4 @@ def is_plain_http(registry: str, environ: Mapping[str, str]) -> bool:
     """Loopback registries and those listed in ``MODELHOST_OCI_INSECURE_REGISTRIES``."""
     listed = {item.strip() for item in environ.get(INSECURE_REGISTRIES_VAR, "").split(",")}
     host = registry.rsplit(":", 1)[0] if not registry.endswith("]") else registry
-    if registry in listed or host in listed:
-        return True
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return registry in listed or host in listed or is_loopback(host)
