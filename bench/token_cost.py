@@ -50,8 +50,9 @@ def app(guard: Guard | None) -> HttpApp:
     metrics = Metrics()
     # Inline steps: no thread hand-off, so the check's share is not hidden in a wait.
     runner = StepRunner(ThreadPoolExecutor(1), metrics, BatchSettings(), 1000.0)
+    # v1 alone: no OpenAI routes, which the predict path never reaches.
     return HttpApp(
-        DataPlane(repository, runner, "modelhost"), metrics, ServerSettings(), None, guard
+        DataPlane(repository, runner, "modelhost"), metrics, ServerSettings(), guard=guard
     )
 
 

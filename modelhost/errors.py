@@ -6,12 +6,15 @@ status codes themselves, they ask :func:`http_status` and :func:`grpc_status_nam
     ModelhostError                      500  INTERNAL
     ├── InvalidInput                    400  INVALID_ARGUMENT
     │   ├── PayloadTooLarge             413  RESOURCE_EXHAUSTED
+    │   ├── HeadersTooLarge             431  RESOURCE_EXHAUSTED  (too many or too long headers)
     │   └── UnsupportedMediaType        415  INVALID_ARGUMENT    (a content encoding we lack)
     ├── ModelNotFound                   404  NOT_FOUND
     ├── ModelNotReady                   503  UNAVAILABLE
     ├── ServerNotReady                  503  UNAVAILABLE
     ├── Overloaded                      429  RESOURCE_EXHAUSTED  (a queue is full: retry later)
-    │   └── RateLimited                 429  RESOURCE_EXHAUSTED  (a token's limit: Retry-After)
+    │   ├── RateLimited                 429  RESOURCE_EXHAUSTED  (a token's limit: Retry-After)
+    │   └── ServerBusy                  503  UNAVAILABLE         (its own capacity: Retry-After)
+    ├── RequestTimeout                  408  DEADLINE_EXCEEDED   (the client sent too slowly)
     ├── Unauthenticated                 401  UNAUTHENTICATED     (no token, or not a valid one)
     ├── PermissionDenied                403  PERMISSION_DENIED   (a valid token, not for this)
     ├── Unsupported                     501  UNIMPLEMENTED
@@ -29,6 +32,7 @@ explainer raises it), and any other exception to 500 / INTERNAL.
 from __future__ import annotations
 
 __all__ = [
+    "HeadersTooLarge",
     "InferenceError",
     "InvalidInput",
     "ModelLoadError",
@@ -39,6 +43,8 @@ __all__ = [
     "PayloadTooLarge",
     "PermissionDenied",
     "RateLimited",
+    "RequestTimeout",
+    "ServerBusy",
     "ServerNotReady",
     "StorageAccessDenied",
     "StorageError",
@@ -78,6 +84,13 @@ class PayloadTooLarge(InvalidInput):
     """The request body is larger than the server's configured limit."""
 
     status_code = 413
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class HeadersTooLarge(InvalidInput):
+    """The request line and headers are longer, or more numerous, than the server takes."""
+
+    status_code = 431
     grpc_status = "RESOURCE_EXHAUSTED"
 
 
@@ -130,6 +143,27 @@ class RateLimited(Overloaded):
     def __init__(self, reason: str, retry_after: float) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class ServerBusy(Overloaded):
+    """The server's own capacity (connections, request bytes in flight) is spent for now.
+
+    503 rather than 429: no client did anything wrong; ``retry_after`` says when to retry.
+    """
+
+    status_code = 503
+    grpc_status = "UNAVAILABLE"
+
+    def __init__(self, reason: str, retry_after: float = 1.0) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class RequestTimeout(ModelhostError):
+    """The client did not send its request's headers or body in time."""
+
+    status_code = 408
+    grpc_status = "DEADLINE_EXCEEDED"
 
 
 class Unauthenticated(ModelhostError):

@@ -16,6 +16,8 @@ from typing import Any
 
 __all__ = [
     "BatchSettings",
+    "Http1Limits",
+    "Http2Limits",
     "ServerSettings",
     "StorageSettings",
     "add_server_arguments",
@@ -56,6 +58,70 @@ class BatchSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class Http2Limits:
+    """What one HTTP/2 connection may ask of a gRPC port (the server's and the gateway's).
+
+    Past a frame budget the connection ends with GOAWAY ENHANCE_YOUR_CALM (RFC 9113,
+    section 10.5); budgets count frames per second of one connection. The defaults are far
+    above what gRPC clients send (they PING a few times a second at most, SETTINGS once)
+    and far below what a flood sends (hundreds of thousands a second).
+    """
+
+    # Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS);
+    # past it a new stream is refused with RST_STREAM REFUSED_STREAM.
+    max_concurrent_streams: int = 256
+    # A request's header block, compressed and decoded (SETTINGS_MAX_HEADER_LIST_SIZE).
+    max_header_list_bytes: int = 64 * 1024
+    pings_per_s: int = 100
+    settings_per_s: int = 100
+    # Streams the client resets (the "rapid reset" attack, CVE-2023-44487).
+    resets_per_s: int = 1000
+    # Frames that carry nothing: empty DATA without END_STREAM, PRIORITY, unknown types.
+    empty_frames_per_s: int = 1000
+    # (A peer that sends without reading what we answer, PING acks included, is not read
+    # either once 4 MiB wait for it: memory stays bounded without a limit of its own.)
+    # Seconds to send the connection preface and SETTINGS, to finish a header block once
+    # begun, and with no stream open before the connection is closed (GOAWAY NO_ERROR).
+    handshake_timeout_s: float = 10.0
+    header_timeout_s: float = 10.0
+    idle_timeout_s: float = 300.0
+    # Connections one listener keeps open; past it a new one is closed at once.
+    max_connections: int = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Http1Limits:
+    """What one HTTP/1.1 client may ask of a REST port (the server's and the gateway's).
+
+    Timeouts bound how long a connection may hold a file descriptor and a parser without
+    making progress (slowloris, a body shorter than its Content-Length); the sizes bound
+    what one request may make the process hold. The defaults are far above what a client
+    on a working link needs, and the benchmarks (wrk, 64 keep-alive connections, 3 MB
+    bodies) never reach them. Each is a row of docs/limits.md.
+    """
+
+    # Seconds from a connection's start, or a request's first byte, to its last header
+    # byte; past it: 408 and close (a connection that sent nothing is closed silently).
+    header_timeout_s: float = 10.0
+    # Seconds a request body may go without a byte arriving (a progress deadline, so
+    # that large bodies on slow links pass); past it: 408 and close.
+    body_timeout_s: float = 30.0
+    # Seconds an idle keep-alive connection is kept between requests.
+    idle_timeout_s: float = 65.0
+    # Connections one listener keeps open; past it a new one is answered 503 and closed.
+    max_connections: int = 4096
+    # Header lines, and bytes of request line and headers, in one request (431 past them).
+    max_header_count: int = 128
+    max_header_bytes: int = 64 * 1024
+    # Largest request body (413 past it).
+    max_body_bytes: int = 64 * 1024 * 1024
+    # Unsent bytes to a client past which the gateway stops reading the replica's answer
+    # (and to a replica past which it stops reading the client); reading resumes below a
+    # quarter of it.
+    write_buffer_bytes: int = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
 class ServerSettings:
     """Everything the data-plane process needs to know, with KServe's defaults."""
 
@@ -88,6 +154,18 @@ class ServerSettings:
     # Seconds SIGTERM waits for in-flight requests before the process exits.
     grace_period: float = 30.0
     timeout_keep_alive: int = 65
+    # The REST port's HTTP/1.1 limits (``Http1Limits`` has their reasons); the idle
+    # timeout is ``timeout_keep_alive`` and the body limit ``max_request_bytes``.
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
+    http_max_connections: int = 4096
+    http_max_header_count: int = 128
+    http_max_header_bytes: int = 64 * 1024
+    # Request bytes in flight, server-wide: each REST request with a body is charged its
+    # size times (1 + what decoding it costs: 2 for v2, 16 for v1 and OpenAI JSON) until it
+    # is answered; past the budget it is answered 503 with Retry-After. Health probes carry
+    # no body and are never refused. 0: no budget.
+    max_bytes_in_flight: int = 4 * 1024**3
     server_name: str = "modelhost"
     # Set by the worker pool, not by users: bind with SO_REUSEPORT to share the ports.
     reuse_port: bool = False
@@ -110,6 +188,18 @@ class ServerSettings:
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
     ssl_ca_certs: str = ""
+    # The gRPC port's HTTP/2 limits (``Http2Limits`` has their reasons); the message limit
+    # is ``max_request_bytes``.
+    grpc_max_concurrent_streams: int = 256
+    grpc_max_header_list_bytes: int = 64 * 1024
+    grpc_pings_per_s: int = 100
+    grpc_settings_per_s: int = 100
+    grpc_resets_per_s: int = 1000
+    grpc_empty_frames_per_s: int = 1000
+    grpc_handshake_timeout_s: float = 10.0
+    grpc_header_timeout_s: float = 10.0
+    grpc_idle_timeout_s: float = 300.0
+    grpc_max_connections: int = 4096
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -128,6 +218,22 @@ class ServerSettings:
     @property
     def tls(self) -> bool:
         return bool(self.ssl_certfile)
+
+    def http1_limits(self) -> Http1Limits:
+        return Http1Limits(
+            header_timeout_s=self.http_header_timeout_s,
+            body_timeout_s=self.http_body_timeout_s,
+            idle_timeout_s=float(self.timeout_keep_alive),
+            max_connections=self.http_max_connections,
+            max_header_count=self.http_max_header_count,
+            max_header_bytes=self.http_max_header_bytes,
+            max_body_bytes=self.max_request_bytes,
+        )
+
+    def http2_limits(self) -> Http2Limits:
+        """The ``grpc_<name>`` fields, one for each of :class:`Http2Limits`'s."""
+        names = [field.name for field in dataclasses.fields(Http2Limits)]
+        return Http2Limits(**{name: getattr(self, f"grpc_{name}") for name in names})
 
     def token_path(self, environ: Mapping[str, str] | None = None) -> Path:
         """The token file: ``token_file``, else ``tokens.db`` in :func:`default_home`."""
@@ -154,19 +260,37 @@ class StorageSettings:
     pvc_root: str = ""
     # Progress bars while downloading: None shows them only on a terminal.
     progress: bool | None = None
+    # A fetched archive (a .zip or .tar.gz storageUri, an OCI image's layers) is network
+    # input: it may unpack to at most this many bytes in all, and, once past 64 MiB, to at
+    # most this many times its compressed size, else the fetch is refused (a decompression
+    # bomb: a 1 MB zip of zeros is 1 GiB). Model weights compress 1-2x, text models ~10x.
+    # 0: no limit.
+    max_unpack_bytes: int = 256 * 1024**3
+    max_unpack_ratio: float = 100.0
     environ: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StorageSettings:
-        """``MODELHOST_CACHE_DIR``, ``MODELHOST_PVC_ROOT``, ``MODELHOST_PROGRESS`` and the
-        environment snapshot; the cache defaults to ``$XDG_CACHE_HOME/modelhost/models``."""
+        """``MODELHOST_CACHE_DIR``, ``MODELHOST_PVC_ROOT``, ``MODELHOST_PROGRESS``,
+        ``MODELHOST_MAX_UNPACK_BYTES`` (a size: ``500GB``, ``1TiB``),
+        ``MODELHOST_MAX_UNPACK_RATIO`` and the environment snapshot; the cache defaults to
+        ``$XDG_CACHE_HOME/modelhost/models``."""
         env = dict(os.environ if environ is None else environ)
         progress = env.get(ENV_PREFIX + "PROGRESS")
+        limits: dict[str, Any] = {}
+        for name, parse in (("max_unpack_bytes", parse_size), ("max_unpack_ratio", float)):
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None:
+                try:
+                    limits[name] = parse(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from None
         return cls(
             cache_dir=env.get(ENV_PREFIX + "CACHE_DIR") or _default_cache_dir(env),
             pvc_root=env.get(ENV_PREFIX + "PVC_ROOT") or "/mnt/pvc",
             progress=None if progress is None else _parse_bool(progress),
             environ=env,
+            **limits,
         )
 
     def replace(self, **changes: Any) -> StorageSettings:
@@ -387,6 +511,30 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer ModelInfer on modelhost's own HTTP/2, not grpc.aio (true)",
     )
     group.add_argument(
+        "--grpc_max_concurrent_streams",
+        "--grpc-max-concurrent-streams",
+        dest="grpc_max_concurrent_streams",
+        type=int,
+        default=None,
+        help="streams one gRPC connection may have open (256)",
+    )
+    group.add_argument(
+        "--grpc_max_connections",
+        "--grpc-max-connections",
+        dest="grpc_max_connections",
+        type=int,
+        default=None,
+        help="gRPC connections the port keeps open; more are closed at once (4096)",
+    )
+    group.add_argument(
+        "--grpc_idle_timeout_s",
+        "--grpc-idle-timeout-s",
+        dest="grpc_idle_timeout_s",
+        type=float,
+        default=None,
+        help="seconds a gRPC connection with no stream open is kept (300)",
+    )
+    group.add_argument(
         "--enable_docs_url",
         "--enable-docs",
         dest="enable_docs",
@@ -427,6 +575,55 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="HTTP keep-alive seconds (65)",
+    )
+    group.add_argument(
+        "--http_header_timeout_s",
+        "--http-header-timeout-s",
+        dest="http_header_timeout_s",
+        type=float,
+        default=None,
+        help="seconds to send a request's headers; then 408 and close (10)",
+    )
+    group.add_argument(
+        "--http_body_timeout_s",
+        "--http-body-timeout-s",
+        dest="http_body_timeout_s",
+        type=float,
+        default=None,
+        help="seconds a request body may go without a byte; then 408 and close (30)",
+    )
+    group.add_argument(
+        "--http_max_connections",
+        "--http-max-connections",
+        dest="http_max_connections",
+        type=int,
+        default=None,
+        help="REST connections kept open; more are answered 503 and closed (4096)",
+    )
+    group.add_argument(
+        "--http_max_header_count",
+        "--http-max-header-count",
+        dest="http_max_header_count",
+        type=int,
+        default=None,
+        help="header lines in one request; more get 431 (128)",
+    )
+    group.add_argument(
+        "--http_max_header_bytes",
+        "--http-max-header-bytes",
+        dest="http_max_header_bytes",
+        type=_size_flag,
+        default=None,
+        help="bytes of request line and headers; more get 431 (64KiB)",
+    )
+    group.add_argument(
+        "--max_bytes_in_flight",
+        "--max-bytes-in-flight",
+        dest="max_bytes_in_flight",
+        type=_size_flag,
+        default=None,
+        help="server-wide budget of request bytes in flight, decoding included; "
+        "past it 503 (4GiB; 0: none)",
     )
 
 

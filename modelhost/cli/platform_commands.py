@@ -259,29 +259,59 @@ def _detach(args: argparse.Namespace, home: Path) -> int:
 def _running_pid(address: Path) -> int | None:
     try:
         pid = int(json.loads(address.read_text())["pid"])
-        os.kill(pid, 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return pid
+    return pid if _runs(pid) else None
+
+
+def _runs(pid: int) -> bool:
+    """Whether a process runs: a zombie (a killed platform no one has reaped yet) does not."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: the signal's answer is all there is
+    return state not in ("Z", "X")
 
 
 def _down(args: argparse.Namespace) -> int:
-    address = _home_path(args) / "platform.json"
-    pid = _running_pid(address)
+    home = _home_path(args)
+    pid = _running_pid(home / "platform.json")
     if pid is None:
         print("modelhost down: no platform is running")
-        return 0
+        return _reap(home)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
+        if not _runs(pid):
             print(f"modelhost platform (pid {pid}) stopped")
             return 0
         time.sleep(0.1)
     print(f"modelhost down: pid {pid} still runs after 60s", file=sys.stderr)
     return 1
+
+
+def _reap(home: Path) -> int:
+    """Kill what the replicas of a platform that was killed on this home left running."""
+    from modelhost.local.settings import PlatformSettings
+
+    state = PlatformSettings(home=home).state_path
+    if not state.exists():
+        return 0
+    from modelhost.local.reaper import reap_leftovers
+    from modelhost.local.store import Store
+
+    store = Store(state)
+    try:
+        killed = reap_leftovers(store)
+    finally:
+        store.close()
+    if killed:
+        print(f"modelhost down: killed {len(killed)} process(es) its replicas left running")
+    return 0
 
 
 # -- the kubectl verbs ------------------------------------------------------------------------
@@ -314,25 +344,60 @@ def _client_command(args: argparse.Namespace) -> int:
 
 
 def _wait_ready(client: Any, services: list[dict[str, Any]], timeout: float) -> int:
-    """Poll until every service is Ready at its newest generation; 1 on time-out."""
+    """Poll until every service serves what was applied; 1 on a failure or at time-out."""
     deadline = time.monotonic() + timeout
     waiting = list(services)
-    while waiting and time.monotonic() < deadline:
+    why = {item["name"]: "no status yet" for item in services}
+    while waiting:
         item = waiting[0]
         found = client.get("isvc", item["namespace"], item["name"])
-        status = found.get("status") or {}
-        ready: dict[str, Any] = next(
-            (c for c in status.get("conditions") or () if c.get("type") == "Ready"), {}
-        )
-        current = status.get("observedGeneration") == found["metadata"].get("generation")
-        if current and ready.get("status") == "True":
-            print(f"inferenceservice/{item['name']} ready at {status.get('url')}")
+        done, failed, why[item["name"]] = _rolled_out(found)
+        if failed:
+            print(f"modelhost apply: {item['name']} failed: {why[item['name']]}", file=sys.stderr)
+            return 1
+        if done:
+            print(f"inferenceservice/{item['name']} ready at {found['status'].get('url')}")
             waiting.pop(0)
             continue
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.2)
     for item in waiting:
-        print(f"modelhost apply: {item['name']} not Ready in {timeout:.0f}s", file=sys.stderr)
+        print(
+            f"modelhost apply: {item['name']} not Ready in {timeout:.0f}s: {why[item['name']]}",
+            file=sys.stderr,
+        )
     return 1 if waiting else 0
+
+
+def _rolled_out(found: dict[str, Any]) -> tuple[bool, bool, str]:
+    """(done, failed, why not done) of a service after an apply.
+
+    Ready is not enough: during a rollout the previous revision keeps the service Ready. Done
+    is: the status is of the applied generation, Ready, and in every component the newest
+    revision (the one this generation planned) is the latest ready one and has the newest
+    revision's share of the traffic.
+    """
+    status = found.get("status") or {}
+    generation = found["metadata"].get("generation")
+    if status.get("observedGeneration") != generation:
+        return False, False, f"the platform has not reconciled generation {generation} yet"
+    conditions = {c.get("type"): c for c in status.get("conditions") or ()}
+    ready = conditions.get("Ready") or {}
+    if ready.get("reason") in ("PlanFailed", "Stopped"):
+        return False, True, ready.get("message") or ready["reason"]
+    for kind, component in sorted((status.get("components") or {}).items()):
+        newest = component.get("latestCreatedRevision")
+        if component.get("latestReadyRevision") != newest:
+            latest = conditions.get("LatestDeploymentReady") or {}
+            detail = latest.get("message") if kind == "predictor" else None
+            return False, False, detail or f"{kind} revision {newest} is not ready yet"
+        serving = [t for t in component.get("traffic") or () if t.get("latestRevision")]
+        if any(t.get("revisionName") != newest for t in serving):
+            return False, False, f"{kind} traffic has not moved to revision {newest} yet"
+    if ready.get("status") != "True":
+        return False, False, ready.get("message") or "not Ready yet"
+    return True, False, ""
 
 
 def _kind_name(kind: str) -> str:

@@ -6,11 +6,16 @@ with the planned traffic split, an autoscaler sizes each revision (to zero, with
 while a replica starts), and the objects and their status live in SQLite.
 
 Where to look: ``server`` (``modelhost up``: the platform and its two gateways), ``platform``
-(the reconciler), ``revision`` and ``replica`` (the supervisor, load balancer and activator),
-``autoscaler`` (Knative's KPA), ``http_proxy`` and ``upstream`` (the HTTP data path), the
-gRPC gateway (``modelhost.server.grpc.relay``, with a resolver from ``platform``),
-``routing`` (routes and traffic split), ``gateway`` and ``api`` (the platform's own
-routes), ``store`` (SQLite), ``payload_logger``, ``metrics``, ``client`` (the CLI's side).
+(the API's front: admission, the store, the views), ``reconciler`` (plans carried out,
+status written), ``traffic`` (route table, splits, the gRPC resolver), ``reaper`` (replicas
+a killed platform left), ``revision`` and ``replica`` (the supervisor, load balancer and
+activator), ``autoscaler`` (Knative's KPA), the HTTP gateway (``modelhost.transport.http1_proxy``,
+wired in ``gateway``: where a request goes, its token check, the platform's own routes; and
+``forwarder``: the revision, replicas, metrics and payload log of each request), the gRPC
+gateway (``modelhost.transport.grpc_relay``, with a resolver from ``traffic``, and
+``grpc_services`` for its health checks and reflection), ``routing`` (routes and traffic
+split), ``api`` (the control API's routes), ``store`` (SQLite),
+``payload_logger``, ``metrics``, ``client`` (the CLI's side).
 Nothing is exported here, so that the CLI's client does not import the server.
 """
 

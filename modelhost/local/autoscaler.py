@@ -66,19 +66,23 @@ class Autoscaler:
     def __init__(
         self, policy: ScalingPolicy, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        _check(policy)
-        self.policy = policy
         self._clock = clock
-        self._kpa = policy.autoscaler == "kpa"
         self._created = clock()
-        # Samples are trimmed to the longer window; the panic window is normally the shorter.
-        self._keep_s = max(policy.stable_window_s, policy.panic_window_s)
+        self.change_policy(policy)
         self._samples: deque[_Sample] = deque()
         self._first_start: float | None = None
         self._last_end: float | None = None
         self._last_traffic: float | None = None
         self._panic_since: float | None = None
         self._panic_peak = 0
+
+    def change_policy(self, policy: ScalingPolicy) -> None:
+        """Follow a changed policy from the next decision on; the load seen so far is kept."""
+        _check(policy)
+        self.policy = policy
+        self._kpa = policy.autoscaler == "kpa"
+        # Samples are trimmed to the longer window; the panic window is normally the shorter.
+        self._keep_s = max(policy.stable_window_s, policy.panic_window_s)
 
     @property
     def initial(self) -> int:

@@ -37,14 +37,22 @@ def service_conditions(
     stopped: bool,
     predictor: ComponentStatusSpec | None,
     previous: Sequence[Condition] | None,
+    latest: Check | None = None,
 ) -> list[Condition]:
-    """The service's conditions, given its components' checks."""
+    """The service's conditions, given its components' checks.
+
+    ``latest`` says why the predictor's newest revision is not ready, if it is not: while
+    the previous revision serves, the service is Ready and only this condition tells.
+    """
     checks = list(components)
     checks.append(Check("IngressReady", not stopped, "Stopped" if stopped else None))
     latest_ready = bool(
         predictor and predictor.latest_ready_revision == predictor.latest_created_revision
     )
-    checks.append(Check("LatestDeploymentReady", latest_ready))
+    if latest_ready or latest is None:
+        checks.append(Check("LatestDeploymentReady", latest_ready))
+    else:
+        checks.append(latest._replace(type="LatestDeploymentReady", ok=False))
     failing = [c for c in checks if not c.ok and c.type != "LatestDeploymentReady"]
     reason = "Stopped" if stopped else (failing[0].reason if failing else None)
     checks.append(Check("Ready", not failing, reason, failing[0].message if failing else None))

@@ -5,25 +5,66 @@ ingress routes) goes to that service, whatever its path. Any other host reaches
 ``/metrics`` and ``/healthz``, and else KServe's path rules
 (``/v1/models/<name>:predict``, ``/v2/models/<name>/infer``, ``/openai/...`` by the body's
 ``model``), so that ``curl localhost:8080/v1/models/sklearn-iris:predict`` works too.
+
+The proxy itself is the transport's (:mod:`modelhost.transport.http1_proxy`); this module
+hands it the platform's callbacks: where a request goes (:func:`resolve`), whether its
+token lets it (:func:`http_admit`), and the forwarder that picks the replicas.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from modelhost.access import OPEN, Admission, Guard, Role, check_scope, refusal_headers
 from modelhost.local.component import ComponentState
-from modelhost.local.http_proxy import LOCAL, Request
 from modelhost.local.platform import Platform
 from modelhost.server.http.messages import body_model
+from modelhost.settings import Http1Limits
+from modelhost.transport.http1_proxy import BODY, LOCAL, Admit, ProxiedRequest, ProxyServer
 
-__all__ = ["LOCAL_PATHS", "GatewayApp", "resolve"]
+__all__ = ["LOCAL_PATHS", "OPEN_PATHS", "GatewayApp", "http_admit", "http_gateway", "resolve"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 LOCAL_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+# Paths that need no token with tokens on: the gateway's own probes.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def http_gateway(platform: Platform, guard: Guard | None, limits: Http1Limits) -> ProxyServer:
+    """The platform's HTTP gateway (to listen with ``start``), tokens checked by ``guard``."""
+    return ProxyServer(
+        functools.partial(resolve, platform),
+        platform.forwarder.forward,
+        local_app=GatewayApp(platform),
+        admit=http_admit(guard) if guard is not None else None,
+        refusal_headers=refusal_headers,
+        not_found="no InferenceService serves host {host} and path {path}",
+        pool=platform.forwarder.pool,
+        limits=limits,
+    )
+
+
+def http_admit(guard: Guard) -> Admit:
+    """The HTTP gateway's token check of a request, once :func:`resolve` has placed it."""
+
+    def admit(request: ProxiedRequest, destination: object) -> Admission:
+        if destination is LOCAL and request.path in OPEN_PATHS:
+            return OPEN
+        # Refused before anything is said of the destination: a stranger learns nothing,
+        # not even which services exist.
+        token = guard.authenticate(request.header(b"authorization"))
+        if isinstance(destination, ComponentState):
+            return guard.enter(token, destination.namespace, destination.service)
+        if destination is None and (token.namespace or token.service):
+            check_scope(token, None, None, Role.CALLER)
+        return OPEN
+
+    return admit
 
 
 class GatewayApp:
@@ -46,7 +87,7 @@ class GatewayApp:
         await _respond(send, 200, b'{"status":"ok"}', "application/json")
 
 
-def resolve(platform: Platform, request: Request) -> ComponentState | str | None:
+def resolve(platform: Platform, request: ProxiedRequest) -> ComponentState | str | None:
     """Where a request to the gateway's port goes: a component, the platform, or nowhere."""
     routes = platform.routes
     path = request.path
@@ -56,7 +97,10 @@ def resolve(platform: Platform, request: Request) -> ComponentState | str | None
             return component
     if path in LOCAL_PATHS:
         return LOCAL
-    model = body_model(request.body) if routes.needs_model(path) else None
+    needs_model = routes.needs_model(path)
+    if needs_model and not request.complete:
+        return BODY  # asked again once the body, which names the model, is in
+    model = body_model(request.body) if needs_model else None
     return routes.match(request.host, path, model)
 
 

@@ -4,12 +4,17 @@ A replica is the embedded platform's pod. It owns its process (in a session of i
 stopping it stops whatever it spawned), its log file, and a readiness gate: the gateway sends
 it nothing until its server answers ``/v2/health/ready`` (KServe's and modelhost's readiness
 probe), or, for a custom server that has no such route, until its HTTP port accepts.
+
+A replica must not outlive the platform, even one killed at once: on Linux the kernel sends
+it SIGKILL when the platform dies (``PR_SET_PDEATHSIG``), and a ledger records it so that
+the next platform kills what it spawned (:mod:`modelhost.local.reaper`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import enum
 import logging
 import os
@@ -17,17 +22,37 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 
-__all__ = ["Replica", "ReplicaState", "free_port", "local_argv"]
+__all__ = [
+    "REPLICA_ID_VARIABLE",
+    "Replica",
+    "ReplicaLedger",
+    "ReplicaState",
+    "free_port",
+    "local_argv",
+]
 
 logger = logging.getLogger("modelhost.local")
 
 _PROBE_PATH = "/v2/health/ready"
 _PROBE_INTERVAL_S = 0.05
+# What whatever a replica spawns inherits too: how the reaper knows a process is ours.
+REPLICA_ID_VARIABLE = "MODELHOST_REPLICA_ID"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class ReplicaLedger(Protocol):
+    """Where replicas are written down while their process runs (the platform's state)."""
+
+    def started(self, replica: Replica) -> None: ...
+
+    def ended(self, replica: Replica) -> None: ...
 
 
 class ReplicaState(enum.Enum):
@@ -76,10 +101,12 @@ class Replica:
         grpc_port: int,
         log_path: Path,
         cwd: str | None = None,
+        ledger: ReplicaLedger | None = None,
     ) -> None:
         self.name = name
+        self.id = uuid.uuid4().hex
         self.argv = list(argv)
-        self.env = dict(env)
+        self.env = {**env, REPLICA_ID_VARIABLE: self.id}
         self.http_port = http_port
         self.grpc_port = grpc_port
         self.log_path = log_path
@@ -90,6 +117,10 @@ class Replica:
         self.ready_at: float | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._stopping = False
+        self._ledger = ledger
+        self._recorded = False
+        self._spawning = False
+        self._grace = 10.0
 
     @property
     def http_address(self) -> str:
@@ -108,6 +139,13 @@ class Replica:
         return self._process.returncode if self._process else None
 
     @property
+    def exited(self) -> bool:
+        """Its process has exited, or will never run (stopped before it was started)."""
+        if self._process is None:
+            return not self._spawning
+        return self._process.returncode is not None
+
+    @property
     def serving(self) -> bool:
         """Takes new requests: ready, and not draining or gone."""
         return self.state is ReplicaState.READY
@@ -116,24 +154,32 @@ class Replica:
         if self._stopping:
             return  # stopped before it started: nothing to run
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        # A local file opened for appending: no wait worth a thread.
-        with open(self.log_path, "ab") as log:  # noqa: ASYNC230
-            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {self.name}: start\n".encode())
-            log.flush()
-            self._process = await asyncio.create_subprocess_exec(
-                *self.argv,
-                env=self.env,
-                cwd=self.cwd,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._spawning = True
+        try:
+            # A local file opened for appending: no wait worth a thread.
+            with open(self.log_path, "ab") as log:  # noqa: ASYNC230
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+                log.write(f"--- {stamp} {self.name}: start\n".encode())
+                log.flush()
+                self._process = await asyncio.create_subprocess_exec(
+                    *self.argv,
+                    env=self.env,
+                    cwd=self.cwd,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_die_with(os.getpid()) if _PRCTL is not None else None,
+                )
+        finally:
+            self._spawning = False
         self.started_at = time.monotonic()
+        if self._ledger is not None:
+            self._ledger.started(self)
+            self._recorded = True
         if self._stopping:
             # stop() ran while the process was being created: it found nothing to stop.
-            _signal_group(self._process.pid, signal.SIGTERM)
-            await self._process.wait()
+            await self._terminate()
             return
         logger.info("replica %s started: pid %s, port %s", self.name, self.pid, self.http_port)
 
@@ -159,8 +205,16 @@ class Replica:
         return False
 
     async def wait_exit(self) -> int:
+        return await self._wait()
+
+    async def _wait(self) -> int:
         assert self._process is not None
-        return await self._process.wait()
+        code = await self._process.wait()
+        if self._recorded:
+            self._recorded = False
+            assert self._ledger is not None
+            self._ledger.ended(self)
+        return code
 
     async def drain(self, timeout: float) -> None:
         """Take no new requests, and wait for the ones it holds to finish."""
@@ -174,23 +228,62 @@ class Replica:
     async def stop(self, grace: float = 10.0) -> None:
         """SIGTERM (the server drains), then SIGKILL after ``grace`` seconds."""
         self._stopping = True
-        process = self._process
+        self._grace = grace
         self.state = ReplicaState.STOPPED
-        if process is None or process.returncode is not None:
+        await self._terminate()
+
+    async def _terminate(self) -> None:
+        process = self._process
+        if process is None:
             return
-        _signal_group(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), grace)
-        except asyncio.TimeoutError:
-            logger.warning("replica %s did not stop in %ss: killed", self.name, grace)
-            _signal_group(process.pid, signal.SIGKILL)
-            await process.wait()
+        if process.returncode is None:
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), self._grace)
+            except asyncio.TimeoutError:
+                logger.warning("replica %s did not stop in %ss: killed", self.name, self._grace)
+                _signal_group(process.pid, signal.SIGKILL)
+        await self._wait()
 
     def kill_now(self) -> None:
         """Last resort at platform exit: no replica outlives the platform."""
         process = self._process
         if process is not None and process.returncode is None:
             _signal_group(process.pid, signal.SIGKILL)
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+# Looked up once, in the parent: the child between fork and exec should do no more than call.
+_PRCTL = _load_prctl()
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when ``parent`` dies (Linux).
+
+    "Dies" is the death of the *thread* that forked: replicas are spawned from the event
+    loop's thread, which lives as long as the platform does.
+    """
+
+    def preexec() -> None:
+        assert _PRCTL is not None
+        if _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+        if os.getppid() != parent:
+            # The platform died between the fork and the prctl: no signal will come.
+            os._exit(1)
+
+    return preexec
 
 
 def _signal_group(pid: int, signum: int) -> None:

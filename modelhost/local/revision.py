@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import aiohttp
 from modelhost import errors
 from modelhost.control import Revision, ScalingPolicy
 from modelhost.local.autoscaler import Autoscaler
-from modelhost.local.replica import Replica, ReplicaState, free_port, local_argv
+from modelhost.local.replica import Replica, ReplicaLedger, ReplicaState, free_port, local_argv
 
 __all__ = ["ReplicaSpec", "RevisionRunner"]
 
@@ -47,6 +48,8 @@ class ReplicaSpec:
     stop_grace_s: float
     # host:port of the component this one calls (a transformer's predictor), if any.
     predictor_host: Callable[[], str]
+    # Where the replicas are written down while they run (so a killed platform's are found).
+    ledger: ReplicaLedger | None = None
 
 
 class RevisionRunner:
@@ -104,6 +107,15 @@ class RevisionRunner:
             return True
         return self.ever_ready and self.desired == 0 and self.scaling.scale_to_zero
 
+    def change_scaling(self, scaling: ScalingPolicy) -> None:
+        """Follow a changed policy at once: scaling fields are not part of a revision, so an
+        update of minReplicas, maxReplicas or the targets keeps the revision that runs."""
+        if scaling == self.scaling:
+            return
+        self.scaling = scaling
+        self.autoscaler.change_policy(scaling)
+        self.autoscale()
+
     def start(self) -> None:
         self._supervisor = asyncio.create_task(self._supervise(), name=f"supervise {self.name}")
 
@@ -116,10 +128,12 @@ class RevisionRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
         timeout = float(self.revision.timeout_s)
+        # Every replica whose process may run, those already stopping (scaled down) too.
         await asyncio.gather(*(self._stop_replica(r, drain_s=timeout) for r in self.replicas))
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Waited for, not cancelled: a replica being started or stopped ends on its own now
+        # that it is stopped, and a cancelled task would leave its process unwaited for.
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         async with self._changed:
             self._changed.notify_all()
 
@@ -252,8 +266,12 @@ class RevisionRunner:
             await asyncio.wait_for(self._wake.wait(), seconds)
 
     def _reap(self) -> None:
+        # A stopped replica stays listed until its process has exited: retiring the revision
+        # waits for it, and no process is left running unseen.
         self.replicas = [
-            r for r in self.replicas if r.state not in (ReplicaState.STOPPED, ReplicaState.FAILED)
+            r
+            for r in self.replicas
+            if r.state not in (ReplicaState.STOPPED, ReplicaState.FAILED) or not r.exited
         ]
 
     def _launch(self) -> None:
@@ -272,6 +290,7 @@ class RevisionRunner:
             grpc_port=grpc_port,
             log_path=self.spec.log_dir / f"{self.name}.log",
             cwd=self.spec.cwd,
+            ledger=self.spec.ledger,
         )
         self.replicas.append(replica)
         self._spawn(self._run(replica))
@@ -284,7 +303,7 @@ class RevisionRunner:
     async def _run(self, replica: Replica) -> None:
         try:
             await replica.start()
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:  # the latter: from preexec_fn
             self._failed(replica, f"could not start {replica.argv[:3]}: {exc}")
             return
         ready = await replica.wait_ready(self._session, self.spec.start_timeout_s)

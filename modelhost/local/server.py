@@ -30,13 +30,15 @@ from modelhost.access import (
 from modelhost.access.tls import reloader_for
 from modelhost.local import gateway
 from modelhost.local.api_server import ApiServer
-from modelhost.local.http_proxy import ProxyServer
+from modelhost.local.grpc_services import GatewayServices
 from modelhost.local.platform import Platform
 from modelhost.local.settings import PlatformSettings
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
-from modelhost.server.grpc.http2 import Header
-from modelhost.server.grpc.relay import GrpcRelay, NowResolver, Resolver
-from modelhost.server.grpc.relay_call import Admit
+from modelhost.transport.grpc_call import Admit
+from modelhost.transport.grpc_relay import GrpcRelay, NowResolver, Resolver
+from modelhost.transport.http1_proxy import ProxyServer
+from modelhost.transport.http2 import Header
+from modelhost.transport.target import Target
 
 __all__ = ["PlatformServer", "grpc_gateway", "run"]
 
@@ -58,8 +60,10 @@ def grpc_gateway(
     host: str = "127.0.0.1",
     port: int = 0,
     ssl: SSLContext | None = None,
+    elsewhere: Target | None = None,
 ) -> GrpcRelay:
-    """The platform's gRPC gateway: a relay to the replicas ``resolve`` names."""
+    """The platform's gRPC gateway: a relay to the replicas ``resolve`` names, and the
+    methods of other services (health, reflection) to ``elsewhere``."""
     relay = GrpcRelay(
         resolve,
         resolve_now=resolve_now,
@@ -68,6 +72,7 @@ def grpc_gateway(
         host=host,
         port=port,
         ssl=ssl,
+        elsewhere=elsewhere,
     )
     relay.admit = admit
     return relay
@@ -100,6 +105,7 @@ class PlatformServer:
         self.audit = AuditLog(settings.audit_path)
         self._http: ProxyServer | None = None
         self._grpc: GrpcRelay | None = None
+        self._services = GatewayServices()
         self._api: ApiServer | None = None
         self._tls_watch: asyncio.Task[None] | None = None
 
@@ -147,12 +153,7 @@ class PlatformServer:
         guard = self.guard if settings.gateway_auth else None
         if guard is None:
             warn_if_open(settings.host, False, "The platform's gateway")
-        self._http = ProxyServer(
-            platform.forwarder,
-            lambda request: gateway.resolve(platform, request),
-            gateway.GatewayApp(platform),
-            guard=guard,
-        )
+        self._http = gateway.http_gateway(platform, guard, settings.http1_limits())
         await self._http.start(
             settings.host, settings.http_port, ssl=tls.context(["http/1.1"]) if tls else None
         )
@@ -163,6 +164,7 @@ class PlatformServer:
             host=settings.host,
             port=settings.grpc_port,
             ssl=tls.context(["h2"]) if tls else None,
+            elsewhere=await self._services.start(),
         )
         await self._grpc.start()
         if tls is not None:
@@ -200,6 +202,7 @@ class PlatformServer:
             await self._api.stop()
         if self._grpc is not None:
             await self._grpc.stop()
+        await self._services.stop()
         if self._http is not None:
             await self._http.stop()
         await self.platform.stop()

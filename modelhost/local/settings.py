@@ -8,7 +8,7 @@ from pathlib import Path
 
 from modelhost.access import is_loopback
 from modelhost.control import PlatformConfig
-from modelhost.settings import default_home
+from modelhost.settings import Http1Limits, default_home
 
 __all__ = ["PlatformSettings", "default_home"]
 
@@ -40,6 +40,28 @@ class PlatformSettings:
     replica_start_timeout_s: float = 300.0
     replica_stop_grace_s: float = 10.0
     autoscale_tick_s: float = 1.0
+    # The REST gateway's HTTP/1.1 limits (``modelhost.settings.Http1Limits`` has their
+    # reasons; docs/limits.md the table). The same on each component's own loopback port.
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
+    http_idle_timeout_s: float = 65.0
+    http_max_connections: int = 4096
+    http_max_header_count: int = 128
+    http_max_header_bytes: int = 64 * 1024
+    http_max_body_bytes: int = 64 * 1024 * 1024
+    http_write_buffer_bytes: int = 1024 * 1024
+
+    def http1_limits(self) -> Http1Limits:
+        return Http1Limits(
+            header_timeout_s=self.http_header_timeout_s,
+            body_timeout_s=self.http_body_timeout_s,
+            idle_timeout_s=self.http_idle_timeout_s,
+            max_connections=self.http_max_connections,
+            max_header_count=self.http_max_header_count,
+            max_header_bytes=self.http_max_header_bytes,
+            max_body_bytes=self.http_max_body_bytes,
+            write_buffer_bytes=self.http_write_buffer_bytes,
+        )
 
     @property
     def state_path(self) -> Path:

@@ -1,11 +1,12 @@
 """The platform's state in SQLite, so that applied objects and their revisions outlive a restart.
 
-Three things are kept: the objects as applied (InferenceServices, ServingRuntimes and
+Four things are kept: the objects as applied (InferenceServices, ServingRuntimes and
 ClusterServingRuntimes, with a generation bumped whenever the spec changes, as Kubernetes
 does), each InferenceService's last written status (the planner reads its rolled-out
 revisions to split canary traffic), and every revision that was planned, because a canary
 or a rollback must start an *older* revision again after a restart, and only its recorded
-plan says what it ran.
+plan says what it ran; and the replicas that run now, so that a platform that was killed
+can have what it left running killed by the next one (:mod:`modelhost.local.reaper`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from modelhost.control import BatcherPlan, LoggerPlan, ProcessSpec, Revision
 
-__all__ = ["Store", "StoredObject", "revision_from_json", "revision_to_json"]
+__all__ = ["ReplicaRecord", "Store", "StoredObject", "revision_from_json", "revision_to_json"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -45,6 +46,13 @@ CREATE TABLE IF NOT EXISTS revisions (
     revision TEXT NOT NULL,
     PRIMARY KEY (namespace, service, name)
 );
+CREATE TABLE IF NOT EXISTS replicas (
+    id TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    owner INTEGER NOT NULL,
+    owner_ticks INTEGER NOT NULL,
+    started TEXT NOT NULL
+);
 """
 
 
@@ -58,6 +66,17 @@ class StoredObject:
     generation: int
     document: dict[str, Any]
     status: dict[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaRecord:
+    """A replica process some platform started: its id (in its environment), its pid, and
+    the platform's pid and start time (clock ticks since boot), which tell whether it lives."""
+
+    id: str
+    pid: int
+    owner: int
+    owner_ticks: int
 
 
 class Store:
@@ -199,6 +218,25 @@ class Store:
                         "DELETE FROM revisions WHERE namespace=? AND service=? AND name=?",
                         (namespace, service, name),
                     )
+
+    def record_replica(self, replica_id: str, pid: int, owner: int, owner_ticks: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO replicas VALUES (?, ?, ?, ?, ?)",
+                (replica_id, pid, owner, owner_ticks, _now()),
+            )
+
+    def forget_replica(self, replica_id: str) -> None:
+        self.forget_replicas([replica_id])
+
+    def forget_replicas(self, replica_ids: list[str]) -> None:
+        with self._transaction() as db:
+            db.executemany("DELETE FROM replicas WHERE id=?", [(i,) for i in replica_ids])
+
+    def replica_records(self) -> list[ReplicaRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, pid, owner, owner_ticks FROM replicas").fetchall()
+        return [ReplicaRecord(*row) for row in rows]
 
 
 def revision_to_json(revision: Revision) -> str:

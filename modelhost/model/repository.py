@@ -135,6 +135,10 @@ class ModelRepository:
         """Whether ``name`` is not loaded now but loads on its next request."""
         return name in self._deferred
 
+    def instance(self, name: str) -> Model | None:
+        """The model object known under ``name``, loaded or unloaded; None if none was built."""
+        return self._models.get(name) or self._unloaded.get(name)
+
     def get_models(self) -> dict[str, Model]:
         return dict(self._models)
 

@@ -34,7 +34,8 @@ def decode(headers: Mapping[str, str], body: bytes) -> tuple[BaseCloudEvent, Any
     """The event, and its data decoded from JSON where it is JSON."""
     try:
         event = http.from_http_event(http.HTTPMessage(dict(headers), body))
-    except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
+    except (BaseCloudEventException, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # AttributeError: the SDK reads a structured body that is not an object (a list).
         raise errors.InvalidInput(f"Invalid CloudEvent: {exc}") from None
     data = event.get_data()
     # The SDK has parsed JSON data already (structured mode, or a JSON content type) and

@@ -19,9 +19,12 @@ from modelhost import errors
 
 __all__ = [
     "DATATYPES",
+    "convert",
+    "converts",
     "datatype_of",
     "from_bytes",
     "numpy_dtype",
+    "reshaped",
     "to_bytes",
 ]
 
@@ -60,6 +63,62 @@ _BY_KIND: dict[tuple[str, int], str] = {
 }
 
 
+# Each numeric datatype's kind: a value converts within its kind, and up the list.
+_KIND = {
+    "BOOL": 0,
+    **{t: 1 for t in ("UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64")},
+    **{t: 2 for t in ("FP16", "FP32", "FP64", "BF16")},
+}
+
+
+def converts(sent: str, declared: str) -> bool:
+    """Whether a ``sent`` tensor may stand for a ``declared`` one, converted.
+
+    Within a kind (a float of another width; an integer of another width, its values
+    checked by :func:`convert`) and up from booleans to integers and floats and from
+    integers to floats; never to or from BYTES, to BOOL, or from a float to an integer.
+    JSON clients send every number as INT64 or FP64 whatever the model's width, and an
+    FP32 client meets FP64 models (scikit-learn's): both convert.
+    """
+    sent_kind = _KIND.get(sent)
+    declared_kind = _KIND.get(declared)
+    if sent_kind is None or declared_kind is None or declared_kind == 0:
+        return sent == declared
+    return sent_kind <= declared_kind
+
+
+def convert(array: npt.NDArray[Any], declared: str) -> npt.NDArray[Any]:
+    """``array`` as ``declared`` (see :func:`converts`); refuses values that do not fit."""
+    target = numpy_dtype(declared)
+    if array.dtype == target:
+        return array
+    if _widens(array.dtype, target):
+        return array.astype(target)  # exact, and the hot path (FP32 clients of FP64 models)
+    if array.size and target.kind in ("i", "u") and array.dtype.kind in ("i", "u"):
+        limits = np.iinfo(target)
+        if array.min() < limits.min or array.max() > limits.max:
+            raise errors.InvalidInput(f"values outside the range of {declared}.")
+    with np.errstate(over="ignore"):
+        converted = array.astype(target)
+    # A narrower float turns what it cannot hold into infinity: refused, not guessed.
+    narrowed = target.kind == "f" and array.dtype.kind == "f" and target.itemsize < array.itemsize
+    if narrowed and np.isinf(converted).any() and not np.isinf(array).any():
+        raise errors.InvalidInput(f"values outside the range of {declared}.")
+    return converted
+
+
+_WIDENS: dict[tuple[np.dtype[Any], np.dtype[Any]], bool] = {}
+
+
+def _widens(source: np.dtype[Any], target: np.dtype[Any]) -> bool:
+    # Remembered: np.can_cast costs a microsecond, more than the cast of a small tensor.
+    key = (source, target)
+    known = _WIDENS.get(key)
+    if known is None:
+        known = _WIDENS[key] = bool(np.can_cast(source, target))
+    return known
+
+
 def numpy_dtype(datatype: str) -> np.dtype[Any]:
     """The numpy dtype that holds ``datatype`` in memory."""
     try:
@@ -88,6 +147,16 @@ def element_count(shape: Sequence[int]) -> int:
     return count
 
 
+def reshaped(array: npt.NDArray[Any], shape: Sequence[int]) -> npt.NDArray[Any]:
+    """``array`` in ``shape``: one numpy cannot hold (65 dimensions, 2**63 elements) is a 400."""
+    try:
+        return array.reshape(shape)
+    except ValueError as exc:
+        raise errors.InvalidInput(
+            f"Shape {list(shape)} is not a valid tensor shape: {exc}"
+        ) from None
+
+
 def from_bytes(datatype: str, shape: Sequence[int], buffer: bytes | memoryview) -> npt.NDArray[Any]:
     """Decode one tensor's binary form; numeric types are a zero-copy view of ``buffer``."""
     count = element_count(shape)
@@ -99,7 +168,7 @@ def from_bytes(datatype: str, shape: Sequence[int], buffer: bytes | memoryview) 
             )
         array = np.empty(count, dtype=np.object_)
         array[:] = items
-        return array.reshape(shape)
+        return reshaped(array, shape)
     dtype = numpy_dtype(datatype)
     wire_size = 2 if datatype == "BF16" else dtype.itemsize
     if len(buffer) != count * wire_size:
@@ -109,8 +178,8 @@ def from_bytes(datatype: str, shape: Sequence[int], buffer: bytes | memoryview) 
         )
     if datatype == "BF16":
         upper = np.frombuffer(buffer, dtype="<u2").astype("<u4") << 16
-        return upper.view("<f4").reshape(shape)
-    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+        return reshaped(upper.view("<f4"), shape)
+    return reshaped(np.frombuffer(buffer, dtype=dtype), shape)
 
 
 def to_bytes(datatype: str, array: npt.NDArray[Any]) -> bytes:

@@ -145,7 +145,7 @@ def _to_array(name: str, datatype: str, shape: list[int], data: Any) -> npt.NDAr
             if len(flat) != expected:
                 raise _count_error(name, shape, expected, len(flat))
             array[:] = flat
-            return array.reshape(shape)
+            return datatypes.reshaped(array, shape)
         array = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise errors.InvalidInput(
@@ -153,7 +153,7 @@ def _to_array(name: str, datatype: str, shape: list[int], data: Any) -> npt.NDAr
         ) from None
     if array.size != expected:
         raise _count_error(name, shape, expected, array.size)
-    return array.reshape(shape)
+    return datatypes.reshaped(array, shape)
 
 
 def _count_error(name: str, shape: list[int], expected: int, got: int) -> errors.InvalidInput:

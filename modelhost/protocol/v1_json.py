@@ -26,14 +26,21 @@ def decode_request(body: bytes) -> dict[str, Any]:
 
 
 def validate(payload: dict[str, Any]) -> dict[str, Any]:
-    if "instances" in payload:
-        if not isinstance(payload["instances"], list):
-            raise errors.InvalidInput('Expected "instances" to be a list.')
-    elif "inputs" in payload:
-        if not isinstance(payload["inputs"], list):
-            raise errors.InvalidInput('Expected "inputs" to be a list.')
-    else:
+    """``payload`` if it is a v1 request: a list of rows under ``instances`` or ``inputs``.
+
+    Rows that are objects (named columns, read as a DataFrame) must all be objects.
+    """
+    key = "instances" if "instances" in payload else "inputs"
+    if key not in payload:
         raise errors.InvalidInput('Expected "instances" or "inputs" in the request body.')
+    rows = payload[key]
+    if not isinstance(rows, list):
+        raise errors.InvalidInput(f'Expected "{key}" to be a list.')
+    if rows and isinstance(rows[0], dict) and not all(isinstance(row, dict) for row in rows):
+        raise errors.InvalidInput(
+            f'"{key}" mixes objects with other rows: send every row as an object of named '
+            "values, or none."
+        )
     return payload
 
 

@@ -204,6 +204,13 @@ def _typed_array(
             f"{role} {name}: {datatype} has no typed contents; send it as raw contents."
         )
     values = getattr(contents, field)
+    filled = contents.ListFields()
+    if len(filled) > 1 or (filled and filled[0][0].name != field):
+        # REST's "true in FP64 data": values of another type, which would be ignored.
+        others = sorted(f.name for f, _ in filled if f.name != field)
+        raise errors.InvalidInput(
+            f"{role} {name}: {datatype} values go in {field}, but the message fills {others}."
+        )
     expected = datatypes.element_count(shape)
     if len(values) != expected:
         raise errors.InvalidInput(
@@ -212,7 +219,7 @@ def _typed_array(
     if datatype == "BYTES":
         array = np.empty(expected, dtype=np.object_)
         array[:] = list(values)
-        return array.reshape(shape)
+        return datatypes.reshaped(array, shape)
     dtype = datatypes.numpy_dtype(datatype)
     # protobuf's repeated scalars expose the array interface: one C-level copy.
     wide = np.array(values)
@@ -222,7 +229,7 @@ def _typed_array(
             raise errors.InvalidInput(
                 f"{role} {name}: {field} holds values outside the range of {datatype}."
             )
-    return wide.astype(dtype, copy=False).reshape(shape)
+    return datatypes.reshaped(wide.astype(dtype, copy=False), shape)
 
 
 def _tensors_to_proto(

@@ -3,11 +3,21 @@
 Decoding validates the request against the protocol with msgspec (fast, and its errors
 name the offending field); tensors become numpy arrays at once, binary ones as
 zero-copy views of the body. Encoding writes numpy arrays with orjson directly.
+
+JSON ``data`` is typed by the tensor's ``datatype`` in the same pass (a tagged union on
+it): numbers for the integer and float types (integers only for INT and UINT; ``null``
+is NaN for FP16/FP32/FP64, as in MLServer), ``true``/``false`` for BOOL, strings for
+BYTES, flat or nested up to ``MAX_NESTING`` levels. So ``true`` in FP64 data or
+``"a"`` in BOOL data is a 400 naming the element, not a silent 1.0 or True.
+Parameters of a request are strings, numbers or booleans, as in the protocol (and as
+gRPC's ``InferParameter`` can carry).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import operator
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -26,9 +36,13 @@ from modelhost.protocol.infer_type import (
 
 __all__ = [
     "HEADER_LENGTH",
+    "MAX_NESTING",
+    "decode_load_parameters",
     "decode_raw_request",
+    "decode_ready_only",
     "decode_request",
     "decode_response",
+    "decode_unload_parameters",
     "dumps",
     "encode_request",
     "encode_response",
@@ -37,40 +51,98 @@ __all__ = [
 ]
 
 HEADER_LENGTH = "inference-header-content-length"
+# Levels of nested lists a tensor's JSON data may have (numpy allows 64 dimensions).
+MAX_NESTING = 32
 
 _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
+# A request's parameter values: the protocol's string | number | boolean.
+_Scalar = bool | int | float | str
 
-class _Tensor(msgspec.Struct):
+
+def _nested(element: Any) -> Any:
+    """A list of ``element`` or of such lists, ``MAX_NESTING`` levels deep at most.
+
+    msgspec has no recursive aliases before Python 3.12: the levels are spelled out.
+    """
+    kind: Any = list[element]
+    for _ in range(MAX_NESTING - 1):
+        kind = list[element | kind]
+    return kind
+
+
+_FLOATS = _nested(float | None)
+_INTEGERS = _nested(int)
+_ELEMENTS: dict[str, Any] = {
+    "BOOL": _nested(bool),
+    "BYTES": _nested(str),
+    **{t: _INTEGERS for t in datatypes.DATATYPES if t.startswith(("INT", "UINT"))},
+    **{t: _FLOATS for t in datatypes.DATATYPES if t.startswith(("FP", "BF"))},
+}
+
+
+class _Tensor(msgspec.Struct, tag_field="datatype"):
+    """A tensor's JSON object; one subclass per datatype, tagged by it, types ``data``."""
+
     name: str
     shape: list[int]
-    datatype: str
     data: Any = None
     parameters: dict[str, Any] | None = None
 
 
+def _tensor_types(parameters: Any) -> Any:
+    """The union of one tagged tensor type per datatype, with ``parameters`` typed so."""
+    variants = tuple(
+        msgspec.defstruct(
+            f"_{datatype}",
+            [("data", _ELEMENTS[datatype] | None, None), ("parameters", parameters, None)],
+            bases=(_Tensor,),
+            tag=datatype,
+        )
+        for datatype in sorted(datatypes.DATATYPES)
+    )
+    return functools.reduce(operator.or_, variants)
+
+
+# Built at import, so mypy sees only Any: hence the ignores where they are used.
+_RequestTensor = _tensor_types(dict[str, _Scalar] | None)
+# Lenient: another server's response parameters may hold objects (MLServer's headers).
+_ResponseTensor = _tensor_types(dict[str, Any] | None)
+
+
 class _Requested(msgspec.Struct):
     name: str
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, _Scalar] | None = None
 
 
 class _Request(msgspec.Struct):
-    inputs: list[_Tensor]
+    inputs: list[_RequestTensor]  # type: ignore[valid-type]
     id: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, _Scalar] | None = None
     outputs: list[_Requested] | None = None
 
 
 class _Response(msgspec.Struct):
     model_name: str
-    outputs: list[_Tensor]
+    outputs: list[_ResponseTensor]  # type: ignore[valid-type]
     model_version: str | None = None
     id: str | None = None
     parameters: dict[str, Any] | None = None
 
 
+# The repository extension's bodies, all optional; a field of another type is a 400.
+class _IndexOptions(msgspec.Struct, forbid_unknown_fields=True):
+    ready: bool = False
+
+
+class _ModelOptions(msgspec.Struct, forbid_unknown_fields=True):
+    parameters: dict[str, _Scalar] = {}
+
+
 _request_decoder = msgspec.json.Decoder(_Request)
 _response_decoder = msgspec.json.Decoder(_Response)
+_index_decoder = msgspec.json.Decoder(_IndexOptions)
+_model_options_decoder = msgspec.json.Decoder(_ModelOptions)
 
 
 def dumps(obj: Any) -> bytes:
@@ -89,7 +161,7 @@ def decode_request(
     try:
         parsed = _request_decoder.decode(json_part)
     except msgspec.ValidationError as exc:
-        raise errors.InvalidInput(f"Invalid inference request: {exc}") from None
+        raise _invalid("inference request", exc) from None
     except msgspec.DecodeError as exc:
         raise errors.InvalidInput(f"Request body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -115,6 +187,12 @@ def decode_raw_request(
     body: bytes, input_metadata: list[dict[str, Any]], model_name: str
 ) -> InferRequest:
     """The binary extension's raw form: the whole body is the single input's bytes."""
+    if _is_json_request(body):
+        raise errors.InvalidInput(
+            "Inference-Header-Content-Length: 0 says the whole body is the raw bytes of the "
+            "model's one input, but the body is a JSON inference request; send it without "
+            "the header, or with the length of its JSON."
+        )
     if len(input_metadata) != 1:
         raise errors.InvalidInput(
             "A raw binary body (Inference-Header-Content-Length: 0) needs a model with "
@@ -146,17 +224,84 @@ def decode_raw_request(
     return request
 
 
+def decode_ready_only(body: bytes) -> bool:
+    """The repository index's ``{"ready": bool}`` (an empty body: all models)."""
+    return _decode_options(body, _index_decoder, _IndexOptions(), "repository index request").ready
+
+
+def decode_load_parameters(body: bytes) -> dict[str, Any]:
+    """A repository load's ``{"parameters": {...}}`` (an empty body: none)."""
+    options = _decode_options(body, _model_options_decoder, _ModelOptions(), "load request")
+    return dict(options.parameters)
+
+
+def decode_unload_parameters(body: bytes) -> dict[str, Any]:
+    """A repository unload's ``{"parameters": {...}}`` (``unload_dependents``, ...)."""
+    options = _decode_options(body, _model_options_decoder, _ModelOptions(), "unload request")
+    return dict(options.parameters)
+
+
+_Options = TypeVar("_Options", bound=msgspec.Struct)
+
+
+def _decode_options(
+    body: bytes, decoder: msgspec.json.Decoder[_Options], empty: _Options, what: str
+) -> _Options:
+    if not body.strip():
+        return empty
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise errors.InvalidInput(f"Invalid {what}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise errors.InvalidInput(f"Request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise errors.InvalidInput("Request JSON is nested too deeply.") from None
+
+
+def _is_json_request(body: bytes) -> bool:
+    """Whether a body is v2 JSON (no run of raw tensor bytes parses as one)."""
+    if body[:64].lstrip()[:1] != b"{":
+        return False
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(parsed, dict) and "inputs" in parsed
+
+
 def decode_response(body: bytes, header_length: int | None) -> InferResponse:
     """A v2 response from its body (used by clients, transformers and tests)."""
     json_part, binary = _split_body(body, header_length)
     try:
         parsed = _response_decoder.decode(json_part)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except msgspec.ValidationError as exc:
+        raise _invalid("inference response", exc) from None
+    except msgspec.DecodeError as exc:
         raise errors.InvalidInput(f"Invalid inference response: {exc}") from None
     outputs = _tensors(parsed.outputs, binary, "outputs", InferOutput)
     return InferResponse(
         parsed.id, parsed.model_name, outputs, parsed.model_version, parameters=parsed.parameters
     )
+
+
+# Said after a data element of the wrong JSON type, which msgspec names by its path.
+_DATA_RULE = (
+    "Tensor data holds numbers for FP16, FP32 and FP64 (null is NaN), integers for the INT "
+    "and UINT types, true or false for BOOL, strings for BYTES"
+)
+
+
+def _invalid(what: str, exc: msgspec.ValidationError) -> errors.InvalidInput:
+    text = str(exc)
+    if "].data" not in text:
+        return errors.InvalidInput(f"Invalid {what}: {text}")
+    if "got `array`" in text:
+        return errors.InvalidInput(
+            f"Invalid {what}: tensor data is nested too deeply (at most {MAX_NESTING} "
+            f"levels): {text}"
+        )
+    return errors.InvalidInput(f"Invalid {what}: {text}. {_DATA_RULE}.")
 
 
 def _split_body(body: bytes, header_length: int | None) -> tuple[bytes, memoryview]:
@@ -181,29 +326,26 @@ def _tensors(
     offset = 0
     for index, item in enumerate(parsed):
         field = f"{where}[{index}]"
-        if item.datatype not in datatypes.DATATYPES:
-            raise errors.InvalidInput(f"{field}.datatype: unsupported datatype {item.datatype!r}.")
+        datatype = str(item.__struct_config__.tag)
         if any(dim < 0 for dim in item.shape):
             raise errors.InvalidInput(f"{field}.shape: dimensions must be >= 0, got {item.shape}.")
         parameters = dict(item.parameters) if item.parameters else {}
         size = parameters.pop("binary_data_size", None)
-        tensor = kind(item.name, item.shape, item.datatype, parameters=parameters or None)
+        tensor = kind(item.name, item.shape, datatype, parameters=parameters or None)
         if size is not None:
             if item.data is not None:
                 raise errors.InvalidInput(f"{field}: has both data and binary_data_size.")
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            if type(size) is not int or size < 0 or offset + size > len(binary):
                 raise errors.InvalidInput(
                     f"{field}.parameters.binary_data_size {size!r} does not fit the "
                     f"{len(binary)} binary bytes after the JSON header."
                 )
-            tensor.data = datatypes.from_bytes(
-                item.datatype, item.shape, binary[offset : offset + size]
-            )
+            tensor.data = datatypes.from_bytes(datatype, item.shape, binary[offset : offset + size])
             offset += size
         else:
             if item.data is None:
                 raise errors.InvalidInput(f"{field}: has neither data nor binary_data_size.")
-            if item.datatype == "BF16":
+            if datatype == "BF16":
                 raise errors.InvalidInput(
                     f"{field}: BF16 tensors must use the binary tensor data extension."
                 )

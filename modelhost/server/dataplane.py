@@ -6,6 +6,8 @@ result; nothing here knows about HTTP or protobuf.
 
 from __future__ import annotations
 
+import logging
+import weakref
 from typing import Any
 
 from modelhost import errors
@@ -13,6 +15,7 @@ from modelhost._version import __version__
 from modelhost.model.model import Model
 from modelhost.model.payload import get_predict_response
 from modelhost.model.repository import ModelRepository
+from modelhost.protocol.declared_inputs import DeclaredInputs
 from modelhost.protocol.infer_type import InferRequest, InferResponse
 from modelhost.server.inference import StepRunner
 
@@ -21,6 +24,8 @@ __all__ = ["EXTENSIONS", "DataPlane"]
 # Standard extension names (Triton's), plus KServe's name for the repository extension
 # so that KServe-aware clients find it too.
 EXTENSIONS = ["binary_tensor_data", "model_repository", "model_repository_extension"]
+
+logger = logging.getLogger("modelhost.server")
 
 
 class DataPlane:
@@ -32,6 +37,11 @@ class DataPlane:
         self.name = name
         # Set on SIGTERM: readiness turns false while in-flight requests drain.
         self.draining = False
+        # Each model object's declared inputs, read from its metadata on its first request
+        # (a reloaded model is a new object, or is forgotten here on load and unload).
+        self._declared: weakref.WeakKeyDictionary[Model, DeclaredInputs] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- health and metadata -------------------------------------------------------
 
@@ -53,7 +63,11 @@ class DataPlane:
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         # A deferred model (evicted, or past the budget) is servable: it loads on request.
+        # Its version is checked when its object is known; else when it loads.
         if self.repository.is_deferred(name):
+            known = self.repository.instance(name)
+            if known is not None:
+                _check_version(known, name, version)
             return True
         return self.model(name, version).ready
 
@@ -104,6 +118,7 @@ class DataPlane:
         """Run a v2 request (REST or gRPC) and return a response for it."""
         model = await self._acquire(request.model_name, request.model_version)
         try:
+            self._check_inputs(model, request)
             result, _ = await self.runner.run(model, request, headers)
         finally:
             self.repository.release(model)
@@ -116,6 +131,19 @@ class DataPlane:
         if own is not None:
             response.model_version = str(own)
         return response
+
+    def _check_inputs(self, model: Model, request: InferRequest) -> None:
+        """The request's inputs against the model's declared ones (``declared_inputs``)."""
+        declared = self._declared.get(model)
+        if declared is None:
+            try:
+                metadata = model.get_input_types()
+            except Exception:
+                # A model whose metadata fails still serves, unchecked, as it did before.
+                logger.exception("get_input_types() of model %s failed", model.name)
+                metadata = []
+            declared = self._declared[model] = DeclaredInputs(model.name, metadata)
+        declared.check(request)
 
     async def predict_v1(
         self, name: str, payload: dict[str, Any], headers: dict[str, str], verb: str = "predict"
@@ -141,14 +169,28 @@ class DataPlane:
 
     async def load(self, name: str) -> None:
         await self.runner.call(self.repository.load, name)
+        self._forget_inputs(name)
 
     async def unload(self, name: str) -> None:
         await self.runner.call(self.repository.unload, name)
+        self._forget_inputs(name)
+
+    def _forget_inputs(self, name: str) -> None:
+        # The same object may load other weights: its inputs are read again.
+        for model in [m for m in self._declared if m.name == name]:
+            self._declared.pop(model, None)
 
 
 def _check_version(model: Model, name: str, version: str | None) -> None:
+    """A 404 for a version the model does not have; an unversioned model has none.
+
+    As Triton and MLServer answer: ``/versions/<v>`` names one version, and a server
+    that serves another (or no versioning at all) does not have it.
+    """
+    if version is None:
+        return
     own = getattr(model, "version", None)
-    if version and own is not None and str(own) != version:
+    if own is None or str(own) != version:
         raise errors.ModelNotFound(f"{name} (version {version})")
 
 

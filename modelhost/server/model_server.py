@@ -21,7 +21,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 
@@ -32,9 +32,11 @@ from modelhost.model.repository import ModelRepository
 from modelhost.server.dataplane import DataPlane
 from modelhost.server.grpc.server import GrpcServer
 from modelhost.server.http.app import HttpApp
+from modelhost.server.http.protocol import limited_protocol
 from modelhost.server.inference import StepRunner
 from modelhost.server.metrics import Metrics
 from modelhost.server.openai.guardrails import chain_from_names
+from modelhost.server.openai.routes import OpenAIRoutes
 from modelhost.server.remote_predictor import PROTOCOLS
 from modelhost.server.scheduling import batch_this_thread, restore_thread_policy, thread_policy
 from modelhost.server.workers import WorkerPool, reserve_port
@@ -159,19 +161,20 @@ class ModelServer:
             self.repository.update(model)
         dataplane = DataPlane(self.repository, runner, settings.server_name)
         guard = guard_for(settings)
-        app = HttpApp(
+        openai = OpenAIRoutes(
             dataplane,
             self.metrics,
-            settings,
-            guardrails=chain_from_names(settings.guardrails),
-            guard=guard,
+            chain_from_names(settings.guardrails),
+            request_timeout_s=settings.llm_request_timeout_s,
         )
-        app.openai.request_timeout_s = settings.llm_request_timeout_s
+        app = HttpApp(dataplane, self.metrics, settings, openai, guard=guard)
         http_socket = _bind(settings.host, settings.http_port, settings.reuse_port)
         self.http_port = http_socket.getsockname()[1]
         config = uvicorn.Config(
             app,
-            http="httptools",
+            # httptools with the header and body deadlines and caps uvicorn lacks.
+            http=cast(Any, limited_protocol(settings.http1_limits())),
+            ws="none",
             lifespan="off",
             log_config=None,
             log_level=settings.log_level,

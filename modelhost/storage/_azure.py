@@ -53,7 +53,7 @@ class AzureBlobSource(ListedSource):
     extra = "azure"
 
     def __init__(self, uri: str, settings: StorageSettings) -> None:
-        super().__init__(uri)
+        super().__init__(uri, settings)
         env = self.environ = settings.environ
         parts = urlsplit(uri)
         connection = _parse_connection_string(env.get("AZURE_STORAGE_CONNECTION_STRING", ""))

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from modelhost import errors
 
-__all__ = ["StoreContext", "missing_extra", "storage_error"]
+__all__ = ["ArchiveTooLarge", "StoreContext", "missing_extra", "storage_error"]
 
 # Exception class names (anywhere in the MRO) that mean the endpoint did not answer.
 _UNREACHABLE_NAMES = frozenset(
@@ -61,6 +61,12 @@ _DENIED_CODES = frozenset(
 _NOT_FOUND_CODES = frozenset(
     {"BlobNotFound", "ContainerNotFound", "NoSuchBucket", "NoSuchKey", "NotFound", "404"}
 )
+
+
+class ArchiveTooLarge(errors.StorageError):
+    """A fetched archive unpacks past ``StorageSettings``' limits: a decompression bomb, or a
+    model larger than this machine was configured to take (500 / INTERNAL, as any
+    ``StorageError``; the message names the limit and the variable that raises it)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,7 +50,7 @@ class _FsspecSource(ListedSource):
     """A bucket store reached through an fsspec filesystem."""
 
     def __init__(self, uri: str, settings: StorageSettings) -> None:
-        super().__init__(uri)
+        super().__init__(uri, settings)
         self.bucket, self.key = _bucket_and_key(uri)
         self.environ = settings.environ
         self._filesystem: Any = None

@@ -39,6 +39,7 @@ class HttpSource:
 
     def __init__(self, uri: str, settings: StorageSettings) -> None:
         self.uri = uri
+        self._settings = settings
         parts = urlsplit(uri)
         self.filename = posixpath.basename(unquote(parts.path))
         if not self.filename:
@@ -68,7 +69,7 @@ class HttpSource:
             lambda: self._fs().get_file(self.uri, str(target), callback=bytes_callback(progress))
         )
         if is_archive(self.filename):
-            unpack_in_place(target, dest, self.uri)
+            unpack_in_place(target, dest, self.uri, self._settings)
 
     def _fs(self) -> Any:
         if self._filesystem is None:

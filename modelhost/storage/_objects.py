@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from modelhost import errors
+from modelhost.settings import StorageSettings
 from modelhost.storage._archive import safe_join, unpack_if_single_archive
 from modelhost.storage._errors import StoreContext, missing_extra, storage_error
 from modelhost.storage._source import Progress
@@ -93,8 +94,9 @@ class ListedSource:
     # The optional dependency that brings the client library: pip install modelhost[<extra>].
     extra = "storage"
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, settings: StorageSettings) -> None:
         self.uri = uri
+        self.settings = settings
         self._files: list[RemoteFile] | None = None
 
     def context(self) -> StoreContext:
@@ -131,7 +133,7 @@ class ListedSource:
                     f"{self.uri}: {remote.relpath} changed while it was being downloaded "
                     f"(listed {remote.size} bytes); try again."
                 )
-        unpack_if_single_archive(dest, self.uri)
+        unpack_if_single_archive(dest, self.uri, self.settings)
 
     def _guarded(self, call: Callable[[], T]) -> T:
         try:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -166,3 +169,17 @@ def stop_platform(running: RunningPlatform) -> None:
 def platform_address(home: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((home / "platform.json").read_text())
     return data
+
+
+def run_modelhost(
+    *args: str, home: Path, cwd: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m modelhost ARGS`` as a user runs it, with ``MODELHOST_HOME=home`` and ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "modelhost", *args],
+        cwd=cwd,
+        env={**os.environ, "MODELHOST_HOME": str(home), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -434,3 +434,18 @@ def test_the_sample_history_is_trimmed_to_the_stable_window() -> None:
     scaler, clock = scaler_for(kpa())
     drive(scaler, clock, 1000, 10.0, ready=1)
     assert len(scaler._samples) <= 61
+
+
+def test_a_changed_policy_takes_effect_with_the_load_seen_so_far() -> None:
+    scaler, clock = scaler_for(kpa(min_replicas=1))
+    for _ in range(120):  # idle for two stable windows: min 1 keeps one replica
+        clock.advance(1)
+        scaler.record(0.0)
+    assert scaler.desired(1) == 1
+    scaler.change_policy(kpa(min_replicas=0))
+    # Idle for longer than the stable window plus grace already: to zero at once.
+    assert scaler.desired(1) == 0
+    scaler.change_policy(kpa(min_replicas=3))
+    assert scaler.desired(0) == 3
+    with pytest.raises(InvalidInput):
+        scaler.change_policy(kpa(min_replicas=3, max_replicas=2))

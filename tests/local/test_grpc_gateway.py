@@ -26,8 +26,8 @@ from tritonclient.utils import InferenceServerException
 from modelhost import errors
 from modelhost.local.server import grpc_gateway
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
-from modelhost.server.grpc.relay import GrpcRelay, GrpcTarget
-from modelhost.server.grpc.relay_call import _string_field
+from modelhost.transport.grpc_relay import GrpcRelay
+from modelhost.transport.target import Target
 
 SERVICE = "/inference.GRPCInferenceService/"
 # What the router records as the host of a call that named no host but the gateway's own
@@ -53,7 +53,7 @@ class Router:
     calls: list[tuple[str | None, str | None]] = field(default_factory=list)
     releases: list[bool] = field(default_factory=list)
 
-    async def __call__(self, host: str | None, model: str | None) -> GrpcTarget:
+    async def __call__(self, host: str | None, model: str | None) -> Target:
         self.calls.append((GATEWAY if host == self.authority else host, model))
         if self.delay:
             await asyncio.sleep(self.delay)  # a replica starting from zero
@@ -61,7 +61,7 @@ class Router:
             raise self.failure
         if model not in self.routes:
             raise errors.ModelNotFound(str(model))
-        return GrpcTarget(self.routes[model], self.releases.append)
+        return Target(self.routes[model], self.releases.append)
 
 
 @pytest.fixture(autouse=True)
@@ -417,23 +417,6 @@ async def test_model_name_is_read_wherever_the_field_sits(
 
     assert router.calls == [(GATEWAY, "iris"), (GATEWAY, "iris"), (GATEWAY, None)]
     assert probe.seen[0].request == ready
-
-
-def test_string_field_reads_only_the_top_level() -> None:
-    hidden = pb.ModelInferRequest(raw_input_contents=[b"\x0a\x04evil"]).SerializeToString()
-    named = pb.ModelInferRequest(
-        model_name="\u00e9t\u00e9", model_version="1", raw_input_contents=[b"\x0a\x04evil"]
-    ).SerializeToString()
-    twice = pb.ModelReadyRequest(name="a").SerializeToString() + b"\x0a\x01b"
-
-    assert _string_field(hidden, 1) is None
-    assert _string_field(named, 1) == "\u00e9t\u00e9"
-    assert _string_field(named, 2) == "1"
-    assert _string_field(twice, 1) == "b"
-    assert _string_field(b"", 1) is None
-    assert _string_field(b"\x0a\x02\xff\xfe", 1) is None  # not UTF-8
-    assert _string_field(b"\x0a\x80", 1) is None  # varint cut short
-    assert _string_field(b"\x0b\x0c", 1) is None  # a group
 
 
 @pytest.mark.parametrize(

@@ -332,6 +332,39 @@ def test_a_revision_slower_to_start_than_its_idle_window_still_becomes_ready(
         stop_platform(platform)
 
 
+def test_min_replicas_0_applied_to_a_running_service_scales_it_to_zero(
+    tmp_path: Path, sample_buckets: object
+) -> None:
+    """Scaling fields are not part of a revision: an update of them changes the one running."""
+    env = {
+        **sample_buckets.env(),  # type: ignore[attr-defined]
+        "MODELHOST_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    platform = start_platform(
+        tmp_path / "home", replica_env=env, stable_window_s=0.5, scale_to_zero_grace_period_s=0.5
+    )
+    try:
+        sample = (SAMPLES / "sklearn-iris-v1.yaml").read_text()
+        platform.apply(sample.replace("  predictor:\n", "  predictor:\n    minReplicas: 1\n"))
+        platform.wait_ready("sklearn-iris")
+        _wait_ready_replicas(platform, "sklearn-iris", 1, timeout=30)
+        (before,) = platform.revisions("sklearn-iris")
+        (result,) = platform.apply(
+            sample.replace("  predictor:\n", "  predictor:\n    minReplicas: 0\n")
+        )
+        assert result["result"] == "configured"
+        _wait_replicas(platform, "sklearn-iris", 0, timeout=30)
+        (after,) = platform.revisions("sklearn-iris")
+        assert after["revision"] == before["revision"]
+        assert after["desired"] == 0
+        assert is_ready(platform.status("sklearn-iris"))
+        # And back: minReplicas 1 again starts a replica without a request.
+        platform.apply(sample.replace("  predictor:\n", "  predictor:\n    minReplicas: 1\n"))
+        _wait_ready_replicas(platform, "sklearn-iris", 1, timeout=30)
+    finally:
+        stop_platform(platform)
+
+
 def _scale_to_zero_iris(
     tmp_path: Path, sample_buckets: object, stable_window_s: float, grace_s: float
 ) -> RunningPlatform:

@@ -5,27 +5,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import joblib
 import pytest
+from platform_fixtures import run_modelhost
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 
 def _modelhost(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELHOST_HOME": str(home), "MODELHOST_CACHE_DIR": str(cwd / "cache")}
-    return subprocess.run(
-        [sys.executable, "-m", "modelhost", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_modelhost(*args, home=home, cwd=cwd, MODELHOST_CACHE_DIR=str(cwd / "cache"))
 
 
 def test_up_detached_apply_serve_and_down(tmp_path: Path) -> None:

@@ -70,3 +70,39 @@ def test_wrong_size_and_unknown_type() -> None:
     assert datatypes.datatype_of(np.array(["x"])) == "BYTES"
     with pytest.raises(errors.InferenceError):
         datatypes.datatype_of(np.array([1 + 2j]))
+
+
+@pytest.mark.parametrize(
+    ("sent", "declared", "converts"),
+    [
+        ("FP32", "FP64", True),  # the widening FP32 clients of FP64 models need
+        ("FP64", "FP32", True),  # JSON numbers arrive as FP64 whatever the model's width
+        ("FP16", "BF16", True),
+        ("INT64", "INT8", True),  # values checked by convert
+        ("UINT8", "INT64", True),
+        ("INT32", "FP64", True),
+        ("BOOL", "FP32", True),
+        ("FP32", "INT64", False),
+        ("FP64", "BOOL", False),
+        ("INT8", "BOOL", False),
+        ("BYTES", "FP64", False),
+        ("FP64", "BYTES", False),
+        ("BYTES", "BYTES", True),
+    ],
+)
+def test_converts(sent: str, declared: str, converts: bool) -> None:
+    assert datatypes.converts(sent, declared) is converts
+
+
+def test_convert_refuses_values_that_do_not_fit() -> None:
+    assert datatypes.convert(np.array([1, 2], np.int64), "INT8").dtype == np.int8
+    with pytest.raises(errors.InvalidInput, match="range of INT8"):
+        datatypes.convert(np.array([1, 300], np.int64), "INT8")
+    with pytest.raises(errors.InvalidInput, match="range of UINT8"):
+        datatypes.convert(np.array([-1], np.int64), "UINT8")
+    with pytest.raises(errors.InvalidInput, match="range of FP16"):
+        datatypes.convert(np.array([1e10]), "FP16")
+    assert np.isinf(datatypes.convert(np.array([np.inf]), "FP32")).all()  # inf stays inf
+    widened = datatypes.convert(np.array([0.1], np.float32), "FP64")
+    assert widened.dtype == np.float64
+    assert widened[0] == np.float64(np.float32(0.1))  # exact: nothing rounded

@@ -192,3 +192,22 @@ def test_raw_inputs_are_zero_copy_views() -> None:
     array = v2_grpc.request_from_proto(message).inputs[0].as_numpy()
     assert not array.flags.owndata
     assert not array.flags.writeable
+
+
+def test_typed_contents_of_another_type_are_refused() -> None:
+    # Issue 14, item 10, gRPC's side: values in another contents field were ignored.
+    message = pb.ModelInferRequest(model_name="m")
+    tensor = message.inputs.add(name="x", datatype="FP64", shape=[2])
+    tensor.contents.fp64_contents.extend([1.0, 2.0])
+    assert v2_grpc.request_from_proto(message).inputs[0].as_numpy().tolist() == [1.0, 2.0]
+    tensor.contents.bool_contents.extend([True, False])
+    _bad(message, "Input x", "fp64_contents", "bool_contents")
+    only_other = pb.ModelInferRequest(model_name="m")
+    only_other.inputs.add(name="b", datatype="BOOL", shape=[1]).contents.bytes_contents.append(b"a")
+    _bad(only_other, "Input b", "bool_contents", "bytes_contents")
+
+
+def test_a_shape_numpy_cannot_hold_is_invalid_input() -> None:
+    message = pb.ModelInferRequest(model_name="m", raw_input_contents=[b""])
+    message.inputs.add(name="z", datatype="FP32", shape=[0, 2**62])
+    _bad(message, "not a valid tensor shape")

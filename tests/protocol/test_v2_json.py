@@ -159,3 +159,109 @@ def test_response_round_trip_through_the_client_decoder() -> None:
     decoded = v2_json.decode_response(body, header_length)
     assert decoded.outputs[0] == response.outputs[0]
     assert v2_json.response_to_dict(response)["outputs"][0]["data"] == [True, False]
+
+
+# -- issue 14, item 10: JSON data typed by the tensor's datatype -------------------------
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "fragment"),
+    [
+        ("FP64", [True, False], "got `bool` - at `$.inputs[0].data[0]`"),
+        ("FP32", [[1.0], [False]], "got `bool` - at `$.inputs[0].data[1][0]`"),
+        ("BOOL", ["a", "b"], "got `str` - at `$.inputs[0].data[0]`"),
+        ("BOOL", [1, 0], "got `int`"),
+        ("INT32", [1.5, 2], "got `float`"),
+        ("UINT8", [True], "got `bool`"),
+        ("FP32", ["1.5"], "got `str`"),
+        ("BYTES", [1, 2], "got `int`"),
+        ("INT8", [None], "got `null`"),
+    ],
+)
+def test_data_of_another_json_type_is_refused(
+    datatype: str, data: list[object], fragment: str
+) -> None:
+    body = request_body({"name": "a", "shape": [2], "datatype": datatype, "data": data})
+    with pytest.raises(errors.InvalidInput) as exc:
+        v2_json.decode_request(body, None, "m")
+    assert fragment in str(exc.value)
+    assert "true or false for BOOL" in str(exc.value)  # the rule is said
+
+
+def test_null_is_nan_in_float_data() -> None:
+    body = request_body({"name": "a", "shape": [2], "datatype": "FP32", "data": [1.5, None]})
+    array = v2_json.decode_request(body, None, "m").inputs[0].as_numpy()
+    assert array[0] == 1.5
+    assert np.isnan(array[1])
+
+
+def test_data_nested_past_the_limit_is_refused() -> None:
+    depth = v2_json.MAX_NESTING
+    fits = b"[" * depth + b"1" + b"]" * depth
+    body = b'{"inputs":[{"name":"a","shape":[1],"datatype":"INT8","data":' + fits + b"}]}"
+    assert v2_json.decode_request(body, None, "m").inputs[0].as_numpy().tolist() == [1]
+    deeper = b"[" + fits + b"]"
+    body = b'{"inputs":[{"name":"a","shape":[1],"datatype":"INT8","data":' + deeper + b"}]}"
+    with pytest.raises(errors.InvalidInput, match="nested too deeply"):
+        v2_json.decode_request(body, None, "m")
+
+
+@pytest.mark.parametrize("value", [None, [1], {"a": 1}])
+def test_parameter_values_are_scalars(value: object) -> None:
+    tensor = {"name": "a", "shape": [1], "datatype": "INT8", "data": [1]}
+    with pytest.raises(errors.InvalidInput, match=r"\$\.parameters"):
+        v2_json.decode_request(request_body(tensor, parameters={"p": value}), None, "m")
+
+
+def test_binary_data_size_must_be_an_integer() -> None:
+    header = request_body(
+        {"name": "a", "shape": [1], "datatype": "BOOL", "parameters": {"binary_data_size": True}}
+    )
+    with pytest.raises(errors.InvalidInput, match="binary_data_size True"):
+        v2_json.decode_request(header + b"\x01", len(header), "m")
+
+
+def test_a_json_request_is_not_a_raw_body() -> None:
+    metadata = [{"name": "x", "datatype": "FP64", "shape": [-1, 4]}]
+    # 96 bytes: three rows of four FP64 values, had it been read as raw bytes.
+    body = b'{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP64","data":[1,2,3,4.0]}]}'
+    body = body[:-2] + b" " * (96 - len(body)) + body[-2:]
+    assert len(body) == 96
+    with pytest.raises(errors.InvalidInput, match="body is a JSON inference request"):
+        v2_json.decode_raw_request(body, metadata, "m")
+    raw = np.arange(8, dtype="<f8").tobytes()
+    assert v2_json.decode_raw_request(raw, metadata, "m").inputs[0].shape == [2, 4]
+
+
+@pytest.mark.parametrize(
+    ("body", "ready"), [(b"", False), (b" ", False), (b"{}", False), (b'{"ready": true}', True)]
+)
+def test_repository_index_options(body: bytes, ready: bool) -> None:
+    assert v2_json.decode_ready_only(body) is ready
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b'{"ready": {}}', "Expected `bool`, got `object` - at `$.ready`"),
+        (b'{"ready": "yes"}', "Expected `bool`"),
+        (b'{"readyy": true}', "unknown field `readyy`"),
+        (b"[]", "Expected `object`"),
+        (b"{", "not valid JSON"),
+    ],
+)
+def test_repository_index_options_are_checked(body: bytes, fragment: str) -> None:
+    with pytest.raises(errors.InvalidInput) as exc:
+        v2_json.decode_ready_only(body)
+    assert fragment in str(exc.value)
+
+
+def test_load_and_unload_parameters_are_an_object() -> None:
+    assert v2_json.decode_load_parameters(b"") == {}
+    assert v2_json.decode_load_parameters(b'{"parameters": {}}') == {}
+    assert v2_json.decode_unload_parameters(b'{"parameters": {"unload_dependents": true}}') == {
+        "unload_dependents": True
+    }
+    for decode in (v2_json.decode_load_parameters, v2_json.decode_unload_parameters):
+        with pytest.raises(errors.InvalidInput, match=r"got `null` - at `\$\.parameters`"):
+            decode(b'{"parameters": null}')

@@ -19,6 +19,7 @@ from modelhost.server.http import docs
 from modelhost.server.http.app import HttpApp
 from modelhost.server.inference import StepRunner
 from modelhost.server.metrics import Metrics
+from modelhost.server.openai.routes import OpenAIRoutes
 from modelhost.settings import ServerSettings
 
 SAMPLES = {"{model_name}": "iris", "{model_version}": "3"}
@@ -32,7 +33,7 @@ def app() -> Iterator[HttpApp]:
     metrics = Metrics()
     with ThreadPoolExecutor(1) as pool:
         dataplane = DataPlane(ModelRepository(), StepRunner(pool, metrics), "modelhost")
-        yield HttpApp(dataplane, metrics, ServerSettings())
+        yield HttpApp(dataplane, metrics, ServerSettings(), OpenAIRoutes(dataplane, metrics))
 
 
 def concrete(path: str) -> str:
@@ -156,3 +157,35 @@ def test_docs_can_be_turned_off(serve: StartServer) -> None:
     with httpx.Client(base_url=running.http_url, timeout=10) as client:
         assert client.get("/openapi.json").status_code == 404
         assert client.get("/docs").status_code == 404
+
+
+def test_the_document_says_what_is_accepted() -> None:
+    # Issue 14, item 10: the contract is as strict as the decoders.
+    schemas = docs.openapi_document()["components"]["schemas"]
+    mapping = schemas["Tensor"]["discriminator"]["mapping"]
+    assert set(mapping) == DATATYPES
+    element = {
+        "FloatTensor": {"type": ["number", "null"]},
+        "IntegerTensor": {"type": "integer"},
+        "BoolTensor": {"type": "boolean"},
+        "StringTensor": {"type": "string"},
+    }
+    for datatype, ref in mapping.items():
+        name = ref.rsplit("/", 1)[1]
+        assert datatype in schemas[name]["properties"]["datatype"]["enum"]
+        data = schemas[schemas[name]["properties"]["data"]["$ref"].rsplit("/", 1)[1]]
+        assert data["items"]["anyOf"][0] == element[name], datatype
+    assert schemas["Parameters"]["additionalProperties"] == {
+        "type": ["string", "number", "boolean"]
+    }
+    paths = docs.openapi_document()["paths"]
+    index = paths["/v2/repository/index"]["post"]["requestBody"]["content"]["application/json"]
+    assert index["schema"]["properties"]["ready"]["type"] == "boolean"
+    assert index["schema"]["additionalProperties"] is False
+    for verb in ("load", "unload"):
+        body = paths[f"/v2/repository/models/{{model_name}}/{verb}"]["post"]["requestBody"]
+        schema = body["content"]["application/json"]["schema"]
+        assert schema["properties"]["parameters"] == {"$ref": "#/components/schemas/Parameters"}
+        assert schema["additionalProperties"] is False
+    version = docs.openapi_document()["components"]["parameters"]["ModelVersion"]
+    assert "404" in version["description"]

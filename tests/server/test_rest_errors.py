@@ -42,7 +42,7 @@ def infer(server: RunningServer, body: bytes, model: str = "sum", **headers: str
         ),
         (
             b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": ["a", "b"]}]}',
-            "does not fit datatype FP32",
+            "got `str` - at `$.inputs[0].data[0]`",
         ),
         (
             b'{"inputs": [{"name": "x", "shape": [2], "datatype": "INT8", "data": [1, 300]}]}',

@@ -90,7 +90,10 @@ def test_model_ready_and_metadata(client: triton.InferenceServerClient) -> None:
     assert metadata["name"] == "sum"
     assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
     assert [o["name"] for o in metadata["outputs"]] == ["sum", "double"]
-    assert client.get_model_metadata("sum", model_version="1")["name"] == "sum"
+    # Issue 14, item 10: an unversioned model has no version 1 (any version was a 200).
+    with pytest.raises(InferenceServerException) as versioned:
+        client.get_model_metadata("sum", model_version="1")
+    assert versioned.value.status() == "404"
 
 
 @pytest.mark.parametrize("datatype", [*NUMERIC, "BYTES"])
@@ -145,12 +148,16 @@ def test_requested_outputs_and_versions(server: RunningServer) -> None:
         "outputs": [{"name": "sum"}],
         "parameters": {"custom": "kept", "flag": True, "n": 3},
     }
-    url = f"{server.http_url}/v2/models/sum/versions/7/infer"
+    url = f"{server.http_url}/v2/models/sum/infer"
     response = httpx.post(url, json=body)
     assert response.status_code == 200, response.text
     payload = response.json()
     assert [o["name"] for o in payload["outputs"]] == ["sum"]
     assert "model_version" not in payload  # unversioned models report no version
+    # An unversioned model has no version 7 (issue 14, item 10: it used to answer 200).
+    versioned = httpx.post(f"{server.http_url}/v2/models/sum/versions/7/infer", json=body)
+    assert versioned.status_code == 404
+    assert "version 7" in versioned.json()["error"]
     body["outputs"] = [{"name": "nope"}]
     bad = httpx.post(url, json=body)
     assert bad.status_code == 400

@@ -35,6 +35,7 @@ from oci_registry import (
 
 from modelhost.errors import StorageAccessDenied, StorageError, StorageNotFound, StorageUnreachable
 from modelhost.settings import StorageSettings
+from modelhost.storage._errors import ArchiveTooLarge
 from modelhost.storage._oci import OciSource
 from modelhost.storage._oci.reference import is_plain_http, parse_reference
 
@@ -188,6 +189,22 @@ def test_symlinked_folder_cannot_carry_writes_out(registry: Registry, tmp_path: 
     with pytest.raises(StorageError, match="symlink out"):
         fetch(f"oci://{registry.host}/evil/symlinkdir:v1", tmp_path / "model")
     assert list((tmp_path / "outside").iterdir()) == []
+
+
+def test_a_layer_that_unpacks_past_the_limit_is_refused(registry: Registry, tmp_path: Path) -> None:
+    # 80 MiB of zeros gzip to 80 KiB: past MODELHOST_MAX_UNPACK_RATIO's default of 100.
+    layer = tar_layer({"models/": None, "models/weights.bin": bytes(80 * 1024 * 1024)})
+    assert len(layer) < 1024 * 1024
+    push_image(registry, "evil/bomb", "v1", [tar_layer(BASE_LAYER), layer])
+    with pytest.raises(ArchiveTooLarge, match="MODELHOST_MAX_UNPACK_RATIO"):
+        fetch(f"oci://{registry.host}/evil/bomb:v1", tmp_path / "model")
+
+    dest = tmp_path / "capped"
+    dest.mkdir()
+    small = StorageSettings(max_unpack_bytes=64 * 1024)
+    push_image(registry, "evil/big", "v1", [tar_layer({"models/w.bin": bytes(128 * 1024)})])
+    with pytest.raises(ArchiveTooLarge, match="MODELHOST_MAX_UNPACK_BYTES"):
+        OciSource(f"oci://{registry.host}/evil/big:v1", small).fetch(dest, RecordingProgress())
 
 
 def test_artifact_pushed_with_oras(

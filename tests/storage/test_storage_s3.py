@@ -12,6 +12,7 @@ from storage_servers import MODEL_FILES, S3Server, closed_port, read_tree, stora
 
 from modelhost import errors
 from modelhost.storage import download
+from modelhost.storage._errors import ArchiveTooLarge
 
 
 def test_folder_with_subfolders_is_fetched_byte_for_byte(
@@ -99,6 +100,27 @@ def test_a_single_archive_object_is_unpacked(s3: S3Server, s3_bucket: str, tmp_p
     path = download(f"s3://{s3_bucket}/zipped", storage_settings(tmp_path, s3.env()))
 
     assert read_tree(path) == MODEL_FILES
+
+
+def test_a_single_archive_object_past_the_unpack_limit_is_refused(
+    s3: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("weights.bin")
+        info.size = 2 * 1024 * 1024
+        archive.addfile(info, io.BytesIO(bytes(info.size)))
+    s3.upload(s3_bucket, {"model.tar.gz": buffer.getvalue()}, prefix="bomb/")
+    settings = storage_settings(tmp_path, s3.env()).replace(max_unpack_bytes=1024 * 1024)
+
+    with pytest.raises(ArchiveTooLarge, match="MODELHOST_MAX_UNPACK_BYTES"):
+        download(f"s3://{s3_bucket}/bomb", settings)
+
+    assert not any((tmp_path / "cache" / "models").iterdir())
+    assert not any((tmp_path / "cache" / "tmp").iterdir())
 
 
 def test_anonymous_access_reads_public_objects_without_signing(

@@ -25,12 +25,13 @@ from google.protobuf.message import DecodeError
 
 from modelhost import errors
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
-from modelhost.server.grpc.relay_call import SERVICE, parse_timeout, send_message, send_status
+from modelhost.protocol.grpc_routing import SERVICE
 from modelhost.server.grpc.servicer import InferenceServicer, log_unexpected
+from modelhost.transport.grpc_call import parse_timeout, send_message, send_status
 
 if TYPE_CHECKING:
-    from modelhost.server.grpc.http2 import Header
-    from modelhost.server.grpc.relay import ClientConnection, LocalCall, LocalCalls
+    from modelhost.transport.grpc_relay import LocalCall, LocalCalls, RelayClient
+    from modelhost.transport.http2 import Header
 
 __all__ = ["NativeInfer", "native_calls"]
 
@@ -48,7 +49,7 @@ _NOT_METADATA = frozenset(
 def native_calls(servicer: InferenceServicer, max_message_bytes: int) -> LocalCalls:
     """The relay's ``local`` hook: uncompressed ``ModelInfer`` calls are answered here."""
 
-    def local(client: ClientConnection, stream: int, headers: list[Header]) -> LocalCall | None:
+    def local(client: RelayClient, stream: int, headers: list[Header]) -> LocalCall | None:
         path = b""
         timeout = None
         for name, value in headers:
@@ -86,7 +87,7 @@ class NativeInfer:
         self,
         servicer: InferenceServicer,
         limit: int,
-        client: ClientConnection,
+        client: RelayClient,
         stream: int,
         headers: list[Header],
         timeout: float | None,

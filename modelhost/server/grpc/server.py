@@ -33,10 +33,11 @@ from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 from modelhost.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelhost.server.dataplane import DataPlane
 from modelhost.server.grpc.native_infer import native_calls
-from modelhost.server.grpc.relay import GrpcRelay, GrpcTarget
 from modelhost.server.grpc.servicer import InferenceServicer
 from modelhost.server.metrics import Metrics
 from modelhost.settings import ServerSettings
+from modelhost.transport.grpc_relay import GrpcRelay
+from modelhost.transport.target import Target
 
 __all__ = ["INFERENCE_SERVICE", "GrpcServer"]
 
@@ -77,9 +78,9 @@ class GrpcServer:
                 servicer, host, port, self.settings.reuse_port, tls=self.tls
             )
         inner = await self._start_grpc_aio(servicer, "127.0.0.1", 0, reuse_port=False)
-        target = GrpcTarget(address=f"127.0.0.1:{inner}", release=_nothing_to_release)
+        target = Target(address=f"127.0.0.1:{inner}", release=_nothing_to_release)
 
-        async def resolve(host: str | None, model: str | None) -> GrpcTarget:
+        async def resolve(host: str | None, model: str | None) -> Target:
             return target
 
         limit = self.settings.max_request_bytes
@@ -94,6 +95,8 @@ class GrpcServer:
             port=port,
             reuse_port=self.settings.reuse_port,
             ssl=self.tls.context(["h2"]) if self.tls is not None else None,
+            limits=self.settings.http2_limits(),
+            max_message_bytes=limit,
         )
         try:
             bound = await relay.start()
@@ -124,14 +127,7 @@ class GrpcServer:
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        for service in ("", INFERENCE_SERVICE):
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        reflection.enable_server_reflection(
-            [INFERENCE_SERVICE, _HEALTH_SERVICE, reflection.SERVICE_NAME],
-            server,
-            pool=_reflection_pool(),
-        )
+        await add_health_and_reflection(server, self._health)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             if tls is not None:
@@ -183,6 +179,19 @@ class GrpcServer:
 
 def _nothing_to_release(ok: bool) -> None:
     """The relay's target is this process's own grpc.aio server: no replica to give back."""
+
+
+async def add_health_and_reflection(server: Any, health: health_aio.HealthServicer) -> None:
+    """``grpc.health.v1.Health`` (SERVING: the server and the inference service) and
+    reflection of both and of itself, on a grpc.aio ``server`` not started yet."""
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for service in ("", INFERENCE_SERVICE):
+        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        [INFERENCE_SERVICE, _HEALTH_SERVICE, reflection.SERVICE_NAME],
+        server,
+        pool=_reflection_pool(),
+    )
 
 
 def _reflection_pool() -> descriptor_pool.DescriptorPool:

@@ -3,7 +3,8 @@
 A plain ASGI callable with a small router instead of a web framework: the hot path
 (read body → decode → infer → encode → send) has no middleware stack, no per-request
 objects beyond two small dataclasses, and errors are mapped once, here, through
-``modelhost.errors``.
+``modelhost.errors``. KServe's v1 and v2 are routed here; another protocol (OpenAI's)
+comes in as a ``RouteProvider`` with its routes and its error shape.
 """
 
 from __future__ import annotations
@@ -14,10 +15,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from modelhost import errors
-from modelhost.access import OPEN, Admission, Guard, Role, check_scope, refusal_headers
+from modelhost.access import (
+    OPEN,
+    Admission,
+    Guard,
+    Role,
+    check_scope,
+    refusal_headers,
+    retry_after_header,
+)
 from modelhost.server.dataplane import DataPlane
 from modelhost.server.endpoint_roles import OPEN_ENDPOINTS, role_for
 from modelhost.server.http import docs
+from modelhost.server.http.extension import RouteProvider
+from modelhost.server.http.limits import BytesInFlight, Reservation
 from modelhost.server.http.messages import (
     HttpRequest,
     HttpResponse,
@@ -26,13 +37,10 @@ from modelhost.server.http.messages import (
     json_response,
     read_body,
 )
+from modelhost.server.http.streaming import StreamingResponse
 from modelhost.server.http.v1_routes import V1Routes
 from modelhost.server.http.v2_routes import V2Routes
 from modelhost.server.metrics import Metrics
-from modelhost.server.openai.errors import openai_error_response
-from modelhost.server.openai.guardrails import GuardrailChain
-from modelhost.server.openai.routes import OpenAIRoutes
-from modelhost.server.openai.streaming import DeferredResponse
 from modelhost.settings import ServerSettings
 
 __all__ = ["HttpApp"]
@@ -49,10 +57,11 @@ _OPEN_ENDPOINTS = OPEN_ENDPOINTS | {"docs"}
 
 
 class HttpApp:
-    """ASGI app serving v1, v2, the repository extension, OpenAI's API, /metrics and the docs.
+    """ASGI app serving v1, v2, the repository extension, /metrics, the docs, and ``routes``.
 
-    ``guardrails`` filter the text into and out of generative models (none by default);
-    ``guard`` checks bearer tokens on every route but the health probes (None: no checks).
+    ``routes`` adds a protocol's routes (OpenAI's API, vLLM's LoRA endpoints and v2
+    generate, from ``modelhost.server.openai``; None: v1 and v2 only); ``guard`` checks
+    bearer tokens on every route but the health probes (None: no checks).
     """
 
     def __init__(
@@ -60,21 +69,25 @@ class HttpApp:
         dataplane: DataPlane,
         metrics: Metrics,
         settings: ServerSettings,
-        guardrails: GuardrailChain | None = None,
+        routes: RouteProvider | None = None,
         guard: Guard | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
         self.settings = settings
         self.guard = guard
+        self.routes = routes
+        # The label of the extension's routes: their errors take its shape, and those with
+        # no model in the path name it in the body (None matches no route).
+        self._extension = routes.protocol if routes is not None else None
         v1 = V1Routes(dataplane)
         v2 = V2Routes(dataplane)
-        # Its own routing table: the OpenAI paths, vLLM's LoRA ones and v2 generate.
-        self.openai = OpenAIRoutes(dataplane, metrics, guardrails)
         self._fixed: dict[str, Route] = {
             "/": Route("GET", v1.root, "v1", "live"),
-            # KServe's v1 list and OpenAI's model list in one answer: both clients call it.
-            "/v1/models": Route("GET", self.openai.v1_and_openai_models, "v1", "models"),
+            # The extension's clients call it too (OpenAI's model list): it answers for both.
+            "/v1/models": Route(
+                "GET", routes.v1_models if routes is not None else v1.models, "v1", "models"
+            ),
             "/v2": Route("GET", v2.server_metadata, "v2", "server_metadata"),
             "/v2/": Route("GET", v2.server_metadata, "v2", "server_metadata"),
             "/v2/health/live": Route("GET", v2.live, "v2", "live"),
@@ -100,7 +113,10 @@ class HttpApp:
             "load": Route("POST", v2.repository_load, "v2", "repository_load"),
             "unload": Route("POST", v2.repository_unload, "v2", "repository_unload"),
         }
-        self._in_flight = {p: metrics.in_flight.labels(p) for p in ("v1", "v2", "http", "openai")}
+        protocols = ("v1", "v2", "http") + ((routes.protocol,) if routes is not None else ())
+        self._in_flight = {p: metrics.in_flight.labels(p) for p in protocols}
+        # Server-wide: what the requests being served hold in memory, their bodies decoded.
+        self.budget = BytesInFlight(settings.max_bytes_in_flight)
 
     # -- routing -------------------------------------------------------------------
 
@@ -119,9 +135,10 @@ class HttpApp:
                 v2_route = self._v2_model.get(rest[0] if rest else "")
                 if v2_route is not None:
                     return v2_route, name, version
-                generate = self.openai.generate_route(rest[0]) if rest else None
-                if generate is not None:
-                    return generate, name, version
+                if rest and self.routes is not None:
+                    extra = self.routes.model_route(rest[0])
+                    if extra is not None:
+                        return extra, name, version
             return None
         if path.startswith("/v1/models/"):
             tail = path[len("/v1/models/") :]
@@ -135,9 +152,10 @@ class HttpApp:
             repo_route = self._repository.get(action)
             if name and repo_route is not None:
                 return repo_route, name, None
-        openai = self.openai.route(path)
-        if openai is not None:
-            return openai[0], openai[1], None
+        if self.routes is not None:
+            found = self.routes.route(path)
+            if found is not None:
+                return found[0], found[1], None
         return None
 
     # -- ASGI ----------------------------------------------------------------------
@@ -167,24 +185,41 @@ class HttpApp:
             try:
                 admission = self._admit(scope, route, model)
             except errors.ModelhostError as exc:
-                await _send(send, _refusal(exc, route), method)
+                await _send(send, self._refusal(exc, route), method)
                 self.metrics.observe_request(
                     "", route.protocol, route.endpoint, exc.status_code, 0.0
                 )
                 return
+        reservation = None
+        if route.method == "POST" and self.settings.max_bytes_in_flight:
+            # Charged before the body is read; GETs (the health probes) carry none.
+            reservation = self.budget.reserve(route.protocol)
+            try:
+                reservation.cover(_content_length(scope, self.settings.max_request_bytes))
+            except errors.ServerBusy as exc:
+                admission.release()
+                await _send(send, self._refusal(exc, route), method)
+                self.metrics.observe_request("", route.protocol, route.endpoint, 503, 0.0)
+                return
         gauge = self._in_flight[route.protocol]
         gauge.inc()
         try:
-            result = await self._handle(scope, receive, route, model, version, admission)
-            if isinstance(result, DeferredResponse):
-                # It generates while it sends: in flight until its last token is out.
-                status = await result.send_to(send, receive, method)
+            try:
+                result = await self._handle(
+                    scope, receive, route, model, version, admission, reservation
+                )
+                if isinstance(result, StreamingResponse):
+                    # It generates while it sends: in flight until its last token is out.
+                    status = await result.send_to(send, receive, method)
+            finally:
+                gauge.dec()
+                admission.release()
+            if not isinstance(result, StreamingResponse):
+                await _send(send, result, method)
+                status = result.status
         finally:
-            gauge.dec()
-            admission.release()
-        if not isinstance(result, DeferredResponse):
-            await _send(send, result, method)
-            status = result.status
+            if reservation is not None:
+                reservation.release()
         elapsed = time.perf_counter() - started
         if model and not self.dataplane.repository.has_model(model):
             model = ""  # an unknown name from a client must not grow the label set
@@ -209,12 +244,17 @@ class HttpApp:
         model: str,
         version: str | None,
         admission: Admission = OPEN,
-    ) -> HttpResponse | DeferredResponse:
+        reservation: Reservation | None = None,
+    ) -> HttpResponse | StreamingResponse:
         try:
             headers = {
                 k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
             }
+            if reservation is not None and "content-length" not in headers:
+                receive = _charged(receive, reservation)  # chunked: charged as it comes
             body = await read_body(receive, headers, self.settings.max_request_bytes)
+            if reservation is not None:
+                reservation.cover(len(body))  # decompressed past its Content-Length
             if self.guard is not None:
                 headers.pop("authorization", None)  # the model never sees the caller's token
             token = admission.token
@@ -233,8 +273,11 @@ class HttpApp:
             )
             return await route.handler(request)
         except Exception as exc:
-            if route.protocol == "openai":
-                return openai_error_response(exc)
+            if isinstance(exc, errors.ServerBusy):
+                return self._refusal(exc, route)
+            if route.protocol == self._extension:
+                assert self.routes is not None
+                return self.routes.error_response(exc)
             status = errors.http_status(exc)
             if status >= 500 and not isinstance(exc, errors.ModelhostError):
                 logger.exception("Unhandled error on %s %s", scope["method"], scope["path"])
@@ -250,7 +293,7 @@ class HttpApp:
                 break
         token = self.guard.authenticate(authorization)
         role = role_for(route.endpoint)
-        if model or token.service is None or route.protocol != "openai":
+        if model or token.service is None or route.protocol != self._extension:
             return self.guard.enter(token, None, model or None, role)
         return self.guard.hold(token)  # the body names the model: checked in _handle
 
@@ -266,19 +309,44 @@ class HttpApp:
     async def _docs(self, request: HttpRequest) -> HttpResponse:
         return HttpResponse(200, docs.swagger_html().encode(), "text/html; charset=utf-8")
 
+    def _refusal(self, exc: errors.ModelhostError, route: Route) -> HttpResponse:
+        """A 401, 403, 429 or 503, in the route's protocol's error shape, with its header."""
+        if route.protocol == self._extension:
+            assert self.routes is not None
+            response = self.routes.error_response(exc)
+        else:
+            response = _error(exc.status_code, errors.error_message(exc))
+        response.headers.update(refusal_headers(exc))
+        if isinstance(exc, errors.ServerBusy):
+            response.headers["retry-after"] = retry_after_header(exc.retry_after)
+        return response
+
 
 def _error(status: int, message: str) -> HttpResponse:
     return json_response({"error": message}, status)
 
 
-def _refusal(exc: errors.ModelhostError, route: Route) -> HttpResponse:
-    """A 401, 403 or 429, in the route's protocol's error shape, with the header it needs."""
-    if route.protocol == "openai":
-        response = openai_error_response(exc)
-    else:
-        response = _error(exc.status_code, errors.error_message(exc))
-    response.headers.update(refusal_headers(exc))
-    return response
+def _content_length(scope: Scope, limit: int) -> int:
+    """The declared body size; 0 past ``limit`` (``read_body`` answers 413 for it)."""
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            size = int(value) if value.isdigit() else 0
+            return size if size <= limit else 0
+    return 0
+
+
+def _charged(receive: Receive, reservation: Reservation) -> Receive:
+    """``receive`` that charges each chunk of a body of unknown length as it arrives."""
+    received = 0
+
+    async def charged() -> dict[str, Any]:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        reservation.cover(received)
+        return message
+
+    return charged
 
 
 async def _send(send: Send, response: HttpResponse, method: str) -> None:

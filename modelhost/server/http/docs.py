@@ -13,6 +13,7 @@ from typing import Any
 from modelhost._version import __version__
 from modelhost.model.repository import ModelState
 from modelhost.protocol.datatypes import DATATYPES
+from modelhost.protocol.v2_json import MAX_NESTING
 
 __all__ = ["openapi_document", "swagger_html"]
 
@@ -153,18 +154,29 @@ def _v2_model(prefix: str, suffix: str) -> dict[str, Schema]:
     }
 
 
+def _closed(**properties: Schema) -> Schema:
+    """An object of these optional properties and no others (a body a 400 checks)."""
+    return {**_obj((), **properties), "additionalProperties": False}
+
+
 def _repository() -> dict[str, Schema]:
-    ready = {**_BOOL, "description": "List only ready models."}
-    index_body = _body(_json(_obj(ready=ready)), required=False)
+    ready = {**_BOOL, "description": "List only ready models (default false)."}
+    index_body = _body(_json(_closed(ready=ready)), "An empty body lists every model.", False)
     load_body = _body(
-        _json(_obj(parameters=_ref("Parameters"))),
-        "Parameters are not supported (501): load reads the model from the repository.",
+        _json(_closed(parameters=_ref("Parameters"))),
+        "Parameters are not supported (a non-empty object is a 501): load reads the model "
+        "from the repository.",
+        False,
+    )
+    unload_body = _body(
+        _json(_closed(parameters=_ref("Parameters"))),
+        "Parameters are accepted and have no effect (a model here has no dependents).",
         False,
     )
     index = _json(_array(_ref("RepositoryIndexEntry")))
     path, summary = "/v2/repository/index", "The models in the repository and their state."
     paths = _operation(path, "repositoryIndex", summary, index, (400, 413), index_body)
-    for verb, body in (("load", load_body), ("unload", _body(_json(_obj()), required=False))):
+    for verb, body in (("load", load_body), ("unload", unload_body)):
         result = _json(_obj(("name", verb), name=_STR, **{verb: _BOOL}))
         path, op_id = f"/v2/repository/models/{{model_name}}/{verb}", f"repository{verb.title()}"
         errors = (400, 413, 501) if verb == "load" else (400, 413)
@@ -187,39 +199,84 @@ def _paths() -> dict[str, Schema]:
     return paths
 
 
+# The JSON element each datatype's data holds (BF16 travels as binary data only).
+_ELEMENTS: dict[str, tuple[str, Schema]] = {
+    "FloatData": ("FP16 FP32 FP64 BF16", {"type": ["number", "null"]}),
+    "IntegerData": (
+        "INT8 INT16 INT32 INT64 UINT8 UINT16 UINT32 UINT64",
+        {"type": "integer"},
+    ),
+    "BoolData": ("BOOL", _BOOL),
+    "StringData": ("BYTES", _STR),
+}
+
+
+def _tensor_schemas() -> dict[str, Schema]:
+    """One tensor schema per kind of data, chosen by ``datatype``; data nests recursively."""
+    schemas: dict[str, Schema] = {}
+    for data, (types, element) in _ELEMENTS.items():
+        schemas[data] = {
+            "type": "array",
+            "items": {"anyOf": [element, _ref(data)]},
+            "description": f"Row-major {types} values, flat or nested (at most {MAX_NESTING} "
+            "levels).",
+        }
+        schemas[data.replace("Data", "Tensor")] = _obj(
+            ("name", "shape", "datatype"),
+            name=_STR,
+            shape=_array(_LENGTH),
+            datatype={"type": "string", "enum": types.split()},
+            parameters=_ref("Parameters"),
+            data=_ref(data),
+        )
+    names = [data.replace("Data", "Tensor") for data in _ELEMENTS]
+    schemas["Tensor"] = {
+        "description": "A tensor: data, or (binary tensor data extension) "
+        "parameters.binary_data_size and its bytes after the JSON, never both. FP16, FP32 and "
+        "FP64 data are numbers (null is NaN); the INT and UINT types, integers in their range; "
+        "BOOL, true or false; BYTES, strings. BF16 tensors are sent as binary data only.",
+        "oneOf": [_ref(name) for name in names],
+        "discriminator": {
+            "propertyName": "datatype",
+            "mapping": {
+                datatype: f"#/components/schemas/{name}"
+                for name, (types, _) in zip(names, _ELEMENTS.values(), strict=True)
+                for datatype in types.split()
+            },
+        },
+    }
+    return schemas
+
+
 def _schemas() -> dict[str, Schema]:
     scalar = {"type": ["string", "number", "boolean"]}
-    data = {
-        "type": "array",
-        "items": {},
-        "description": "Row-major values, flat or nested; absent when "
-        "parameters.binary_data_size is set. BF16 tensors are sent as binary data only.",
-    }
     return {
         "Error": _obj(("error",), error=_STR),
         "Datatype": {"type": "string", "enum": sorted(DATATYPES)},
         "Parameters": {
             "type": "object",
             "additionalProperties": scalar,
-            "description": "Includes the binary extension's binary_data_size (tensor), "
-            "binary_data (requested output) and binary_data_output (request).",
+            "description": "Values are strings, numbers or booleans. Includes the binary "
+            "extension's binary_data_size (tensor), binary_data (requested output) and "
+            'binary_data_output (request), and KServe\'s content_type ("pd": the inputs are '
+            "the columns of a DataFrame, of any name).",
         },
-        "Tensor": _obj(
-            ("name", "shape", "datatype"),
-            name=_STR,
-            shape=_array(_LENGTH),
-            datatype=_ref("Datatype"),
-            parameters=_ref("Parameters"),
-            data=data,
-        ),
+        **_tensor_schemas(),
         "RequestedOutput": _obj(("name",), name=_STR, parameters=_ref("Parameters")),
-        "InferenceRequest": _obj(
-            ("inputs",),
-            id=_STR,
-            parameters=_ref("Parameters"),
-            inputs=_array(_ref("Tensor")),
-            outputs=_array(_ref("RequestedOutput")),
-        ),
+        "InferenceRequest": {
+            **_obj(
+                ("inputs",),
+                id=_STR,
+                parameters=_ref("Parameters"),
+                inputs=_array(_ref("Tensor")),
+                outputs=_array(_ref("RequestedOutput")),
+            ),
+            "description": "Inputs have unique names. Where the model's metadata declares "
+            "inputs, the names are its names (or, when none of them is, the inputs go by "
+            "position), and each datatype is the declared one or converts to it: a float "
+            "of another width, an integer of another width whose values fit, an integer to "
+            "a float, a boolean to a number. Anything else is a 400.",
+        },
         "InferenceResponse": _obj(
             ("model_name", "outputs"),
             model_name=_STR,
@@ -268,18 +325,25 @@ def _schemas() -> dict[str, Schema]:
 
 
 def _parameters() -> dict[str, Schema]:
-    def path(name: str) -> Schema:
-        return {"name": name, "in": "path", "required": True, "schema": _STR}
+    def path(name: str, description: str) -> Schema:
+        schema = {"name": name, "in": "path", "required": True, "schema": _STR}
+        return {**schema, "description": description}
 
+    version = (
+        "A version the model has (its metadata's versions); a model without versions has "
+        "none, and any other is a 404."
+    )
     return {
-        "ModelName": path("model_name"),
-        "ModelVersion": path("model_version"),
+        "ModelName": path("model_name", "A model's name."),
+        "ModelVersion": path("model_version", version),
         "InferenceHeaderContentLength": {
             "name": HEADER_LENGTH,
             "in": "header",
             "required": False,
             "description": "Binary tensor data extension: the length of the JSON header at the "
-            "start of the body; 0 means the body is the raw bytes of the model's single input.",
+            "start of the body, at most the body's length. 0 means the body is the raw bytes "
+            "of the model's single input; such a body may not be JSON (by its Content-Type "
+            "or its content).",
             "schema": _LENGTH,
         },
     }

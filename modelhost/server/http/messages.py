@@ -5,15 +5,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from modelhost import errors
 from modelhost.protocol import v2_json
-
-if TYPE_CHECKING:
-    from modelhost.server.openai.streaming import DeferredResponse
+from modelhost.server.http.streaming import StreamingResponse
 
 __all__ = [
     "Handler",
@@ -53,7 +51,7 @@ def json_response(
     return HttpResponse(status, v2_json.dumps(content), headers=headers or {})
 
 
-Handler = Callable[[HttpRequest], Awaitable["HttpResponse | DeferredResponse"]]
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse | StreamingResponse]]
 
 
 class Route:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
-
 from modelhost import errors
 from modelhost.protocol import v2_json
 from modelhost.server.dataplane import DataPlane
@@ -45,6 +41,7 @@ class V2Routes:
         self.dataplane.check_servable(request.model, request.version)
         header_length = _header_length(request.headers.get(v2_json.HEADER_LENGTH))
         if header_length == 0:
+            _check_raw_content_type(request.headers.get("content-type", ""))
             model = await self.dataplane.loaded_model(request.model, request.version)
             infer_request = v2_json.decode_raw_request(
                 request.body, model.get_input_types(), request.model
@@ -66,13 +63,11 @@ class V2Routes:
         )
 
     async def repository_index(self, request: HttpRequest) -> HttpResponse:
-        options = _optional_object(request.body)
-        ready_only = bool(options.get("ready", False))
+        ready_only = v2_json.decode_ready_only(request.body)
         return json_response(self.dataplane.repository_index(ready_only))
 
     async def repository_load(self, request: HttpRequest) -> HttpResponse:
-        options = _optional_object(request.body)
-        if options.get("parameters"):
+        if v2_json.decode_load_parameters(request.body):
             raise errors.Unsupported(
                 "Load parameters (config, file overrides) are not supported; load reads "
                 "the model from the repository."
@@ -81,7 +76,8 @@ class V2Routes:
         return json_response({"name": request.model, "load": True})
 
     async def repository_unload(self, request: HttpRequest) -> HttpResponse:
-        _optional_object(request.body)
+        # unload_dependents (Triton's) has nothing to do: a model here has no dependents.
+        v2_json.decode_unload_parameters(request.body)
         await self.dataplane.unload(request.model)
         return json_response({"name": request.model, "unload": True})
 
@@ -100,13 +96,13 @@ def _header_length(value: str | None) -> int | None:
     return length
 
 
-def _optional_object(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        return {}
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise errors.InvalidInput(f"Request body is not valid JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise errors.InvalidInput("Expected a JSON object as the request body.")
-    return parsed
+def _check_raw_content_type(content_type: str) -> None:
+    """A raw binary body (header 0) may not say it is JSON: its bytes would be read as
+    the input's values, and a JSON request answered with garbage."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        raise errors.InvalidInput(
+            "Inference-Header-Content-Length: 0 says the whole body is the raw bytes of the "
+            f"model's one input, but Content-Type says {media}. Send a JSON body without the "
+            "header (or with the JSON's length), and a raw body as application/octet-stream."
+        )

@@ -1,6 +1,6 @@
 """OpenAI's response bodies for completions and chat completions, whole or as SSE chunks.
 
-Each function consumes a :class:`Run`'s pieces and yields bytes for a ``DeferredResponse``:
+Each function consumes a :class:`Run`'s pieces and yields bytes for a ``StreamingResponse``:
 one JSON document, or ``data: {chunk}`` events ending with ``data: [DONE]``. Shapes are
 OpenAI's: ``text_completion`` with legacy logprobs (``tokens``, ``token_logprobs``,
 ``top_logprobs``, ``text_offset``), ``chat.completion(.chunk)`` with ``logprobs.content``.
@@ -17,10 +17,13 @@ from typing import Any
 import orjson
 
 from modelhost.model.generation import GenerativeModel, TokenEvent
+from modelhost.server.http.streaming import sse
 from modelhost.server.openai.runs import Piece, Run
-from modelhost.server.openai.streaming import DONE, sse
 
-__all__ = ["Reply", "chat_body", "chat_stream", "completion_body", "completion_stream"]
+__all__ = ["DONE", "Reply", "chat_body", "chat_stream", "completion_body", "completion_stream"]
+
+# The event that ends every OpenAI stream, an error's included.
+DONE = b"data: [DONE]\n\n"
 
 
 @dataclass

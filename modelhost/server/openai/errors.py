@@ -14,11 +14,11 @@ import orjson
 
 from modelhost import errors
 from modelhost.server.http.messages import HttpResponse
+from modelhost.server.http.streaming import ResponseTimeout
 
 __all__ = [
     "ContentFiltered",
     "InvalidParameter",
-    "RequestTimeout",
     "error_payload",
     "kserve_error_payload",
     "openai_error_response",
@@ -43,13 +43,6 @@ class ContentFiltered(errors.InvalidInput):
         super().__init__(message)
         self.param = param
         self.code = "content_filter"
-
-
-class RequestTimeout(errors.ModelhostError):
-    """A generation ran past the server's request timeout and was stopped."""
-
-    status_code = 504
-    grpc_status = "DEADLINE_EXCEEDED"
 
 
 def _type(status: int) -> str:
@@ -77,7 +70,7 @@ def error_payload(exc: BaseException) -> tuple[int, dict[str, Any]]:
         code = "model_not_ready"
     elif isinstance(exc, errors.Overloaded):
         code = "rate_limit_exceeded"
-    elif isinstance(exc, RequestTimeout):
+    elif isinstance(exc, ResponseTimeout):
         code = "timeout"
     elif status >= 500 and not isinstance(exc, errors.ModelhostError):
         logger.error("Unhandled error in an OpenAI request", exc_info=exc)

@@ -20,10 +20,10 @@ import orjson
 
 from modelhost import errors
 from modelhost.model.generation import SamplingParams
+from modelhost.server.http.streaming import sse
 from modelhost.server.openai.errors import InvalidParameter, kserve_error_payload
 from modelhost.server.openai.runs import Run
 from modelhost.server.openai.schemas import GenerateRequest, decode
-from modelhost.server.openai.streaming import sse
 
 __all__ = ["Reply", "body", "error_payload", "parse", "stream"]
 

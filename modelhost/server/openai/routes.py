@@ -1,11 +1,13 @@
 """The OpenAI-compatible endpoints, vLLM's LoRA endpoints, and the v2 generate extension.
 
-Served under ``/openai/v1/...`` (KServe's prefix) and ``/v1/...`` (OpenAI's own paths).
+Served under ``/openai/v1/...`` (KServe's prefix) and ``/v1/...`` (OpenAI's own paths);
+:class:`OpenAIRoutes` is the HTTP app's ``RouteProvider``, passed in by whoever builds it.
 A handler validates the body (every failure a 400 naming its parameter), resolves the
 request's ``model`` (a model, or a LoRA adapter: its base model with that adapter), holds
-the model, tokenizes off the event loop, and returns a ``DeferredResponse`` that generates
-while it sends (see ``streaming``). ``/v1/models`` answers in KServe's v1 shape and
-OpenAI's at once (``models`` and ``data``), as both kinds of client call that path.
+the model, tokenizes off the event loop, and returns a ``StreamingResponse`` that generates
+while it sends (``modelhost.server.http.streaming``), its errors in OpenAI's shape.
+``/v1/models`` answers in KServe's v1 shape and OpenAI's at once (``models`` and
+``data``), as both kinds of client call that path.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from modelhost.model.generation import (
 from modelhost.model.model import Model
 from modelhost.server.dataplane import DataPlane
 from modelhost.server.http.messages import HttpRequest, HttpResponse, Route
+from modelhost.server.http.streaming import StreamingResponse
 from modelhost.server.metrics import Metrics
 from modelhost.server.openai import checks, completions, generate
-from modelhost.server.openai.errors import InvalidParameter, error_payload
+from modelhost.server.openai.errors import InvalidParameter, error_payload, openai_error_response
 from modelhost.server.openai.guardrails import GuardrailChain
 from modelhost.server.openai.runs import Job, Run, request_id
 from modelhost.server.openai.schemas import (
@@ -42,7 +45,6 @@ from modelhost.server.openai.schemas import (
     UnloadLoraRequest,
     decode,
 )
-from modelhost.server.openai.streaming import DONE, DeferredResponse
 
 __all__ = ["REQUEST_TIMEOUT_S", "OpenAIRoutes"]
 
@@ -53,7 +55,15 @@ PREFIXES = ("/openai/v1", "/v1")
 
 
 class OpenAIRoutes:
-    """The handlers, their routing table, and what they share (metrics, guardrails)."""
+    """The handlers, their routing table, and what they share (metrics, guardrails).
+
+    The HTTP app's ``RouteProvider``: ``guardrails`` filter the text into and out of
+    generative models (none by default); a generation running past ``request_timeout_s``,
+    queueing included, is stopped with a 504.
+    """
+
+    # The label of the routes whose errors take OpenAI's shape (v2 generate keeps v2's).
+    protocol = "openai"
 
     def __init__(
         self,
@@ -97,13 +107,16 @@ class OpenAIRoutes:
                 return self._retrieve, name
         return None
 
-    def generate_route(self, verb: str) -> Route | None:
+    def model_route(self, verb: str) -> Route | None:
         """The route of ``/v2/models/{name}/<verb>`` for the generate extension's verbs."""
         return self._generate.get(verb)
 
+    def error_response(self, exc: BaseException) -> HttpResponse:
+        return openai_error_response(exc)
+
     # -- completions ------------------------------------------------------------------------
 
-    async def completions(self, request: HttpRequest) -> HttpResponse | DeferredResponse:
+    async def completions(self, request: HttpRequest) -> HttpResponse | StreamingResponse:
         started = time.perf_counter()
         body = decode(request.body, CompletionRequest)
         n = checks.choices(body.n)
@@ -158,7 +171,7 @@ class OpenAIRoutes:
             self._release(model)
             raise
 
-    async def chat(self, request: HttpRequest) -> HttpResponse | DeferredResponse:
+    async def chat(self, request: HttpRequest) -> HttpResponse | StreamingResponse:
         started = time.perf_counter()
         body = decode(request.body, ChatCompletionRequest)
         n = checks.choices(body.n)
@@ -265,7 +278,7 @@ class OpenAIRoutes:
     async def models(self, request: HttpRequest) -> HttpResponse:
         return _json({"object": "list", "data": self._cards()})
 
-    async def v1_and_openai_models(self, request: HttpRequest) -> HttpResponse:
+    async def v1_models(self, request: HttpRequest) -> HttpResponse:
         """``GET /v1/models`` for KServe's v1 clients (``models``) and OpenAI's (``data``)."""
         names = sorted(self.dataplane.repository.get_models())
         return _json({"models": names, "object": "list", "data": self._cards()})
@@ -349,13 +362,13 @@ class OpenAIRoutes:
 
     # -- generate extension -----------------------------------------------------------------
 
-    async def generate(self, request: HttpRequest) -> DeferredResponse:
+    async def generate(self, request: HttpRequest) -> StreamingResponse:
         return await self._generate_request(request, stream=False)
 
-    async def generate_stream(self, request: HttpRequest) -> DeferredResponse:
+    async def generate_stream(self, request: HttpRequest) -> StreamingResponse:
         return await self._generate_request(request, stream=True)
 
-    async def _generate_request(self, request: HttpRequest, stream: bool) -> DeferredResponse:
+    async def _generate_request(self, request: HttpRequest, stream: bool) -> StreamingResponse:
         started = time.perf_counter()
         body, params, include_input = generate.parse(request.body)
         model, adapter = await self._acquire(request.model)
@@ -402,13 +415,13 @@ class OpenAIRoutes:
 
     def _deferred(
         self, parts: Any, stream: bool, model: Model, *, openai: bool = True
-    ) -> DeferredResponse:
-        return DeferredResponse(
+    ) -> StreamingResponse:
+        return StreamingResponse(
             parts,
             stream=stream,
             timeout_s=self.request_timeout_s,
-            error_payload=error_payload if openai else generate.error_payload,
-            done=DONE if openai else b"",
+            render_error=error_payload if openai else generate.error_payload,
+            error_tail=completions.DONE if openai else b"",
             on_close=lambda: self._release(model),
         )
 

@@ -33,6 +33,7 @@ from typing import Any
 from modelhost.errors import StorageError
 from modelhost.settings import StorageSettings
 
+from .._inflate import UnpackBudget
 from .._source import Progress
 from .client import RegistryClient
 from .reference import DIGEST_PATTERN, parse_reference
@@ -65,6 +66,7 @@ class OciSource:
     def __init__(self, uri: str, settings: StorageSettings):
         self.uri = uri
         self._reference = parse_reference(uri)
+        self._settings = settings
         self._environ = settings.environ
         self._digest = self._reference.digest
         self._client: RegistryClient | None = None
@@ -78,6 +80,8 @@ class OciSource:
         client = self._registry()
         layers = _layers(self._image_manifest(client, self.identity()), self.uri)
         progress.set_total(sum(layer.size for layer in layers))
+        packed = sum(layer.size for layer in layers if layer.title is None or layer.unpack)
+        budget = UnpackBudget(self._settings, packed, self.uri)
         rootfs: Path | None = None
         for layer in layers:
             with client.blob(layer.digest, layer.size, progress.update) as blob:
@@ -85,9 +89,9 @@ class OciSource:
                     if layer.title is None:
                         if rootfs is None:
                             rootfs = Path(tempfile.mkdtemp(prefix=".oci-rootfs-", dir=dest))
-                        apply_layer(rootfs, blob, blob.name)
+                        apply_layer(rootfs, blob, blob.name, budget)
                     elif layer.unpack:
-                        apply_layer(dest, blob, blob.name)
+                        apply_layer(dest, blob, blob.name, budget)
                     else:
                         write_file(dest, layer.title, blob, blob.name)
                 except CorruptArchive:

@@ -7,7 +7,8 @@ absolute path or a ``..`` component are refused (the whole fetch fails), every w
 through a parent whose real path is checked to lie inside the root, absolute symlink targets
 are rewritten relative to the root (``/models/a`` means the image's ``/models/a``, not the
 host's), and :func:`check_links` refuses a result with a symlink that resolves outside it.
-Devices and FIFOs are skipped; setuid, setgid and sticky bits are dropped.
+Devices and FIFOs are skipped; setuid, setgid and sticky bits are dropped. What the layers
+unpack to is counted against the fetch's :class:`~modelhost.storage._inflate.UnpackBudget`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,16 @@ import shutil
 import tarfile
 import zlib
 from pathlib import Path
-from typing import IO, Protocol, cast
+from typing import Protocol
 
 from modelhost.errors import StorageError
+
+from .._inflate import (
+    CorruptStream,
+    UnpackBudget,
+    decompressed,
+    hole_bytes,
+)
 
 __all__ = ["CorruptArchive", "Readable", "apply_layer", "check_links", "promote", "write_file"]
 
@@ -38,16 +46,15 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-def apply_layer(root: Path, stream: Readable, name: str) -> None:
+def apply_layer(root: Path, stream: Readable, name: str, budget: UnpackBudget) -> None:
     """Apply the tar archive read from ``stream`` onto ``root``; ``name`` labels errors."""
-    layer = _Layer(root, name)
+    layer = _Layer(root, name, budget)
     try:
-        with tarfile.open(
-            fileobj=cast(IO[bytes], stream), mode="r|*", bufsize=COPY_BUFFER
-        ) as archive:
+        unpacked = decompressed(stream, budget)
+        with tarfile.open(fileobj=unpacked, mode="r|", bufsize=COPY_BUFFER) as archive:
             for member in archive:
                 layer.apply(archive, member)
-    except (tarfile.TarError, zlib.error, EOFError) as exc:
+    except (tarfile.TarError, zlib.error, EOFError, CorruptStream) as exc:
         raise CorruptArchive(f"{name}: not a readable tar archive ({exc})") from None
     except OSError as exc:
         raise StorageError(f"{name}: cannot unpack ({exc})") from None
@@ -97,9 +104,10 @@ def check_links(root: Path) -> None:
 class _Layer:
     """One layer being applied: remembers what it wrote, for its opaque whiteouts."""
 
-    def __init__(self, root: Path, name: str):
+    def __init__(self, root: Path, name: str, budget: UnpackBudget):
         self.root = root
         self.name = name
+        self.budget = budget
         self.written: set[str] = set()
 
     def apply(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
@@ -130,6 +138,7 @@ class _Layer:
         self.written.add("/".join(parts))
 
     def _file(self, archive: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> None:
+        self.budget.spend(hole_bytes(member))
         _remove(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         source = archive.extractfile(member)

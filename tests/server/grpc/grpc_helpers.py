@@ -11,12 +11,12 @@ import hpack
 from modelhost import Model
 from modelhost.model.repository import ModelRepository
 from modelhost.server.dataplane import DataPlane
-from modelhost.server.grpc import http2
-from modelhost.server.grpc.http2 import frame
 from modelhost.server.grpc.server import GrpcServer
 from modelhost.server.inference import StepRunner
 from modelhost.server.metrics import Metrics
 from modelhost.settings import ServerSettings
+from modelhost.transport import http2
+from modelhost.transport.http2 import frame
 
 
 @contextlib.asynccontextmanager

@@ -23,9 +23,9 @@ from modelhost import Model
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 from modelhost.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelhost.protocol.infer_type import InferOutput, InferRequest, InferResponse
-from modelhost.server.grpc import http2
 from modelhost.server.grpc.servicer import InferenceServicer
 from modelhost.settings import ServerSettings, parse_known_server_args
+from modelhost.transport import http2
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 

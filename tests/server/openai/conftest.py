@@ -14,6 +14,7 @@ from modelhost import Model
 from modelhost.server import model_server
 from modelhost.server.http.app import HttpApp
 from modelhost.server.openai.guardrails import GuardrailChain
+from modelhost.server.openai.routes import OpenAIRoutes
 
 
 @pytest.fixture
@@ -21,7 +22,8 @@ def llm_server(serve: StartServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     """``llm_server([models], guardrails=..., timeout_s=...)``: a ModelServer serving them.
 
     The timeout is the server's ``llm_request_timeout_s`` setting; guardrails objects
-    (the settings name built-in ones only) reach the app through a wrapper of its class.
+    (the settings name built-in ones only) reach the OpenAI routes through a wrapper of
+    their class, and the app is kept through a wrapper of its own.
     """
     started: list[LLMServer] = []
 
@@ -33,13 +35,18 @@ def llm_server(serve: StartServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     ) -> LLMServer:
         built: list[HttpApp] = []
 
+        def routes(
+            dataplane: Any, metrics: Any, chain: GuardrailChain | None = None, **kwargs: Any
+        ) -> OpenAIRoutes:
+            chosen = guardrails if guardrails is not None else chain
+            return OpenAIRoutes(dataplane, metrics, chosen, **kwargs)
+
         def build(*args: Any, **kwargs: Any) -> HttpApp:
-            if guardrails is not None:
-                kwargs["guardrails"] = guardrails
             app = HttpApp(*args, **kwargs)
             built.append(app)
             return app
 
+        monkeypatch.setattr(model_server, "OpenAIRoutes", routes)
         monkeypatch.setattr(model_server, "HttpApp", build)
         if timeout_s is not None:
             settings["llm_request_timeout_s"] = timeout_s

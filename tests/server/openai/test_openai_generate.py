@@ -72,7 +72,8 @@ def test_generate_stream_sends_one_event_per_chunk(shared: Shared) -> None:
         ("fake-llm/generate", {"text_input": "x", "max_tokens": 999}, 400),
         ("fake-llm/generate_stream", {"text_input": 5}, 400),
         ("classifier/generate", {"text_input": "x"}, 400),
-        ("fake-llm/versions/9/generate", {"text_input": "x"}, 200),
+        # Issue 14, item 10: an unversioned model has no version 9 (it was a 200).
+        ("fake-llm/versions/9/generate", {"text_input": "x"}, 404),
     ],
 )
 def test_generate_errors_use_kserves_shape(

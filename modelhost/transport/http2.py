@@ -8,6 +8,12 @@ peer's flow-control windows (data waits while a window is shut), and HPACK throu
 ``hpack`` library. What a stream means is the subclass's business (``relay``). Our own
 receive windows are opened wide at once, so a peer never waits on us; the relay pauses
 reading a sender instead, while whoever it writes to is congested.
+
+The peer is not trusted: every rule of RFC 9113 sections 5-6 that ends a stream or the
+connection is kept here (the error codes it names), a request's headers must be well
+formed, and the ``Http2Limits`` bound what one connection may ask (streams, header sizes,
+frame budgets, timeouts). python-hyper's ``h2`` would keep the same rules, at ~13-17x this
+module's cost per call (bench/RESULTS.md, run 9).
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from typing import cast
 
 import hpack
 
-from modelhost.server.grpc.header_block import Header, encode_headers
+from modelhost.settings import Http2Limits
+from modelhost.transport.hpack_encoder import Header, encode_headers
+from modelhost.transport.http2_checks import FrameBudget, malformed_request, malformed_trailers
 
 __all__ = ["H2Connection", "Header", "ProtocolError"]
 
@@ -40,11 +48,11 @@ PRIORITY_FLAG = 0x20
 
 # Error codes (RFC 9113, section 7).
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
-FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x6, 0x7, 0x8, 0x9
+STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x5, 0x6, 0x7, 0x8, 0x9
 ENHANCE_YOUR_CALM = 0xB
 
 _HEADER_TABLE_SIZE, _ENABLE_PUSH, _MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
-_INITIAL_WINDOW_SIZE, _MAX_FRAME_SIZE = 0x4, 0x5
+_INITIAL_WINDOW_SIZE, _MAX_FRAME_SIZE, _MAX_HEADER_LIST_SIZE = 0x4, 0x5, 0x6
 
 _MAX_WINDOW = 2**31 - 1
 _DEFAULT_WINDOW = 65_535
@@ -57,8 +65,12 @@ _REFILL = 2**30
 # Beyond this much unsent data a connection counts as congested and its senders pause.
 _HIGH_WATER = 4 * 1024 * 1024
 _LOW_WATER = 1024 * 1024
-_MAX_HEADER_LIST = 256 * 1024
 _DECODED_CACHE = 64
+# Streams we reset whose late frames are still ignored (section 5.4.2: the peer may have
+# sent them before our RST_STREAM reached it); older ones are just closed.
+_RESETS_REMEMBERED = 1024
+# Seconds a connection ended for an error is still read (and what comes dropped).
+_LINGER = 1.0
 
 _FRAME_HEAD = struct.Struct(">HBBBL")
 _SETTING = struct.Struct(">HL")
@@ -74,6 +86,15 @@ class ProtocolError(Exception):
         self.code = code
 
 
+class StreamError(Exception):
+    """The peer broke HTTP/2 on one stream: RST_STREAM with this code, the rest goes on."""
+
+    def __init__(self, stream: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.stream = stream
+        self.code = code
+
+
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     size = len(payload)
     return _FRAME_HEAD.pack(size >> 8, size & 0xFF, kind, flags, stream) + payload
@@ -83,20 +104,28 @@ class H2Connection(asyncio.Protocol):
     """The framing, settings and windows of one connection; streams are the subclass's."""
 
     client_side = False  # True where we opened the connection (we send the preface)
+    # SETTINGS_INITIAL_WINDOW_SIZE we announce: what the peer may send on a stream before
+    # we top its window up. Wide open by default; a subclass that relays what it receives
+    # to someone who may stop reading lowers it, and withholds credit (``withhold``).
+    stream_window = _MAX_WINDOW
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Http2Limits | None = None) -> None:
+        self.limits = limits = limits or Http2Limits()
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # Frames written in one turn of the event loop go out in one write (one syscall).
         self._out: list[bytes] = []
+        self._out_bytes = 0
         self.closed = False
         self._buffer = bytearray()
         self._preface_pending = not self.client_side
-        self._decoder = hpack.Decoder(max_header_list_size=_MAX_HEADER_LIST)
+        self._settings_pending = True  # the peer's first frame must be SETTINGS
+        self._decoder = hpack.Decoder(max_header_list_size=limits.max_header_list_bytes)
         self._decoded: dict[bytes, list[Header]] = {}
         self._header_block: bytearray | None = None
         self._header_stream = 0
         self._header_flags = 0
+        self._header_error: StreamError | None = None
         # The peer's windows and limits, which bound what we send.
         self.peer_initial_window = _DEFAULT_WINDOW
         self.peer_max_frame = _DEFAULT_FRAME
@@ -109,9 +138,23 @@ class H2Connection(asyncio.Protocol):
         # What the peer has used of the windows we opened, not yet topped up.
         self._received = 0
         self._stream_received: dict[int, int] = {}
+        self._withheld: set[int] = set()
         self._writing_paused = False
         self._pause_count = 0
         self._paused_senders: set[H2Connection] = set()
+        self._credit_waiters: dict[tuple[H2Connection, int], None] = {}
+        # Stream states (section 5.1) as far as the peer's frames go: the streams on which
+        # it may still send, the highest it opened (or we did), the ones we reset lately.
+        self._peer_open: set[int] = set()
+        self.last_peer_stream = 0
+        self._last_local_stream = 0
+        self._reset_sent: dict[int, None] = {}
+        self._pings = FrameBudget(limits.pings_per_s)
+        self._settings_budget = FrameBudget(limits.settings_per_s)
+        self._resets = FrameBudget(limits.resets_per_s)
+        self._empty = FrameBudget(limits.empty_frames_per_s)
+        self._timer: asyncio.TimerHandle | None = None
+        self._active = False  # frames came since the idle timer last looked
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -119,9 +162,19 @@ class H2Connection(asyncio.Protocol):
         # uvloop's transports do not derive from asyncio.Transport, but have its methods.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         transport.set_write_buffer_limits(high=_HIGH_WATER, low=_LOW_WATER)
-        settings = _SETTING.pack(_INITIAL_WINDOW_SIZE, _MAX_WINDOW) + _SETTING.pack(_ENABLE_PUSH, 0)
+        limits = self.limits
+        settings = b"".join(
+            [
+                _SETTING.pack(_INITIAL_WINDOW_SIZE, self.stream_window),
+                _SETTING.pack(_ENABLE_PUSH, 0),
+                _SETTING.pack(_MAX_HEADER_LIST_SIZE, limits.max_header_list_bytes),
+            ]
+        )
+        if not self.client_side:
+            settings += _SETTING.pack(_MAX_CONCURRENT_STREAMS, limits.max_concurrent_streams)
+            self._timer = loop.call_later(limits.handshake_timeout_s, self._handshake_expired)
         opening = [frame(SETTINGS, 0, 0, settings)]
         opening.append(frame(WINDOW_UPDATE, 0, 0, _WORD.pack(_MAX_WINDOW - _DEFAULT_WINDOW)))
         if self.client_side:
@@ -131,6 +184,7 @@ class H2Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self._active = True
         buffer = self._buffer
         buffer += data
         try:
@@ -155,7 +209,11 @@ class H2Connection(asyncio.Protocol):
                         break
                     start = position + 9
                     position = start + size
-                    self._frame(kind, flags, stream & _MAX_WINDOW, bytes(view[start:position]))
+                    payload = bytes(view[start:position])
+                    try:
+                        self._frame(kind, flags, stream & _MAX_WINDOW, payload)
+                    except StreamError as exc:
+                        self.stream_error(exc.stream, exc.code, str(exc))
             finally:
                 view.release()
             del buffer[:position]
@@ -164,13 +222,25 @@ class H2Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._cancel_timer()
         self._release_senders()
+        self._credit_waiters.clear()
         self.lost()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        if not self.client_side and self.transport is not None:
+            # A client that does not read what we answer gets no more of its frames read:
+            # otherwise answers (or PING acks) would pile up here without end.
+            self._pause_count += 1
+            if self._pause_count == 1:
+                self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        if self._writing_paused and not self.client_side:
+            self._pause_count -= 1
+            if self._pause_count == 0 and not self.closed and self.transport is not None:
+                self.transport.resume_reading()
         self._writing_paused = False
         self._maybe_uncongested()
 
@@ -190,6 +260,10 @@ class H2Connection(asyncio.Protocol):
 
     def lost(self) -> None:
         """The connection is gone (closed by either side)."""
+
+    def open_streams(self) -> int:
+        """Streams open on this connection, as SETTINGS_MAX_CONCURRENT_STREAMS counts them."""
+        return len(self.stream_windows)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -293,9 +367,19 @@ class H2Connection(asyncio.Protocol):
 
     def reset(self, stream: int, code: int) -> None:
         """End ``stream`` at once with RST_STREAM; data still waiting for it is dropped."""
+        if stream in self._peer_open:
+            self._remember_reset(stream)
         self.forget(stream)
         if not self.closed and self.transport is not None:
             self._emit(frame(RST_STREAM, 0, stream, _WORD.pack(code)))
+
+    def stream_error(self, stream: int, code: int, message: str) -> None:
+        """The peer broke the rules on ``stream``: it is reset, and its call told so."""
+        logger.info("HTTP/2 stream %s error (%s): %s", stream, code, message)
+        known = stream in self.stream_windows
+        self.reset(stream, code)
+        if known:
+            self.on_reset(stream, code)
 
     def close_stream(self, stream: int) -> None:
         """We are done with ``stream``: forget it once what waits for a window is sent."""
@@ -305,15 +389,32 @@ class H2Connection(asyncio.Protocol):
             self.forget(stream)
 
     def forget(self, stream: int) -> None:
-        """Drop the stream's windows and waiting data (both sides are done with it)."""
+        """Drop the stream's windows and waiting data (both sides are done with it).
+
+        A stream the peer still sends on is reset, so that it stops (a server answered
+        before the request ended, section 8.1; a client gave up on the answer).
+        """
+        if stream in self._peer_open:
+            self._remember_reset(stream)
+            if not self.closed and self.transport is not None:
+                code = CANCEL if self.client_side else NO_ERROR
+                self._emit(frame(RST_STREAM, 0, stream, _WORD.pack(code)))
         self._forget_after_end.discard(stream)
         self.stream_windows.pop(stream, None)
         self._stream_received.pop(stream, None)
+        self._withheld.discard(stream)
         queue = self._pending.pop(stream, None)
         if queue:
             data = [item for item, flags in queue if not flags & _HEADER_ITEM]
             self.pending_bytes -= sum(len(item) for item in data)
             self._maybe_uncongested()
+
+    def _remember_reset(self, stream: int) -> None:
+        self._peer_open.discard(stream)
+        reset = self._reset_sent
+        reset[stream] = None
+        if len(reset) > _RESETS_REMEMBERED:
+            del reset[next(iter(reset))]
 
     def goaway(self, last_stream: int, code: int = NO_ERROR, message: str = "") -> None:
         if not self.closed and self.transport is not None:
@@ -321,16 +422,30 @@ class H2Connection(asyncio.Protocol):
             self._emit(frame(GOAWAY, 0, 0, payload))
 
     def fail(self, code: int, message: str) -> None:
-        """A connection error: GOAWAY with ``code``, then close."""
+        """A connection error: GOAWAY with ``code`` (and the last stream we took), then close.
+
+        Closing a socket with unread bytes in it makes the kernel answer with a TCP reset,
+        which can overtake the GOAWAY; so our side is shut first and what the peer still
+        sends is read and dropped for a moment (a "lingering close"), then it is closed.
+        """
         logger.info("HTTP/2 connection error (%s): %s", code, message)
-        self.goaway(0, code, message)
-        self.close()
+        self.goaway(self.last_peer_stream, code, message)
+        transport = self.transport
+        if transport is None or self._loop is None or not transport.can_write_eof():
+            self.close()
+            return
+        self._write_out()
+        self.closed = True
+        self._cancel_timer()
+        transport.write_eof()
+        self._loop.call_later(_LINGER, transport.close)
 
     def close(self) -> None:
         self._write_out()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
         self.closed = True
+        self._cancel_timer()
 
     def _emit(self, data: bytes) -> None:
         if not self._out and self._loop is not None:
@@ -344,11 +459,51 @@ class H2Connection(asyncio.Protocol):
 
     def open_stream(self, stream: int) -> None:
         """A stream either side opened: its send window starts at the peer's initial size."""
-        self.stream_windows[stream] = self.peer_initial_window
+        if stream not in self.stream_windows:
+            self.stream_windows[stream] = self.peer_initial_window
+        if self.client_side and stream > self._last_local_stream:
+            self._last_local_stream = stream
+            self._peer_open.add(stream)
 
     def _sent_end(self, stream: int) -> None:
         if stream in self._forget_after_end:
             self.forget(stream)
+
+    # -- timers --------------------------------------------------------------------------
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _handshake_expired(self) -> None:
+        self._timer = None
+        if self._preface_pending or self._settings_pending:
+            self.fail(PROTOCOL_ERROR, "no connection preface and SETTINGS in time")
+        else:
+            self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        if self._loop is not None and not self.closed and not self.client_side:
+            self._active = False
+            self._timer = self._loop.call_later(self.limits.idle_timeout_s, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        self._timer = None
+        if self._header_block is not None:
+            self.fail(PROTOCOL_ERROR, "a header block was not finished in time")
+        elif not self._active and not self.stream_windows and not self._pending:
+            self.goaway(self.last_peer_stream, NO_ERROR, "idle")
+            self.close()
+        else:
+            self._arm_idle()
+
+    def _header_expired(self) -> None:
+        self._timer = None
+        if self._header_block is not None:
+            self.fail(PROTOCOL_ERROR, "a header block was not finished in time")
+        else:
+            self._arm_idle()
 
     # -- back-pressure -------------------------------------------------------------------
 
@@ -365,8 +520,18 @@ class H2Connection(asyncio.Protocol):
         if sender._pause_count == 1 and sender.transport is not None:
             sender.transport.pause_reading()
 
+    def wait_for_room(self, sender: H2Connection, stream: int) -> None:
+        """Withhold ``sender``'s credit on ``stream`` until this connection has drained.
+
+        Where ``sender`` is shared (a gateway's connection to a replica carries many clients'
+        calls), pausing all of it for one slow reader would stall the others: instead that
+        one stream's window is not topped up, and its sender stops on its own.
+        """
+        sender._withheld.add(stream)
+        self._credit_waiters[(sender, stream)] = None
+
     def _maybe_uncongested(self) -> None:
-        if self._paused_senders and not self.congested:
+        if (self._paused_senders or self._credit_waiters) and not self.congested:
             self._release_senders()
 
     def _release_senders(self) -> None:
@@ -375,12 +540,25 @@ class H2Connection(asyncio.Protocol):
             sender._pause_count -= 1
             if sender._pause_count == 0 and not sender.closed and sender.transport is not None:
                 sender.transport.resume_reading()
+        waiters, self._credit_waiters = self._credit_waiters, {}
+        for sender, stream in waiters:
+            sender._give_credit(stream)
+
+    def _give_credit(self, stream: int) -> None:
+        """Top up ``stream``'s window for what the peer has used of it (nothing withheld now)."""
+        self._withheld.discard(stream)
+        used = self._stream_received.get(stream, 0)
+        if used and not self.closed and stream in self.stream_windows:
+            self._stream_received[stream] = 0
+            self._emit(frame(WINDOW_UPDATE, 0, stream, _WORD.pack(used)))
 
     # -- receiving -----------------------------------------------------------------------
 
     def _frame(self, kind: int, flags: int, stream: int, payload: bytes) -> None:
         if self._header_block is not None and kind != CONTINUATION:
             raise ProtocolError(PROTOCOL_ERROR, "a header block was interrupted")
+        if self._settings_pending and kind != SETTINGS:
+            raise ProtocolError(PROTOCOL_ERROR, "the first frame was not SETTINGS")
         if kind == DATA:
             self._data(flags, stream, payload)
         elif kind == HEADERS:
@@ -388,78 +566,168 @@ class H2Connection(asyncio.Protocol):
         elif kind == CONTINUATION:
             if self._header_block is None or stream != self._header_stream:
                 raise ProtocolError(PROTOCOL_ERROR, "CONTINUATION without HEADERS")
+            if not payload and not flags & END_HEADERS:
+                self._spend(self._empty, "empty frames")
             self._header_block += payload
-            if len(self._header_block) > _MAX_HEADER_LIST:
-                raise ProtocolError(PROTOCOL_ERROR, "header block too large")
+            if len(self._header_block) > self.limits.max_header_list_bytes:
+                raise ProtocolError(ENHANCE_YOUR_CALM, "header block too large")
             if flags & END_HEADERS:
                 self._header_flags |= END_HEADERS
                 self._headers_complete()
         elif kind == SETTINGS:
-            if not flags & ACK:
-                self._settings(payload)
+            self._settings_frame(flags, stream, payload)
         elif kind == WINDOW_UPDATE:
             self._window_update(stream, payload)
         elif kind == PING:
-            if not flags & ACK and self.transport is not None:
+            if stream:
+                raise ProtocolError(PROTOCOL_ERROR, "PING on a stream")
+            if len(payload) != 8:
+                raise ProtocolError(FRAME_SIZE_ERROR, "PING of the wrong size")
+            if not flags & ACK:
+                self._spend(self._pings, "PING")
                 self._emit(frame(PING, ACK, 0, payload))
         elif kind == RST_STREAM:
-            if len(payload) != 4:
-                raise ProtocolError(FRAME_SIZE_ERROR, "RST_STREAM of the wrong size")
-            self.forget(stream)
-            self.on_reset(stream, _WORD.unpack(payload)[0])
+            self._reset_frame(stream, payload)
         elif kind == GOAWAY:
+            if stream:
+                raise ProtocolError(PROTOCOL_ERROR, "GOAWAY on a stream")
             if len(payload) < 8:
                 raise ProtocolError(FRAME_SIZE_ERROR, "GOAWAY too short")
             last, code = _GOAWAY.unpack_from(payload)
             self.on_goaway(last & _MAX_WINDOW, code)
+        elif kind == PRIORITY:
+            if not stream:
+                raise ProtocolError(PROTOCOL_ERROR, "PRIORITY on stream 0")
+            self._spend(self._empty, "PRIORITY")
+            if len(payload) != 5:
+                raise StreamError(stream, FRAME_SIZE_ERROR, "PRIORITY of the wrong size")
         elif kind == PUSH_PROMISE:
             raise ProtocolError(PROTOCOL_ERROR, "PUSH_PROMISE, which we disabled")
-        # PRIORITY and unknown frame types are ignored, as the protocol asks.
+        else:  # unknown frame types are ignored, as the protocol asks, within a budget
+            self._spend(self._empty, "frames of unknown types")
+
+    def _spend(self, budget: FrameBudget, what: str) -> None:
+        assert self._loop is not None
+        if not budget.spend(self._loop.time()):
+            raise ProtocolError(ENHANCE_YOUR_CALM, f"more than {budget.limit} {what} a second")
+
+    def _idle_stream(self, stream: int) -> bool:
+        """Whether ``stream`` was never opened (section 5.1: "idle")."""
+        if self.client_side:
+            return stream > self._last_local_stream or not stream % 2
+        return stream > self.last_peer_stream
 
     def _data(self, flags: int, stream: int, payload: bytes) -> None:
+        if not stream:
+            raise ProtocolError(PROTOCOL_ERROR, "DATA on stream 0")
         size = len(payload)
         self._received += size
         if self._received >= _REFILL and self.transport is not None:
             self._emit(frame(WINDOW_UPDATE, 0, 0, _WORD.pack(self._received)))
             self._received = 0
+        if stream not in self._peer_open:
+            self._not_open(stream, "DATA")
+            return
         if stream in self.stream_windows:  # an open stream, not one we are done with
             used = self._stream_received.get(stream, 0) + size
-            if used >= _REFILL and self.transport is not None:
+            if used >= self.stream_window >> 1 and stream not in self._withheld:
                 self._emit(frame(WINDOW_UPDATE, 0, stream, _WORD.pack(used)))
                 used = 0
             self._stream_received[stream] = used
         if flags & PADDED:
             payload = _unpad(payload)
-        self.on_data(stream, payload, bool(flags & END_STREAM))
+        end = bool(flags & END_STREAM)
+        if end:
+            self._peer_open.discard(stream)
+        elif not size:
+            self._spend(self._empty, "empty DATA frames")
+        self.on_data(stream, payload, end)
+
+    def _not_open(self, stream: int, what: str) -> None:
+        """A frame on a stream the peer may not send on: ignored, or an error (section 5.1)."""
+        if stream in self._reset_sent:
+            return  # it crossed our RST_STREAM
+        if self._idle_stream(stream):
+            raise ProtocolError(PROTOCOL_ERROR, f"{what} on idle stream {stream}")
+        if stream in self.stream_windows:  # half-closed (remote): the peer ended it
+            raise StreamError(stream, STREAM_CLOSED, f"{what} after END_STREAM")
+        if what == "HEADERS" and not self.client_side:
+            # A stream below the last one opened: a new stream's id must go up (5.1.1).
+            raise ProtocolError(PROTOCOL_ERROR, f"HEADERS on stream {stream}, not a new one")
+        raise ProtocolError(STREAM_CLOSED, f"{what} on closed stream {stream}")
 
     def _headers(self, flags: int, stream: int, payload: bytes) -> None:
         if stream == 0:
             raise ProtocolError(PROTOCOL_ERROR, "HEADERS on stream 0")
         if flags & PADDED:
             payload = _unpad(payload)
+        self._header_error = None
         if flags & PRIORITY_FLAG:
+            if len(payload) < 5:
+                raise ProtocolError(FRAME_SIZE_ERROR, "HEADERS too short for its priority")
+            if _WORD.unpack_from(payload)[0] & _MAX_WINDOW == stream:
+                self._header_error = StreamError(stream, PROTOCOL_ERROR, "depends on itself")
             payload = payload[5:]
         self._header_block = bytearray(payload)
         self._header_stream = stream
         self._header_flags = flags
         if flags & END_HEADERS:
             self._headers_complete()
+        elif self._loop is not None:
+            self._cancel_timer()
+            self._timer = self._loop.call_later(self.limits.header_timeout_s, self._header_expired)
 
     def _headers_complete(self) -> None:
         block, self._header_block = self._header_block, None
         assert block is not None
         data = bytes(block)
+        stream, end = self._header_stream, bool(self._header_flags & END_STREAM)
+        # Decoded whatever happens next: the peer's encoder has changed the table already.
         headers = self._decoded.get(data)
+        fresh = headers is None
         if headers is None:
             headers = self._decode(data)
-        self.on_headers(self._header_stream, headers, bool(self._header_flags & END_STREAM))
+        if self._header_error is not None:
+            raise self._header_error
+        if stream in self._peer_open:  # the peer's trailers, or the first answer's headers
+            if self.client_side:
+                if end:
+                    self._peer_open.discard(stream)
+            else:
+                if not end:
+                    raise StreamError(stream, PROTOCOL_ERROR, "trailers without END_STREAM")
+                why = malformed_trailers(headers) if fresh else None
+                if why is not None:
+                    raise StreamError(stream, PROTOCOL_ERROR, f"malformed trailers: {why}")
+                self._peer_open.discard(stream)
+            self.on_headers(stream, headers, end)
+            return
+        if self.client_side or stream <= self.last_peer_stream:
+            self._not_open(stream, "HEADERS")
+            return
+        if not stream % 2:
+            raise ProtocolError(PROTOCOL_ERROR, f"a client opened even stream {stream}")
+        self.last_peer_stream = stream
+        why = malformed_request(headers) if fresh else None
+        if why is not None:
+            self._decoded.pop(data, None)
+            self.reset(stream, PROTOCOL_ERROR)
+            logger.info("HTTP/2 stream %s refused: malformed request (%s)", stream, why)
+            return
+        if len(self.stream_windows) >= self.limits.max_concurrent_streams:
+            self.reset(stream, REFUSED_STREAM)
+            return
+        if not end:
+            self._peer_open.add(stream)
+        self.stream_windows[stream] = self.peer_initial_window
+        self.on_headers(stream, headers, end)
 
     def _decode(self, block: bytes) -> list[Header]:
         """Decode ``block``, remembering the result while the dynamic table stays as it is.
 
         A peer sends the same block call after call (gRPC's answers and trailers, a client's
         fixed headers); the same bytes against the same table decode the same, so only a
-        block that changes the table (or a new block) costs a decode.
+        block that changes the table (or a new block) costs a decode (and a check).
         """
         table = self._decoder.header_table
         entries = table.dynamic_entries
@@ -467,6 +735,8 @@ class H2Connection(asyncio.Protocol):
         try:
             # HeaderTuples are (bytes, bytes) tuples; never-indexed ones stay so when re-sent.
             headers = cast("list[Header]", self._decoder.decode(block, raw=True))
+        except hpack.OversizedHeaderListError:
+            raise ProtocolError(ENHANCE_YOUR_CALM, "header list too large") from None
         except hpack.HPACKError as exc:
             raise ProtocolError(COMPRESSION_ERROR, f"cannot decode a header block: {exc}") from None
         after = (len(entries), entries[0] if entries else None, table.maxsize)
@@ -475,6 +745,21 @@ class H2Connection(asyncio.Protocol):
         elif len(self._decoded) < _DECODED_CACHE:
             self._decoded[block] = headers
         return headers
+
+    def _settings_frame(self, flags: int, stream: int, payload: bytes) -> None:
+        if stream:
+            raise ProtocolError(PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & ACK:
+            if payload:
+                raise ProtocolError(FRAME_SIZE_ERROR, "a SETTINGS acknowledgement with a payload")
+            return
+        if self._settings_pending:
+            self._settings_pending = False
+            if not self.client_side:
+                self._cancel_timer()
+                self._arm_idle()
+        self._spend(self._settings_budget, "SETTINGS")
+        self._settings(payload)
 
     def _settings(self, payload: bytes) -> None:
         if len(payload) % 6:
@@ -488,14 +773,17 @@ class H2Connection(asyncio.Protocol):
                 self.peer_initial_window = value
                 for stream in self.stream_windows:
                     self.stream_windows[stream] += delta
+                    if self.stream_windows[stream] > _MAX_WINDOW:
+                        raise ProtocolError(FLOW_CONTROL_ERROR, "a stream window too large")
             elif key == _MAX_FRAME_SIZE:
                 if not _DEFAULT_FRAME <= value <= 2**24 - 1:
                     raise ProtocolError(PROTOCOL_ERROR, "invalid SETTINGS_MAX_FRAME_SIZE")
                 self.peer_max_frame = value
             elif key == _MAX_CONCURRENT_STREAMS:
                 self.peer_max_streams = value
-        if self.transport is not None:
-            self._emit(frame(SETTINGS, ACK, 0))
+            elif key == _ENABLE_PUSH and value > 1:
+                raise ProtocolError(PROTOCOL_ERROR, "invalid SETTINGS_ENABLE_PUSH")
+        self._emit(frame(SETTINGS, ACK, 0))
         self._flush()
 
     def _window_update(self, stream: int, payload: bytes) -> None:
@@ -503,13 +791,38 @@ class H2Connection(asyncio.Protocol):
             raise ProtocolError(FRAME_SIZE_ERROR, "WINDOW_UPDATE of the wrong size")
         increment = _WORD.unpack(payload)[0] & _MAX_WINDOW
         if stream == 0:
+            if not increment:
+                raise ProtocolError(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
             self.send_window += increment
+            if self.send_window > _MAX_WINDOW:
+                raise ProtocolError(FLOW_CONTROL_ERROR, "connection window past 2^31-1")
         elif stream in self.stream_windows:
-            self.stream_windows[stream] += increment
+            if not increment:
+                raise StreamError(stream, PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            window = self.stream_windows[stream] + increment
+            if window > _MAX_WINDOW:
+                raise StreamError(stream, FLOW_CONTROL_ERROR, "stream window past 2^31-1")
+            self.stream_windows[stream] = window
         else:
-            return
+            if self._idle_stream(stream):
+                raise ProtocolError(PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {stream}")
+            return  # a closed stream's: allowed, and nothing to do
         if self._pending:
             self._flush()
+
+    def _reset_frame(self, stream: int, payload: bytes) -> None:
+        if not stream:
+            raise ProtocolError(PROTOCOL_ERROR, "RST_STREAM on stream 0")
+        if len(payload) != 4:
+            raise ProtocolError(FRAME_SIZE_ERROR, "RST_STREAM of the wrong size")
+        if self._idle_stream(stream):
+            raise ProtocolError(PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream}")
+        self._spend(self._resets, "streams reset")
+        self._peer_open.discard(stream)
+        known = stream in self.stream_windows
+        self.forget(stream)
+        if known:
+            self.on_reset(stream, _WORD.unpack(payload)[0])
 
 
 # Marks a queued header block (trailers behind data) apart from queued data.

@@ -21,10 +21,12 @@ from collections.abc import Callable, Coroutine, Mapping
 from ssl import SSLContext
 from typing import Any, Protocol
 
-from modelhost.server.grpc.http2 import CANCEL, REFUSED_STREAM, H2Connection, Header
-from modelhost.server.grpc.relay_call import Admit, Call, GrpcTarget, NowResolver, Resolver
+from modelhost.settings import Http2Limits
+from modelhost.transport.grpc_call import Admit, NowResolver, RelayedCall, Resolver
+from modelhost.transport.http2 import CANCEL, REFUSED_STREAM, H2Connection, Header
+from modelhost.transport.target import Target
 
-__all__ = ["GrpcRelay", "GrpcTarget", "LocalCall", "LocalCalls", "NowResolver", "Resolver"]
+__all__ = ["GrpcRelay", "LocalCall", "LocalCalls", "NowResolver", "Resolver"]
 
 logger = logging.getLogger("modelhost.server")
 
@@ -47,7 +49,7 @@ class LocalCall(Protocol):
     def stop(self, why: str) -> None: ...
 
 
-LocalCalls = Callable[["ClientConnection", int, list[Header]], "LocalCall | None"]
+LocalCalls = Callable[["RelayClient", int, list[Header]], "LocalCall | None"]
 """``local(client, stream, headers)``: a call to answer here, or None to relay it."""
 
 
@@ -68,16 +70,26 @@ class GrpcRelay:
         port: int = 0,
         reuse_port: bool = False,
         ssl: SSLContext | None = None,
+        limits: Http2Limits | None = None,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        elsewhere: Target | None = None,
     ) -> None:
         self.resolve = resolve
+        self.limits = limits or Http2Limits()
+        # The largest first message a call may send before it is routed (it is held whole).
+        self.max_message_bytes = max_message_bytes
         self.resolve_now = resolve_now
         # Methods answered at once with a fixed message (serialized), e.g. ServerLive.
         self.answered: Mapping[bytes, bytes] = answered or {}
         self.local = local
         # The token check of each relayed call before it is resolved (the platform's gateway).
         self.admit: Admit | None = None
-        # False: only the inference service's methods pass (others are UNIMPLEMENTED here).
+        # False: only the inference service's methods pass (others are UNIMPLEMENTED here,
+        # or go to ``elsewhere``).
         self.any_method = any_method
+        # Where the methods of other services go (health, reflection): a grpc.aio server of
+        # the relay's owner. They need no token: they say nothing about a model.
+        self.elsewhere = elsewhere
         # True: each client's calls go over connections of their own, so a client that stops
         # reading pauses only its own calls (back-pressure pauses a whole connection).
         self.upstream_per_client = upstream_per_client
@@ -90,8 +102,8 @@ class GrpcRelay:
         self._ssl = ssl
         self._port = 0
         self._server: asyncio.base_events.Server | None = None
-        self._clients: set[ClientConnection] = set()
-        self._shared = UpstreamPool()
+        self._clients: set[RelayClient] = set()
+        self._shared = RelayPool()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopping = False
         self._idle = asyncio.Event()
@@ -108,7 +120,7 @@ class GrpcRelay:
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                lambda: ClientConnection(self),
+                lambda: RelayClient(self),
                 self._host,
                 self._requested_port,
                 backlog=2048,
@@ -129,7 +141,7 @@ class GrpcRelay:
         if server is not None:
             server.close()
         for client in list(self._clients):
-            client.goaway(client.last_stream)
+            client.goaway(client.last_peer_stream)
         if grace and self._calls():
             self._idle.clear()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -154,7 +166,7 @@ class GrpcRelay:
         for pool in self._pools():
             pool.close(address)
 
-    def _pools(self) -> list[UpstreamPool]:
+    def _pools(self) -> list[RelayPool]:
         """The shared pool and each client's (only one kind is used, by ``upstream_per_client``)."""
         return [self._shared, *(client.pool for client in self._clients)]
 
@@ -166,17 +178,17 @@ class GrpcRelay:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _pool(self, client: ClientConnection) -> UpstreamPool:
+    def _pool(self, client: RelayClient) -> RelayPool:
         return client.pool if self.upstream_per_client else self._shared
 
-    def upstream_for(self, address: str, client: ClientConnection) -> UpstreamConnection | None:
+    def upstream_for(self, address: str, client: RelayClient) -> RelayUpstream | None:
         """An open connection to ``address`` with room for one more stream, if there is one."""
         for connection in self._pool(client).upstreams.get(address, ()):
             if connection.usable:
                 return connection
         return None
 
-    async def connect(self, address: str, client: ClientConnection) -> UpstreamConnection:
+    async def connect(self, address: str, client: RelayClient) -> RelayUpstream:
         """A new connection to ``address``, shared by the calls that wait for one meanwhile."""
         pool = self._pool(client)
         future = pool.connecting.get(address)
@@ -186,11 +198,11 @@ class GrpcRelay:
             future.add_done_callback(lambda _: pool.connecting.pop(address, None))
         return await asyncio.shield(future)
 
-    async def _open(self, address: str, pool: UpstreamPool) -> UpstreamConnection:
+    async def _open(self, address: str, pool: RelayPool) -> RelayUpstream:
         host, _, port = address.rpartition(":")
         loop = asyncio.get_running_loop()
         _, connection = await loop.create_connection(
-            lambda: UpstreamConnection(self, address, pool), host.strip("[]"), int(port)
+            lambda: RelayUpstream(self, address, pool), host.strip("[]"), int(port)
         )
         if self.stopping or pool.closed:
             connection.close()
@@ -206,15 +218,15 @@ class GrpcRelay:
         return sum(len(client.calls) for client in self._clients)
 
 
-class UpstreamPool:
+class RelayPool:
     """Open connections to targets by address, and the ones being opened."""
 
     def __init__(self) -> None:
-        self.upstreams: dict[str, list[UpstreamConnection]] = {}
-        self.connecting: dict[str, asyncio.Future[UpstreamConnection]] = {}
+        self.upstreams: dict[str, list[RelayUpstream]] = {}
+        self.connecting: dict[str, asyncio.Future[RelayUpstream]] = {}
         self.closed = False
 
-    def forget(self, connection: UpstreamConnection) -> None:
+    def forget(self, connection: RelayUpstream) -> None:
         connections = self.upstreams.get(connection.address)
         if connections and connection in connections:
             connections.remove(connection)
@@ -234,18 +246,24 @@ class UpstreamPool:
                 connection.close()
 
 
-class ClientConnection(H2Connection):
-    """A gRPC client's connection: each stream it opens is a relayed :class:`Call`, or a
+class RelayClient(H2Connection):
+    """A gRPC client's connection: each stream it opens is a relayed :class:`RelayedCall`, or a
     :class:`LocalCall` where the relay's ``local`` hook takes it."""
 
     def __init__(self, relay: GrpcRelay) -> None:
-        super().__init__()
+        super().__init__(relay.limits)
         self.relay = relay
-        self.calls: dict[int, Call | LocalCall] = {}
-        self.last_stream = 0
-        self.pool = UpstreamPool()  # used where the relay keeps upstreams per client
+        self.calls: dict[int, RelayedCall | LocalCall] = {}
+        self.pool = RelayPool()  # used where the relay keeps upstreams per client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if len(self.relay._clients) >= self.limits.max_connections:
+            # Past the cap a connection costs us nothing more than its accept.
+            limit = self.limits.max_connections
+            logger.warning("The %s is at its %s connections: one closed", self.relay.name, limit)
+            self.closed = True
+            transport.close()
+            return
         super().connection_made(transport)
         self.relay._clients.add(self)
 
@@ -254,17 +272,13 @@ class ClientConnection(H2Connection):
         if call is not None:  # trailers from the client end its side
             call.client_data(b"", True)
             return
-        if stream <= self.last_stream or not stream % 2:
-            return  # a stream already ended (or not a client's): nothing to do
-        self.last_stream = stream
         if self.relay.stopping:
             self.reset(stream, REFUSED_STREAM)
             return
-        self.open_stream(stream)
         local = self.relay.local
         call = local(self, stream, headers) if local is not None else None
         if call is None:
-            call = Call(self.relay, self, stream, headers)
+            call = RelayedCall(self.relay, self, stream, headers)
         self.calls[stream] = call
         call.begin(end)
 
@@ -290,17 +304,20 @@ class ClientConnection(H2Connection):
             self.relay.call_ended()
 
 
-class UpstreamConnection(H2Connection):
+class RelayUpstream(H2Connection):
     """The relay's connection to one target; calls share it, one stream each."""
 
     client_side = True
+    # What a replica may send on one call before the client it goes to has taken some: a
+    # client that stops reading stalls its own calls, not the others sharing this connection.
+    stream_window = 4 * 1024 * 1024
 
-    def __init__(self, relay: GrpcRelay, address: str, pool: UpstreamPool) -> None:
-        super().__init__()
+    def __init__(self, relay: GrpcRelay, address: str, pool: RelayPool) -> None:
+        super().__init__(relay.limits)
         self.relay = relay
         self.address = address
         self.pool = pool
-        self.calls: dict[int, Call] = {}
+        self.calls: dict[int, RelayedCall] = {}
         self._next_stream = 1
         self.draining = False
 
@@ -319,7 +336,7 @@ class UpstreamConnection(H2Connection):
         if self.peer_max_streams is None or self.peer_max_streams > len(self.calls):
             self.peer_max_streams = len(self.calls)
 
-    def new_stream(self, call: Call) -> int:
+    def new_stream(self, call: RelayedCall) -> int:
         stream = self._next_stream
         self._next_stream += 2
         self.calls[stream] = call

@@ -14,22 +14,26 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
 
 from modelhost import errors
-from modelhost.access import Admission
-from modelhost.server.grpc.http2 import CANCEL, ENHANCE_YOUR_CALM, REFUSED_STREAM, Header
+from modelhost.protocol.grpc_routing import (
+    FORWARDED,
+    SERVICE,
+    STREAM,
+    STREAM_MODEL_FIELD,
+    string_field,
+)
+from modelhost.transport.http2 import CANCEL, ENHANCE_YOUR_CALM, REFUSED_STREAM, Header
+from modelhost.transport.target import Admission, Target
 
 if TYPE_CHECKING:
-    from modelhost.server.grpc.relay import ClientConnection, GrpcRelay, UpstreamConnection
+    from modelhost.transport.grpc_relay import GrpcRelay, RelayClient, RelayUpstream
 
 __all__ = [
-    "SERVICE",
     "Admit",
-    "GrpcTarget",
     "NowResolver",
     "Resolver",
     "parse_timeout",
@@ -38,23 +42,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("modelhost.server")
-
-SERVICE = b"/inference.GRPCInferenceService/"
-
-# Unary methods sent on to a replica, with the number of the string field naming the model
-# (0: the method is about the server, not one model).
-_FORWARDED: dict[bytes, int] = {
-    b"ModelReady": 1,
-    b"ModelMetadata": 1,
-    b"ModelInfer": 1,
-    b"ServerMetadata": 0,
-    b"RepositoryIndex": 0,
-    b"RepositoryModelLoad": 2,
-    b"RepositoryModelUnload": 2,
-}
-# ModelStreamInfer: the whole stream goes to the replica its first message names.
-_STREAM = b"ModelStreamInfer"
-_STREAM_MODEL_FIELD = 1
 
 # Headers that describe one hop, not the call.
 _HOP_HEADERS = frozenset(
@@ -75,30 +62,24 @@ _RETRIES = 3
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 
-@dataclass(frozen=True)
-class GrpcTarget:
-    """The replica one call goes to, and what to tell its owner when the call ends."""
-
-    address: str
-    release: Callable[[bool], None]
-
-
-Resolver = Callable[[str | None, str | None], Awaitable[GrpcTarget]]
+Resolver = Callable[[str | None, str | None], Awaitable[Target]]
 """``resolve(host, model)``: the replica for a call; raises ``modelhost.errors`` to refuse."""
+
 
 Admit = Callable[[list[Header], "str | None", "str | None"], Admission]
 """``admit(headers, host, model)``: the token check of a call before it is resolved."""
 
-NowResolver = Callable[[str | None, str | None], "GrpcTarget | None"]
+NowResolver = Callable[[str | None, str | None], "Target | None"]
 """The same without waiting: None when only ``Resolver`` can tell (a replica must start)."""
 
 
-class Call:
+class RelayedCall:
     """One client stream and, once resolved, the replica's stream it is relayed to."""
 
     __slots__ = (
         "_admission",
         "_buffer",
+        "_buffered",
         "_client_ended",
         "_field",
         "_request_ended",
@@ -106,6 +87,7 @@ class Call:
         "_retries",
         "_sent",
         "_target",
+        "_wanted",
         "client",
         "done",
         "headers",
@@ -119,7 +101,7 @@ class Call:
     )
 
     def __init__(
-        self, relay: GrpcRelay, client: ClientConnection, stream: int, headers: list[Header]
+        self, relay: GrpcRelay, client: RelayClient, stream: int, headers: list[Header]
     ) -> None:
         self.relay = relay
         self.client = client
@@ -128,14 +110,16 @@ class Call:
         self.started = time.monotonic()
         self.timeout: float | None = None
         self.task: asyncio.Task[None] | None = None
-        self.upstream: UpstreamConnection | None = None
+        self.upstream: RelayUpstream | None = None
         self.upstream_stream = 0
         self.done = False
         self._buffer: list[bytes] = []
+        self._buffered = 0  # bytes in _buffer
+        self._wanted = -1  # bytes the first message takes, with its prefix; -1: not known yet
         self._client_ended = False
         self._request_ended = False  # our request to the replica has ended
         self._responded = False  # the client has its response headers
-        self._target: GrpcTarget | None = None
+        self._target: Target | None = None
         self._field = -1  # the field naming the model; -1 while not a forwarded method
         # The whole request, kept until the replica answers, in case it refuses the stream.
         self._sent: bytes | None = None
@@ -155,15 +139,18 @@ class Call:
         answered = self.relay.answered
         if method is not None and method in answered:
             self._answer_message(answered[method])
-        elif method in _FORWARDED:
-            self._field = _FORWARDED[method]
+        elif method in FORWARDED:
+            self._field = FORWARDED[method]
             if self._field == 0:
                 self._resolve(None)
-        elif method == _STREAM:
-            self._field = _STREAM_MODEL_FIELD
+        elif method == STREAM:
+            self._field = STREAM_MODEL_FIELD
         elif self.relay.any_method:
             self._field = 0  # another service's (health, reflection): not about one model
             self._resolve(None)
+        elif method is None and self.relay.elsewhere is not None:
+            self._field = 0
+            self._connect(self.relay.elsewhere)
         else:
             unknown = path.decode("latin-1")
             self.answer(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {unknown}")
@@ -183,13 +170,35 @@ class Call:
             return
         if data:
             self._buffer.append(data)
+            self._buffered += len(data)
+            if self._buffered > 5 + self.relay.max_message_bytes:
+                # Held until a stream to the target is open: no more than one message's worth.
+                limit = self.relay.max_message_bytes
+                text = f"More than {limit} bytes sent before the call could be routed"
+                self.answer(grpc.StatusCode.RESOURCE_EXHAUSTED, text)
+                return
         if self._target is not None or self.task is not None or self._field < 0:
             return  # resolving or connecting: the buffer goes on once a stream is open
-        message = _first_message(self._buffer)
-        if message is not None:
-            self._resolve(None if message is _COMPRESSED else _string_field(message, self._field))
+        if self._buffered >= 5 and self._wanted < 0:
+            head = self._buffer[0] if len(self._buffer[0]) >= 5 else b"".join(self._buffer)
+            if head[0]:  # compressed: its fields cannot be read here
+                self._resolve(None)
+                return
+            size = int.from_bytes(head[1:5], "big")
+            limit = self.relay.max_message_bytes
+            if size > limit:
+                # grpc.aio's words, so that a client sees the same either way.
+                text = f"Received message larger than max ({size} vs. {limit})"
+                self.answer(grpc.StatusCode.RESOURCE_EXHAUSTED, text)
+                return
+            self._wanted = 5 + size
+        if 0 <= self._wanted <= self._buffered:
+            # Joined once, when the whole first message is here (not again on every frame).
+            data = b"".join(self._buffer)
+            self._buffer = [data]
+            self._resolve(string_field(data[5 : self._wanted], self._field))
         elif end:
-            if not self._buffer and self._field == _STREAM_MODEL_FIELD:
+            if not self._buffer and self._field == STREAM_MODEL_FIELD:
                 self.answer(grpc.StatusCode.OK, "")  # an empty stream asks no replica
             else:
                 self._resolve(None)
@@ -240,7 +249,7 @@ class Call:
             logger.error("The %s's resolver failed", self.relay.name, exc_info=exc)
         self.answer(grpc.StatusCode[errors.grpc_status_name(exc)], errors.error_message(exc))
 
-    def _connect(self, target: GrpcTarget) -> None:
+    def _connect(self, target: Target) -> None:
         self._target = target
         if self.timeout is not None and time.monotonic() - self.started >= self.timeout:
             self.answer(
@@ -264,13 +273,13 @@ class Call:
         if not self.done:
             self._open(upstream)
 
-    def _open(self, upstream: UpstreamConnection) -> None:
+    def _open(self, upstream: RelayUpstream) -> None:
         if upstream.closed:  # lost between connecting and this call's turn
             self.answer(grpc.StatusCode.UNAVAILABLE, f"replica {upstream.address} went away")
             return
         self.upstream = upstream
         self.upstream_stream = upstream.new_stream(self)
-        buffered, self._buffer = b"".join(self._buffer), []
+        buffered, self._buffer, self._buffered = b"".join(self._buffer), [], 0
         end = self._client_ended
         upstream.send_headers(self.upstream_stream, self._forwarded_headers(), end and not buffered)
         if buffered:
@@ -311,7 +320,8 @@ class Call:
         client = self.client
         client.send_data(self.stream, data, end)
         if client.congested and self.upstream is not None:
-            client.hold(self.upstream)
+            # Only this call's stream waits: the connection may carry other clients' calls.
+            client.wait_for_room(self.upstream, self.upstream_stream)
         if end:  # data that ends the stream without trailers: no status, not a success
             self._finish(False)
 
@@ -324,6 +334,7 @@ class Call:
             if upstream is not None:
                 upstream.refused()
             self._buffer = [self._sent] if self._sent else []
+            self._buffered = len(self._sent or b"")
             self._sent = None
             if self._target is not None and not self.done:
                 self._connect(self._target)
@@ -381,7 +392,7 @@ class Call:
 # -- answering a client here ----------------------------------------------------------------
 
 
-def send_message(client: ClientConnection, stream: int, payload: bytes) -> None:
+def send_message(client: RelayClient, stream: int, payload: bytes) -> None:
     """A whole successful unary answer: headers, the one message, ``grpc-status: 0``."""
     client.send_headers(stream, _OK_HEADERS, False)
     client.send_data(stream, b"\x00" + len(payload).to_bytes(4, "big") + payload, False)
@@ -389,7 +400,7 @@ def send_message(client: ClientConnection, stream: int, payload: bytes) -> None:
 
 
 def send_status(
-    client: ClientConnection,
+    client: RelayClient,
     stream: int,
     code: grpc.StatusCode,
     message: str,
@@ -404,7 +415,7 @@ def send_status(
     client.send_headers(stream, trailers, True)
 
 
-def _release(target: GrpcTarget, ok: bool) -> None:
+def _release(target: Target, ok: bool) -> None:
     try:
         target.release(ok)
     except Exception:
@@ -413,21 +424,6 @@ def _release(target: GrpcTarget, ok: bool) -> None:
 
 
 # -- reading the request -------------------------------------------------------------------
-
-_COMPRESSED = b"\x00compressed"  # a marker: the message is compressed, its fields unreadable
-
-
-def _first_message(parts: list[bytes]) -> bytes | None:
-    """The first length-prefixed gRPC message once it has all arrived, else None."""
-    data = parts[0] if len(parts) == 1 else b"".join(parts)
-    if len(data) < 5:
-        return None
-    if data[0]:
-        return _COMPRESSED
-    size = int.from_bytes(data[1:5], "big")
-    if len(data) < 5 + size:
-        return None
-    return data[5 : 5 + size]
 
 
 def _host(headers: list[Header]) -> str | None:
@@ -467,52 +463,3 @@ def _percent_encode(message: str) -> bytes:
     return b"".join(
         bytes([byte]) if 0x20 <= byte <= 0x7E and byte != 0x25 else b"%%%02X" % byte for byte in raw
     )
-
-
-def _string_field(data: bytes, field: int) -> str | None:
-    """The string in top-level ``field`` of a serialized message, read without decoding it.
-
-    Only the message's top-level tags are walked: other fields, tensors included, are
-    skipped by their length. The last occurrence wins, as in protobuf. Malformed bytes,
-    an empty string or invalid UTF-8 give None: the replica reports the malformed message.
-    """
-    found: bytes | None = None
-    position, end = 0, len(data)
-    try:
-        while position < end:
-            tag, position = _varint(data, position)
-            number, wire_type = tag >> 3, tag & 7
-            if wire_type == 0:
-                _, position = _varint(data, position)
-            elif wire_type == 1:
-                position += 8
-            elif wire_type == 5:
-                position += 4
-            elif wire_type == 2:
-                length, position = _varint(data, position)
-                if position + length > end:
-                    return None
-                if number == field:
-                    found = data[position : position + length]
-                position += length
-            else:
-                return None  # groups: not in this protocol's messages
-        if position > end or not found:
-            return None
-        return found.decode("utf-8")
-    except (IndexError, UnicodeDecodeError):
-        return None
-
-
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    """The varint at ``position`` and the position after it; IndexError when cut short."""
-    value = shift = 0
-    while True:
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, position
-        shift += 7
-        if shift > 63:
-            raise IndexError("varint longer than 10 bytes")

@@ -1,18 +1,19 @@
-"""Responses that run their generation while they send: SSE streams and long JSON answers.
+"""Responses that produce their body while they send it: SSE streams and long JSON answers.
 
-A handler validates the request and returns a :class:`DeferredResponse`; the ASGI app then
-calls :meth:`DeferredResponse.send_to`, which runs the generation under two watches:
+A handler validates the request and returns a :class:`StreamingResponse`; the ASGI app then
+calls :meth:`StreamingResponse.send_to`, which runs the body's producer under two watches:
 
 * the client: a task reads ``receive`` and, on ``http.disconnect``, cancels the request's
-  task at once, wherever it waits (in the queue, between tokens), so the model's generator
-  is closed and its slot freed without waiting for the next token to fail to send
-  (uvicorn's ``send`` silently drops what a gone client would have received);
-* the clock: past ``timeout_s`` the same cancellation stops the generation, and the client
+  task at once, wherever it waits (in a queue, between parts), so the producer is closed
+  and what it holds freed without waiting for the next part to fail to send (uvicorn's
+  ``send`` silently drops what a gone client would have received);
+* the clock: past ``timeout_s`` the same cancellation stops the producer, and the client
   gets a 504 (or, once streaming, an error event).
 
 The first part is produced before the status line is sent, so a full queue (429), a
 prompt that does not fit (400) or a model that is not ready (503) get their own status
-even on a streamed request.
+even on a streamed request. The protocol that made the response shapes its errors: it
+injects ``render_error``, so this module knows HTTP and SSE, and no protocol's fields.
 """
 
 from __future__ import annotations
@@ -23,24 +24,31 @@ from typing import Any
 
 import orjson
 
-from modelhost.server.openai.errors import RequestTimeout
+from modelhost import errors
 
-__all__ = ["DONE", "DeferredResponse", "sse"]
+__all__ = ["CLIENT_CLOSED", "ErrorRenderer", "ResponseTimeout", "StreamingResponse", "sse"]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-ErrorPayload = Callable[[BaseException], tuple[int, dict[str, Any]]]
+# An error's status and JSON payload, in the shape of the protocol that made the response.
+ErrorRenderer = Callable[[BaseException], tuple[int, Any]]
 
-DONE = b"data: [DONE]\n\n"
 # Status reported (to metrics and logs) for a request whose client went away: nginx's.
 CLIENT_CLOSED = 499
 
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
-    # Proxies that buffer (nginx) would hold the tokens back until the end.
+    # Proxies that buffer (nginx) would hold the events back until the end.
     (b"x-accel-buffering", b"no"),
 ]
+
+
+class ResponseTimeout(errors.ModelhostError):
+    """A response ran past the server's limit for producing one, and was stopped."""
+
+    status_code = 504
+    grpc_status = "DEADLINE_EXCEEDED"
 
 
 def sse(payload: Any) -> bytes:
@@ -48,13 +56,13 @@ def sse(payload: Any) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-class DeferredResponse:
+class StreamingResponse:
     """A response whose body is produced while it is sent (see the module docstring).
 
     ``parts`` yields the body: one JSON document when ``stream`` is false, SSE events when
-    true. ``error_payload`` shapes an error (OpenAI's or KServe's), ``done`` is sent after an
-    error event in a stream (``[DONE]`` for OpenAI, nothing for generate_stream), and
-    ``on_close`` runs once, however the response ends (it releases the model).
+    true. ``render_error`` gives an error's status and payload; in a stream, the payload
+    goes out as an event followed by ``error_tail`` (OpenAI's ``[DONE]``, say). ``on_close``
+    runs once, however the response ends (it releases what the producer held).
     """
 
     def __init__(
@@ -63,15 +71,15 @@ class DeferredResponse:
         *,
         stream: bool,
         timeout_s: float,
-        error_payload: ErrorPayload,
-        done: bytes = DONE,
+        render_error: ErrorRenderer,
+        error_tail: bytes = b"",
         on_close: Callable[[], None] | None = None,
     ) -> None:
         self.parts = parts
         self.stream = stream
         self.timeout_s = timeout_s
-        self.error_payload = error_payload
-        self.done = done
+        self.render_error = render_error
+        self.error_tail = error_tail
         self.on_close = on_close
         self.status = 200
         self._started = False
@@ -114,7 +122,7 @@ class DeferredResponse:
                 else:
                     limit = f"{self.timeout_s:g}"
                     await self._fail(
-                        send, RequestTimeout(f"The request took longer than {limit} s.")
+                        send, ResponseTimeout(f"The request took longer than {limit} s.")
                     )
             except Exception as exc:
                 state["working"] = False
@@ -151,7 +159,7 @@ class DeferredResponse:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _fail(self, send: Send, exc: BaseException) -> None:
-        status, payload = self.error_payload(exc)
+        status, payload = self.render_error(exc)
         try:
             if not self._started:
                 self.status = status
@@ -164,7 +172,7 @@ class DeferredResponse:
                 await send({"type": "http.response.body", "body": body})
                 return
             # The status line is gone already: the error travels as an event, as in vLLM.
-            tail = sse(payload) + self.done
+            tail = sse(payload) + self.error_tail
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         except OSError:
             # A server whose send raises for a gone client (uvicorn's does not).
@@ -172,7 +180,7 @@ class DeferredResponse:
 
     async def _close(self) -> None:
         try:
-            # Closes the generation chain down to the model's generator (frees its slot).
+            # Closes the producer's chain down to its source (the model's generator).
             await self.parts.aclose()
         finally:
             on_close, self.on_close = self.on_close, None

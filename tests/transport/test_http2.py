@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
-import hpack
 import pytest
+from h2_peer import Peer
 
-from modelhost.server.grpc import http2
-from modelhost.server.grpc.http2 import H2Connection, Header, frame
+from modelhost.transport import http2
+from modelhost.transport.http2 import H2Connection, Header, frame
 
 
 class Recorder(H2Connection):
@@ -34,32 +33,6 @@ class Recorder(H2Connection):
     def on_reset(self, stream: int, code: int) -> None:
         self.events.append(("reset", stream, code, True))
         self.changed.set()
-
-
-@dataclass
-class Peer:
-    """The raw client: writes frames, reads and parses what the connection sends back."""
-
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    encoder: hpack.Encoder = field(default_factory=hpack.Encoder)
-    decoder: hpack.Decoder = field(default_factory=hpack.Decoder)
-
-    def send(self, kind: int, flags: int, stream: int, payload: bytes = b"") -> None:
-        self.writer.write(frame(kind, flags, stream, payload))
-
-    async def next_frame(self) -> tuple[int, int, int, bytes]:
-        head = await asyncio.wait_for(self.reader.readexactly(9), 5)
-        size = int.from_bytes(head[:3], "big")
-        kind, flags, stream = head[3], head[4], int.from_bytes(head[5:], "big")
-        return kind, flags, stream, await self.reader.readexactly(size)
-
-    async def expect(self, kind: int) -> tuple[int, int, bytes]:
-        """The next frame of ``kind``, skipping the others (settings, window updates)."""
-        while True:
-            got, flags, stream, payload = await self.next_frame()
-            if got == kind:
-                return flags, stream, payload
 
 
 @pytest.fixture
@@ -104,7 +77,7 @@ async def test_ping_and_settings_are_acknowledged(pair: tuple[Recorder, Peer]) -
 
 async def test_continuations_and_padding_are_undone(pair: tuple[Recorder, Peer]) -> None:
     connection, peer = pair
-    block = peer.encoder.encode([(":path", "/a/b"), ("x-long", "v" * 100)])
+    block = peer.request("/a/b", ("x-long", "v" * 100))
     peer.send(http2.HEADERS, 0, 1, block[:10])
     peer.send(http2.CONTINUATION, http2.END_HEADERS, 1, block[10:])
     peer.send(http2.DATA, http2.PADDED | http2.END_STREAM, 1, b"\x03hello\x00\x00\x00")
@@ -123,7 +96,7 @@ async def test_data_waits_for_the_peers_window_and_trailers_keep_their_place(
     # The peer allows 10 bytes per stream.
     peer.send(http2.SETTINGS, 0, 0, struct.pack(">HL", http2._INITIAL_WINDOW_SIZE, 10))
     await peer.expect(http2.SETTINGS)
-    peer.send(http2.HEADERS, http2.END_HEADERS, 1, peer.encoder.encode([(":path", "/x")]))
+    peer.send(http2.HEADERS, http2.END_HEADERS, 1, peer.request())
     await wait_events(connection, 1)
 
     connection.send_data(1, b"0123456789abcdef", False)
@@ -162,7 +135,7 @@ async def test_a_reset_stream_drops_its_waiting_data(pair: tuple[Recorder, Peer]
     connection, peer = pair
     peer.send(http2.SETTINGS, 0, 0, struct.pack(">HL", http2._INITIAL_WINDOW_SIZE, 0))
     await peer.expect(http2.SETTINGS)
-    peer.send(http2.HEADERS, http2.END_HEADERS, 3, peer.encoder.encode([(":path", "/x")]))
+    peer.send(http2.HEADERS, http2.END_HEADERS, 3, peer.request())
     await wait_events(connection, 1)
     connection.send_data(3, b"x" * 1000, True)
     assert connection.pending_bytes == 1000
@@ -191,7 +164,7 @@ async def test_a_congested_connection_pauses_its_sender_until_it_drains(
     sender.transport = Transport()  # type: ignore[assignment]
     peer.send(http2.SETTINGS, 0, 0, struct.pack(">HL", http2._INITIAL_WINDOW_SIZE, 0))
     await peer.expect(http2.SETTINGS)
-    peer.send(http2.HEADERS, http2.END_HEADERS, 1, peer.encoder.encode([(":path", "/x")]))
+    peer.send(http2.HEADERS, http2.END_HEADERS, 1, peer.request())
     await wait_events(connection, 1)
 
     connection.send_data(1, b"x" * (http2._HIGH_WATER + 1), False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hpack
 
-from modelhost.server.grpc.header_block import encode_headers
+from modelhost.transport.hpack_encoder import encode_headers
 
 
 def test_encoded_headers_decode_to_themselves_and_leave_the_table_alone() -> None:

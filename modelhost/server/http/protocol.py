@@ -1,0 +1,205 @@
+"""uvicorn's httptools protocol with the limits uvicorn lacks: deadlines, caps, header sizes.
+
+uvicorn times out only an idle keep-alive connection: a connection that never finishes its
+headers, or a body shorter than its Content-Length, holds a file descriptor and a task
+forever. This subclass adds a header deadline (from the connection's start or the request's
+first byte), a body progress deadline (408 and close), a cap on open connections (503 and
+close at once) and on header lines and bytes (431), all from :class:`Http1Limits`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from modelhost import errors
+from modelhost.settings import Http1Limits
+from modelhost.transport.http1_limits import DeadlineSweeper, capped_connections, error_response
+
+__all__ = ["LimitedHttpToolsProtocol", "limited_protocol"]
+
+# Where a connection is: waiting for a request, reading its headers, reading its body,
+# waiting for the application's answer, or closed by a limit.
+_IDLE, _HEADERS, _BODY, _APP, _CLOSED = range(5)
+
+
+class _Shared:
+    """One listener's limits and sweep, shared by its connections."""
+
+    def __init__(self, limits: Http1Limits) -> None:
+        self.limits = limits
+        self.max_connections = capped_connections(limits.max_connections)
+        self.sweeper = DeadlineSweeper((limits.header_timeout_s, limits.body_timeout_s))
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing; the refusal is on the protocol."""
+
+
+def limited_protocol(limits: Http1Limits) -> Callable[..., asyncio.Protocol]:
+    """What ``uvicorn.Config(http=...)`` takes: it builds each connection's protocol."""
+    return functools.partial(LimitedHttpToolsProtocol, _Shared(limits))
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(
+        self,
+        shared: _Shared,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._shared = shared
+        self._limits = shared.limits
+        # time.monotonic() past which the connection has made too little progress (0.0: none).
+        self.deadline = 0.0
+        self._phase = _IDLE
+        # Header bytes of the request being read; -1: it began in the current read.
+        self._head_bytes = 0
+        self._refusal: errors.ModelhostError | None = None
+
+    # -- asyncio.Protocol --
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self._shared.max_connections:
+            self._refuse(
+                errors.ServerBusy(
+                    f"The server has {self._shared.max_connections} connections open already."
+                )
+            )
+            return
+        # A connection that sends nothing is closed after the header timeout too.
+        self.deadline = time.monotonic() + self._limits.header_timeout_s
+        self._shared.sweeper.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        phase = self._phase
+        if phase == _BODY:
+            self.deadline = time.monotonic() + self._limits.body_timeout_s
+        elif phase == _IDLE:
+            self._phase = _HEADERS
+            if not self.deadline:  # a new connection's deadline runs from its start
+                self.deadline = time.monotonic() + self._limits.header_timeout_s
+        elif phase == _CLOSED:
+            return
+        super().data_received(data)
+        if self._phase == _HEADERS:
+            # Counted per read, not per header: a request's first read is not counted, so
+            # the limit holds to within one read (at most 256 KiB).
+            if self._head_bytes < 0:
+                self._head_bytes = 0
+            else:
+                self._head_bytes += len(data)
+                if self._head_bytes > self._limits.max_header_bytes:
+                    self._refuse(
+                        errors.HeadersTooLarge(
+                            f"Request headers exceed {self._limits.max_header_bytes} bytes."
+                        )
+                    )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._phase = _CLOSED
+        self.deadline = 0.0
+        self._shared.sweeper.discard(self)
+        super().connection_lost(exc)
+
+    # -- httptools callbacks --
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = -1
+        if self._phase == _APP:  # pipelined behind a request still being answered
+            self._phase = _HEADERS
+            self.deadline = time.monotonic() + self._limits.header_timeout_s
+
+    def on_headers_complete(self) -> None:
+        if len(self.headers) > self._limits.max_header_count:
+            self._refusal = errors.HeadersTooLarge(
+                f"A request may have at most {self._limits.max_header_count} header lines."
+            )
+            raise _Refused
+        super().on_headers_complete()
+        self._phase = _BODY
+        self.deadline = time.monotonic() + self._limits.body_timeout_s
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._phase = _APP
+        self.deadline = 0.0
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        phase = self._phase
+        if phase == _APP:
+            self._phase = _IDLE  # uvicorn's keep-alive timeout takes over
+        elif phase == _HEADERS:
+            # Sent while the answer was being written: its time starts now.
+            self.deadline = time.monotonic() + self._limits.header_timeout_s
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers any parser error (a callback's exception too) with a 400.
+        if self._refusal is not None:
+            self._refuse(self._refusal)
+            return
+        self._phase = _CLOSED
+        super().send_400_response(msg)
+
+    # -- limits --
+
+    def expire(self, now: float) -> None:
+        """The deadline passed: 408 (or, with no request begun, a silent close)."""
+        phase = self._phase
+        cycle = self.cycle
+        answering = cycle is not None and not cycle.response_complete
+        if self.flow.read_paused or (phase == _HEADERS and answering):
+            # The server stopped reading, or is still answering the previous request: the
+            # client cannot be blamed for the time, which starts again.
+            timeout = (
+                self._limits.body_timeout_s if phase == _BODY else self._limits.header_timeout_s
+            )
+            self.deadline = now + timeout
+            return
+        if phase == _IDLE:
+            self._close()
+        elif phase == _HEADERS:
+            self._refuse(
+                errors.RequestTimeout(
+                    f"The request's headers took longer than {self._limits.header_timeout_s} s."
+                )
+            )
+        elif phase == _BODY:
+            if cycle is not None and not cycle.response_started:
+                # The application waits on the body: it sees a disconnect, and says nothing.
+                cycle.disconnected = True
+                cycle.message_event.set()
+                self._refuse(
+                    errors.RequestTimeout(
+                        f"No byte of the request's body came for {self._limits.body_timeout_s} s."
+                    )
+                )
+            else:
+                self._close()
+        else:
+            self.deadline = 0.0
+
+    def _refuse(self, exc: errors.ModelhostError) -> None:
+        if self._phase != _CLOSED and not self.transport.is_closing():
+            self.transport.write(error_response(exc))
+        self._close()
+
+    def _close(self) -> None:
+        self._phase = _CLOSED
+        self.deadline = 0.0
+        self._shared.sweeper.discard(self)
+        if not self.transport.is_closing():
+            self.transport.close()

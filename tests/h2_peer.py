@@ -1,0 +1,80 @@
+"""A raw HTTP/2 client for tests: writes any frame, legal or not, and reads frames back."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from dataclasses import dataclass, field
+
+import hpack
+
+from modelhost.transport import http2
+from modelhost.transport.http2 import frame
+
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+@dataclass
+class Peer:
+    """The raw client: writes frames, reads and parses what the connection sends back."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    encoder: hpack.Encoder = field(default_factory=hpack.Encoder)
+    decoder: hpack.Decoder = field(default_factory=hpack.Decoder)
+
+    def send(self, kind: int, flags: int, stream: int, payload: bytes = b"") -> None:
+        self.writer.write(frame(kind, flags, stream, payload))
+
+    def request(self, path: str = "/x", *extra: tuple[str, str]) -> bytes:
+        """A well-formed request's header block (what a gRPC client sends, give or take)."""
+        fields = [(":method", "POST"), (":scheme", "http"), (":path", path), *extra]
+        return bytes(self.encoder.encode(fields))
+
+    def grpc_request(self, path: str = INFER) -> bytes:
+        return self.request(
+            path, ("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", "5S")
+        )
+
+    async def next_frame(self, timeout: float = 5) -> tuple[int, int, int, bytes]:
+        head = await asyncio.wait_for(self.reader.readexactly(9), timeout)
+        size = int.from_bytes(head[:3], "big")
+        kind, flags, stream = head[3], head[4], int.from_bytes(head[5:], "big")
+        return kind, flags, stream, await self.reader.readexactly(size)
+
+    async def expect(self, kind: int, timeout: float = 5) -> tuple[int, int, bytes]:
+        """The next frame of ``kind``, skipping the others (settings, window updates)."""
+        while True:
+            got, flags, stream, payload = await self.next_frame(timeout)
+            if got == kind:
+                return flags, stream, payload
+
+    async def goaway(self, timeout: float = 5) -> tuple[int, int]:
+        """The GOAWAY that ends the connection: (last stream, error code); then EOF."""
+        _, _, payload = await self.expect(http2.GOAWAY, timeout)
+        last, code = struct.unpack_from(">LL", payload)
+        assert await asyncio.wait_for(self.reader.read(), timeout) == b""
+        return last, code
+
+    async def reset(self, stream: int) -> int:
+        """The error code of the next RST_STREAM, which must be for ``stream``."""
+        _, got, payload = await self.expect(http2.RST_STREAM)
+        assert got == stream
+        return int(struct.unpack(">L", payload)[0])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def connect(port: int, *, settings: bytes = b"") -> Peer:
+    """A connection past the handshake: preface and SETTINGS sent, the server's SETTINGS read."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(http2.PREFACE + frame(http2.SETTINGS, 0, 0, settings))
+    peer = Peer(reader, writer)
+    flags, _, _ = await peer.expect(http2.SETTINGS)
+    assert flags == 0
+    return peer
+
+
+def settings_of(payload: bytes) -> dict[int, int]:
+    return dict(struct.unpack_from(">HL", payload, i) for i in range(0, len(payload), 6))

@@ -1,0 +1,139 @@
+"""Fuzzing the HTTP/2 reader: whatever bytes a peer sends, no exception escapes
+``data_received`` and the connection's books stay straight.
+
+Hypothesis builds frames (any type, flags, stream and payload, valid or not) after a real
+preface, and raw byte strings, and feeds them in arbitrary chunks to a gRPC relay's client
+connection (the class every client of the gRPC port gets) over a fake transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import hpack
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from modelhost.settings import Http2Limits
+from modelhost.transport import http2
+from modelhost.transport.grpc_relay import GrpcRelay, RelayClient
+from modelhost.transport.target import Target
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closing = False
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def writelines(self, data: list[bytes]) -> None:
+        for each in data:
+            self.write(each)
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+async def _nowhere(host: str | None, model: str | None) -> Target:
+    raise ConnectionRefusedError("no target in a fuzz test")
+
+
+_REQUEST = bytes(
+    hpack.Encoder().encode(
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/inference.GRPCInferenceService/ModelInfer"),
+            ("content-type", "application/grpc"),
+        ]
+    )
+)
+
+frames = st.builds(
+    http2.frame,
+    st.integers(0, 12),
+    st.integers(0, 255),
+    st.sampled_from([0, 1, 2, 3, 5, 7, 2**31 - 1]),
+    st.one_of(
+        st.binary(max_size=64),
+        st.just(_REQUEST),
+        st.just(b"\0\0\0\0\x05abcde"),
+        st.integers(0, 2**32 - 1).map(lambda n: n.to_bytes(4, "big")),
+    ),
+)
+
+
+def _feed(chunks: list[bytes]) -> None:
+    async def run() -> None:
+        relay = GrpcRelay(_nowhere, limits=Http2Limits(max_concurrent_streams=3))
+        connection = RelayClient(relay)
+        transport = FakeTransport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        for chunk in chunks:
+            connection.data_received(chunk)  # nothing may escape
+            assert connection.pending_bytes >= 0
+            assert len(connection.stream_windows) <= 3 + len(connection._forget_after_end)
+            if connection.closed:
+                break
+        await asyncio.sleep(0)  # what was spawned runs once (and fails to connect)
+        connection.connection_lost(None)
+        assert not relay._clients
+        for task in list(relay._tasks):
+            task.cancel()
+        await asyncio.gather(*relay._tasks, return_exceptions=True)
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+
+
+def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({cut % (len(data) + 1) for cut in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(frames, max_size=30), st.lists(st.integers(0, 10_000), max_size=8))
+def test_any_frames_in_any_chunks(body: list[bytes], cuts: list[int]) -> None:
+    data = http2.PREFACE + http2.frame(http2.SETTINGS, 0, 0) + b"".join(body)
+    _feed(_chunked(data, cuts))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000), st.lists(st.integers(0, 2000), max_size=5))
+def test_any_bytes_after_the_preface(body: bytes, cuts: list[int]) -> None:
+    _feed(_chunked(http2.PREFACE + body, cuts))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_bytes_instead_of_the_preface(body: bytes) -> None:
+    _feed([body])
