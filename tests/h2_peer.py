@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 import hpack
 
@@ -78,3 +79,46 @@ async def connect(port: int, *, settings: bytes = b"") -> Peer:
 
 def settings_of(payload: bytes) -> dict[int, int]:
     return dict(struct.unpack_from(">HL", payload, i) for i in range(0, len(payload), 6))
+
+
+class FakeTransport:
+    """An asyncio transport that keeps what is written and whether reading is paused."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closing = False
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def writelines(self, data: list[bytes]) -> None:
+        for each in data:
+            self.write(each)
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from modelhost import Model, ModelServer, ServerSettings
 from modelhost.model.repository import ModelRepository
 
@@ -42,9 +44,12 @@ StartServer = Callable[..., RunningServer]
 def start_server(
     models: Sequence[Model],
     repository: ModelRepository | None = None,
+    *,
+    on_uvloop: bool = False,
     **settings: Any,
 ) -> RunningServer:
-    """A ``ModelServer`` serving ``models`` in a thread of its own, on free ports."""
+    """A ``ModelServer`` serving ``models`` in a thread of its own, on free ports
+    (``on_uvloop``: on uvloop's event loop, as ``modelhost serve`` runs it)."""
     options: dict[str, Any] = {"host": "127.0.0.1", "http_port": 0, "grpc_port": 0}
     options.update(settings)
     server = ModelServer(settings=ServerSettings(**options), registered_models=repository)
@@ -52,7 +57,10 @@ def start_server(
 
     def run() -> None:
         try:
-            asyncio.run(server.serve(models))
+            if on_uvloop:
+                uvloop.run(server.serve(models))
+            else:
+                asyncio.run(server.serve(models))
         except BaseException as exc:  # reported to the test below
             failure.append(exc)
 

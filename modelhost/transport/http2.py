@@ -69,6 +69,9 @@ _DECODED_CACHE = 64
 # Streams we reset whose late frames are still ignored (section 5.4.2: the peer may have
 # sent them before our RST_STREAM reached it); older ones are just closed.
 _RESETS_REMEMBERED = 1024
+# Frames acted on in one turn of the event loop before the connection lets the others run:
+# a gRPC call is two or three, so a client's pipelined calls pass in one turn.
+_FRAMES_PER_TURN = 256
 # Seconds a connection ended for an error is still read (and what comes dropped).
 _LINGER = 1.0
 
@@ -155,6 +158,7 @@ class H2Connection(asyncio.Protocol):
         self._empty = FrameBudget(limits.empty_frames_per_s)
         self._timer: asyncio.TimerHandle | None = None
         self._active = False  # frames came since the idle timer last looked
+        self._turn_pending = False  # frames wait in the buffer for the next turn
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -185,8 +189,16 @@ class H2Connection(asyncio.Protocol):
         if self.closed:
             return
         self._active = True
+        self._buffer += data
+        if not self._turn_pending:
+            self._read_frames()
+
+    def _read_frames(self) -> None:
+        """Act on the frames buffered, at most ``_FRAMES_PER_TURN`` of them in one turn of the
+        event loop; past that, reading stops until the next turn, so that a peer that sends
+        without pause (the event loop reads one socket up to 32 times in a row) cannot keep
+        the others waiting."""
         buffer = self._buffer
-        buffer += data
         try:
             if self._preface_pending:
                 if len(buffer) < len(PREFACE):
@@ -198,9 +210,13 @@ class H2Connection(asyncio.Protocol):
                 del buffer[: len(PREFACE)]
                 self._preface_pending = False
             position, end = 0, len(buffer)
+            frames = 0
             view = memoryview(buffer)
             try:
                 while end - position >= 9 and not self.closed:
+                    if frames == _FRAMES_PER_TURN:
+                        self._wait_a_turn()
+                        break
                     high, low, kind, flags, stream = _FRAME_HEAD.unpack_from(buffer, position)
                     size = (high << 8) | low
                     if size > _OUR_MAX_FRAME:
@@ -209,6 +225,7 @@ class H2Connection(asyncio.Protocol):
                         break
                     start = position + 9
                     position = start + size
+                    frames += 1
                     payload = bytes(view[start:position])
                     try:
                         self._frame(kind, flags, stream & _MAX_WINDOW, payload)
@@ -219,6 +236,23 @@ class H2Connection(asyncio.Protocol):
             del buffer[:position]
         except ProtocolError as exc:
             self.fail(exc.code, str(exc))
+
+    def _wait_a_turn(self) -> None:
+        assert self._loop is not None
+        assert self.transport is not None
+        self._turn_pending = True
+        self._pause_count += 1
+        if self._pause_count == 1:
+            self.transport.pause_reading()
+        self._loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn_pending = False
+        if not self.closed:
+            self._read_frames()  # may wait another turn: its own pause keeps reading off
+        self._pause_count -= 1
+        if self._pause_count == 0 and not self.closed and self.transport is not None:
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -715,6 +749,9 @@ class H2Connection(asyncio.Protocol):
             logger.info("HTTP/2 stream %s refused: malformed request (%s)", stream, why)
             return
         if len(self.stream_windows) >= self.limits.max_concurrent_streams:
+            # A stream refused costs its header block's decoding and comes to nothing, as
+            # one the client resets: the same budget.
+            self._spend(self._resets, "streams reset or refused")
             self.reset(stream, REFUSED_STREAM)
             return
         if not end:
@@ -817,7 +854,7 @@ class H2Connection(asyncio.Protocol):
             raise ProtocolError(FRAME_SIZE_ERROR, "RST_STREAM of the wrong size")
         if self._idle_stream(stream):
             raise ProtocolError(PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream}")
-        self._spend(self._resets, "streams reset")
+        self._spend(self._resets, "streams reset or refused")
         self._peer_open.discard(stream)
         known = stream in self.stream_windows
         self.forget(stream)

@@ -7,7 +7,7 @@ import struct
 from collections.abc import AsyncIterator
 
 import pytest
-from h2_peer import Peer
+from h2_peer import FakeTransport, Peer
 
 from modelhost.transport import http2
 from modelhost.transport.http2 import H2Connection, Header, frame
@@ -177,3 +177,24 @@ async def test_a_congested_connection_pauses_its_sender_until_it_drains(
     await peer.expect(http2.DATA)  # sent once the window opened
     assert not connection.congested
     assert paused == ["pause", "resume"]
+
+
+async def test_a_connection_acts_on_a_bounded_number_of_frames_per_turn() -> None:
+    # The event loop may hand over a socket's bytes many reads in a row: past
+    # _FRAMES_PER_TURN frames the connection stops reading and lets the others run.
+    connection = Recorder()
+    transport = FakeTransport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    updates = 3 * http2._FRAMES_PER_TURN
+    one = frame(http2.WINDOW_UPDATE, 0, 0, struct.pack(">L", 1))
+    connection.data_received(http2.PREFACE + frame(http2.SETTINGS, 0, 0) + one * updates)
+
+    start = http2._DEFAULT_WINDOW
+    assert connection.send_window == start + http2._FRAMES_PER_TURN - 1  # SETTINGS was one
+    assert transport.paused
+    for _ in range(10):
+        if not transport.paused:
+            break
+        await asyncio.sleep(0)
+    assert connection.send_window == start + updates
+    assert not transport.paused

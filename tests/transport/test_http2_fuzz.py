@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
 
 import hpack
+from h2_peer import FakeTransport
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,47 +20,6 @@ from modelhost.settings import Http2Limits
 from modelhost.transport import http2
 from modelhost.transport.grpc_relay import GrpcRelay, RelayClient
 from modelhost.transport.target import Target
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closing = False
-        self.paused = False
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def writelines(self, data: list[bytes]) -> None:
-        for each in data:
-            self.write(each)
-
-    def set_write_buffer_limits(self, high: int, low: int) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        self.closing = True
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
 
 
 async def _nowhere(host: str | None, model: str | None) -> Target:
