@@ -107,6 +107,11 @@ def home(tmp_path: Path) -> Iterator[Path]:
     home = tmp_path / "home"
     yield home
     _modelhost("down", home=home, cwd=tmp_path)
+    # A test that failed half-way may leave a replica's helper: none outlives the test.
+    spawned = tmp_path / "spawned"
+    for pid in _spawned(spawned) if spawned.is_dir() else {}:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_kill_9_of_the_platform_leaves_no_replica_running(tmp_path: Path, home: Path) -> None:
