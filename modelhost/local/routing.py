@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from modelhost.control import Route
+from modelhost.transport.http1_upstream import strip_port
 
-__all__ = ["CompiledRoute", "RouteTable", "WeightedChoice", "strip_port"]
+__all__ = ["CompiledRoute", "RouteTable", "WeightedChoice"]
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -102,9 +103,3 @@ class RouteTable(Generic[C]):
             r.route.model is not None and (r.path is None or r.path.fullmatch(path))
             for r in self._by_path
         )
-
-
-def strip_port(host: str) -> str:
-    if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0] if ":" in host else host

@@ -32,7 +32,15 @@ from modelhost.transport.target import Admission, Target
 if TYPE_CHECKING:
     from modelhost.transport.http1_proxy import ProxyClient
 
-__all__ = ["BODY", "LOCAL", "Forwarding", "ProxiedRequest", "ProxyPool", "ProxyUpstream"]
+__all__ = [
+    "BODY",
+    "LOCAL",
+    "Forwarding",
+    "ProxiedRequest",
+    "ProxyPool",
+    "ProxyUpstream",
+    "strip_port",
+]
 
 logger = logging.getLogger("modelhost.transport")
 
@@ -87,7 +95,8 @@ class Forwarding(Protocol):
         """The proxy answered ``status`` itself (502, 503, 504), or cut an answer short."""
 
 
-def _strip_port(host: str) -> str:
+def strip_port(host: str) -> str:
+    """``host`` without its port (``[::1]:80`` → ``[::1]``)."""
     if host.startswith("["):
         return host.split("]", 1)[0] + "]"
     return host.rsplit(":", 1)[0] if ":" in host else host
@@ -142,7 +151,7 @@ class ProxiedRequest:
         self.complete = complete
         self.path = url.split(b"?", 1)[0].decode("latin-1")
         # The Host header without its port.
-        self.host = _strip_port((self.header(b"host") or b"").decode("latin-1"))
+        self.host = strip_port((self.header(b"host") or b"").decode("latin-1"))
         # Where the resolver sent it once its headers were in (BODY: ask again).
         self.destination: object = BODY
         # Answered with this error, in its turn, and the connection closed.

@@ -295,10 +295,6 @@ class H2Connection(asyncio.Protocol):
     def lost(self) -> None:
         """The connection is gone (closed by either side)."""
 
-    def open_streams(self) -> int:
-        """Streams open on this connection, as SETTINGS_MAX_CONCURRENT_STREAMS counts them."""
-        return len(self.stream_windows)
-
     # -- sending -------------------------------------------------------------------------
 
     def send_headers(self, stream: int, headers: Iterable[Header], end: bool) -> None:

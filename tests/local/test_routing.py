@@ -6,7 +6,8 @@ import itertools
 from collections import Counter
 
 from modelhost.control import Route
-from modelhost.local.routing import RouteTable, WeightedChoice, strip_port
+from modelhost.local.routing import RouteTable, WeightedChoice
+from modelhost.transport.http1_upstream import strip_port
 
 
 def test_weighted_choice_deals_exact_shares_evenly() -> None:
