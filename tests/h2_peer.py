@@ -9,8 +9,8 @@ from typing import Any
 
 import hpack
 
-from modelhost.transport import http2
-from modelhost.transport.http2 import frame
+from modelhost.transport import http2_frames as wire
+from modelhost.transport.http2_frames import frame
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -52,14 +52,14 @@ class Peer:
 
     async def goaway(self, timeout: float = 5) -> tuple[int, int]:
         """The GOAWAY that ends the connection: (last stream, error code); then EOF."""
-        _, _, payload = await self.expect(http2.GOAWAY, timeout)
+        _, _, payload = await self.expect(wire.GOAWAY, timeout)
         last, code = struct.unpack_from(">LL", payload)
         assert await asyncio.wait_for(self.reader.read(), timeout) == b""
         return last, code
 
     async def reset(self, stream: int) -> int:
         """The error code of the next RST_STREAM, which must be for ``stream``."""
-        _, got, payload = await self.expect(http2.RST_STREAM)
+        _, got, payload = await self.expect(wire.RST_STREAM)
         assert got == stream
         return int(struct.unpack(">L", payload)[0])
 
@@ -70,9 +70,9 @@ class Peer:
 async def connect(port: int, *, settings: bytes = b"") -> Peer:
     """A connection past the handshake: preface and SETTINGS sent, the server's SETTINGS read."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(http2.PREFACE + frame(http2.SETTINGS, 0, 0, settings))
+    writer.write(wire.PREFACE + frame(wire.SETTINGS, 0, 0, settings))
     peer = Peer(reader, writer)
-    flags, _, _ = await peer.expect(http2.SETTINGS)
+    flags, _, _ = await peer.expect(wire.SETTINGS)
     assert flags == 0
     return peer
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from modelhost import errors, storage
 from modelhost._version import __version__
-from modelhost.cli import platform_commands
+from modelhost.cli import kube_commands, operator_command, platform_commands, runtime_commands
 from modelhost.model.repository import ModelRepository
 from modelhost.runtimes import detect, model_folder
 from modelhost.server.model_server import ModelServer, configure_logging
@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", choices=["yaml", "json"], default="yaml", help="output format"
     )
     platform_commands.add_commands(commands)
+    runtime_commands.add_command(commands)
+    kube_commands.add_commands(commands)
+    operator_command.add_command(commands)
     return parser
 
 
@@ -197,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _plan(args)
     if args.command in platform_commands.COMMANDS:
         return platform_commands.run(args)
+    handler = getattr(args, "handler", None)  # a command module's ``set_defaults(handler=)``
+    if handler is not None:
+        return int(handler(args))
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -23,7 +23,7 @@ from modelhost.control.objects import (
     ModelSpec,
     ObjectMeta,
 )
-from modelhost.control.plan_types import BatcherPlan, ProcessSpec
+from modelhost.control.plan_types import BatcherPlan, ProcessSpec, StorageSpecPlan
 from modelhost.control.runtimes import SelectedRuntime
 
 __all__ = [
@@ -62,8 +62,13 @@ def runtime_process(
     selected: SelectedRuntime,
     protocol: str,
     batcher: BatcherPlan | None,
+    storage: StorageSpecPlan | None = None,
 ) -> ProcessSpec:
-    """The runtime's ``kserve-container`` with the model's container fields merged over it."""
+    """The runtime's ``kserve-container`` with the model's container fields merged over it.
+
+    ``storage`` is the model's storage spec as the planner resolved it: with a path it locates
+    the model on its own, so the model folder is a placeholder as for a ``storageUri``.
+    """
     base = next(c for c in selected.spec.containers or () if c.name == "kserve-container")
     field = f"{selected.kind} {selected.name}: spec.containers[kserve-container]"
     command = [_render(text, isvc.metadata, field) for text in model.command or base.command or ()]
@@ -73,9 +78,10 @@ def runtime_process(
     env = _merge_env(base.env, model.env)
     env = {name: _render(value, isvc.metadata, field) for name, value in env.items()}
     storage_uri = model.storage_uri
+    has_model = bool(storage_uri) or storage is not None
     kind = server_type(selected)
-    _server_defaults(kind, isvc.name, storage_uri, protocol, args, env)
-    if storage_uri:
+    _server_defaults(kind, isvc.name, has_model, protocol, args, env)
+    if has_model:
         args = [_mount_to_placeholder(arg) for arg in args]
         env = {name: _mount_to_placeholder(value) for name, value in env.items()}
     args = _set_flag(args, _HTTP_PORT, "{http_port}", append=kind == "modelhost")
@@ -91,6 +97,7 @@ def runtime_process(
         working_dir=model.working_dir or base.working_dir,
         storage_uri=storage_uri,
         resources=_resources((base, model)),
+        storage=storage,
     )
 
 
@@ -219,7 +226,7 @@ def _mount_to_placeholder(text: str) -> str:
 def _server_defaults(
     kind: str,
     isvc_name: str,
-    storage_uri: str | None,
+    has_model: bool,
     protocol: str,
     args: list[str],
     env: dict[str, str],
@@ -227,11 +234,11 @@ def _server_defaults(
     """KServe's per-server-type defaults (SetRuntimeDefaults), for runtimes applied from KServe."""
     if kind == "mlserver":
         env.setdefault("MLSERVER_MODEL_NAME", isvc_name)
-        if storage_uri:
+        if has_model:
             env.setdefault("MLSERVER_MODEL_URI", MODEL_MOUNT)
         else:
             env.setdefault("MLSERVER_LOAD_MODELS_AT_STARTUP", "false")
-    elif kind == "tritonserver" and not storage_uri:
+    elif kind == "tritonserver" and not has_model:
         if flag_value(args, ("--model-control-mode",)) is None:
             args.append("--model-control-mode=explicit")
     elif kind == "torchserve":

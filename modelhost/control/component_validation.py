@@ -7,6 +7,7 @@ HPA on cpu or memory. Messages are KServe's where it has one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 
 from modelhost.control.errors import FieldError
@@ -16,13 +17,36 @@ from modelhost.control.names import (
     KNATIVE_HPA_CLASS,
 )
 from modelhost.control.objects import ComponentSpec, Container
+from modelhost.control.objects.inference_service import (
+    ExternalMetricSource,
+    ResourceMetricSource,
+)
 
-__all__ = ["blocked_env_errors", "component_errors"]
+__all__ = ["blocked_env_errors", "component_errors", "quantity_value"]
 
 _BLOCKED_ENV = ("PYTHONPATH",)
 _SCALE_METRICS = ("cpu", "memory", "concurrency", "rps")
 _SCALE_METRIC_TYPES = ("Utilization", "Value", "AverageValue")
 _LOGGER_MODES = ("all", "request", "response")
+_METRIC_SOURCES = ("Resource", "External", "PodMetric")
+_RESOURCE_METRICS = ("cpu", "memory")
+_RESOURCE_TARGETS = ("Utilization", "AverageValue")
+_MEBIBYTE = 1024.0**2
+_QUANTITY = re.compile(
+    r"^(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+))"
+    r"(?:(?P<suffix>[KMGTPE]i|[numkMGTPE])|[eE](?P<exponent>[+-]?\d+))?$"
+)
+_SUFFIXES = {
+    "": 1.0,
+    **{
+        suffix: 1024.0**power
+        for power, suffix in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), 1)
+    },
+    **{suffix: 1000.0**power for power, suffix in enumerate(("k", "M", "G", "T", "P", "E"), 1)},
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+}
 
 
 def blocked_env_errors(field: str, container: Container) -> Iterator[FieldError]:
@@ -105,10 +129,12 @@ def _autoscaling_errors(
         autoscaler = annotations.get(AUTOSCALER_CLASS_ANNOTATION, "hpa")
         if autoscaler == "hpa":
             yield from _hpa_errors(field, component)
-        elif autoscaler == "keda" and metric is not None:
-            yield FieldError(
-                f"{field}.scaleMetric", "not allowed with the keda autoscaler: use autoScaling"
-            )
+        elif autoscaler == "keda":
+            if metric is not None:
+                yield FieldError(
+                    f"{field}.scaleMetric", "not allowed with the keda autoscaler: use autoScaling"
+                )
+            yield from _metrics_errors(field, component, "keda")
         return
     if annotations.get(KNATIVE_AUTOSCALER_CLASS_ANNOTATION) == KNATIVE_HPA_CLASS:
         yield from _hpa_errors(field, component)
@@ -138,10 +164,138 @@ def _hpa_errors(field: str, component: ComponentSpec) -> Iterator[FieldError]:
         yield FieldError(f"{field}.scaleTarget", "a cpu utilization target must be 1-100")
     elif metric == "memory" and target is not None and target < 1:
         yield FieldError(f"{field}.scaleTarget", "a memory target must be at least 1")
-    metrics = _get(component.auto_scaling, "metrics")
-    for index, metric_spec in enumerate(metrics if isinstance(metrics, list) else []):
-        if _get(metric_spec, "type") != "Resource":
+    yield from _metrics_errors(field, component, "hpa")
+
+
+def _metrics_errors(field: str, component: ComponentSpec, autoscaler: str) -> Iterator[FieldError]:
+    """``autoScaling.metrics`` for the hpa or keda class (KServe's webhook, and the CRD's enums).
+
+    modelhost renders KEDA's prometheus trigger for an External metric; graphite and the
+    OpenTelemetry PodMetric (which need KServe's collector set-up) are refused here.
+    """
+    metrics = component.auto_scaling.metrics if component.auto_scaling is not None else None
+    for index, metric in enumerate(metrics or ()):
+        path = f"{field}.autoScaling.metrics[{index}]"
+        if metric.type not in _METRIC_SOURCES:
             yield FieldError(
-                f"{field}.autoScaling.metrics[{index}].type",
-                "the HPA autoscaler takes Resource metrics only",
+                f"{path}.type",
+                f"Unsupported value: {metric.type!r}: supported values: "
+                f"{', '.join(_METRIC_SOURCES)}",
             )
+        elif autoscaler == "hpa" and metric.type != "Resource":
+            yield FieldError(f"{path}.type", "the HPA autoscaler takes Resource metrics only")
+        elif metric.type == "Resource":
+            yield from _resource_metric_errors(path, metric.resource, autoscaler)
+        elif metric.type == "External":
+            yield from _external_metric_errors(path, metric.external)
+        else:
+            yield FieldError(
+                f"{path}.type",
+                "PodMetric (OpenTelemetry) metrics need KServe's OpenTelemetry collector, "
+                "which modelhost does not set up: use an External prometheus metric",
+            )
+
+
+def _resource_metric_errors(
+    path: str, resource: ResourceMetricSource | None, autoscaler: str
+) -> Iterator[FieldError]:
+    if resource is None:
+        yield FieldError(f"{path}.resource", "Required value: a Resource metric needs resource")
+        return
+    if resource.name not in _RESOURCE_METRICS:
+        yield FieldError(
+            f"{path}.resource.name",
+            f"Unsupported value: {resource.name!r}: supported values: "
+            f"{', '.join(_RESOURCE_METRICS)}",
+        )
+        return
+    target = resource.target
+    if target is None:
+        yield FieldError(f"{path}.resource.target", "Required value")
+        return
+    # The HPA's resource metrics take Utilization and AverageValue; KEDA's cpu scaler
+    # takes Utilization only (KServe's webhook).
+    allowed = (
+        ("Utilization",) if autoscaler == "keda" and resource.name == "cpu" else _RESOURCE_TARGETS
+    )
+    # The HPA defaults a cpu target's type to Utilization, as KServe does.
+    kind = target.type or (
+        "Utilization" if autoscaler == "hpa" and resource.name == "cpu" else None
+    )
+    if kind not in allowed:
+        yield FieldError(
+            f"{path}.resource.target.type",
+            f"the {resource.name} target of the {autoscaler} autoscaler must be "
+            f"{' or '.join(allowed)}, not {target.type!r}",
+        )
+        return
+    if kind == "Utilization":
+        utilization = target.average_utilization
+        if utilization is None and resource.name == "memory":
+            yield FieldError(
+                f"{path}.resource.target.averageUtilization",
+                "Required value: the memory utilization to hold (1-100)",
+            )
+        elif utilization is not None and not 1 <= utilization <= 100:
+            yield FieldError(
+                f"{path}.resource.target.averageUtilization",
+                "the target utilization percentage should be a [1-100] integer",
+            )
+    elif target.average_value is None:
+        yield FieldError(f"{path}.resource.target.averageValue", "Required value")
+    elif resource.name == "memory":
+        amount = quantity_value(target.average_value)
+        if amount is None:
+            yield FieldError(
+                f"{path}.resource.target.averageValue",
+                f"not a Kubernetes quantity: {target.average_value!r}",
+            )
+        elif amount < _MEBIBYTE:
+            yield FieldError(
+                f"{path}.resource.target.averageValue",
+                "the memory target value should be greater than 1 MiB",
+            )
+
+
+def _external_metric_errors(
+    path: str, external: ExternalMetricSource | None
+) -> Iterator[FieldError]:
+    if external is None:
+        yield FieldError(f"{path}.external", "Required value: an External metric needs external")
+        return
+    source = external.metric
+    backend = (source.backend if source is not None else None) or "prometheus"
+    if backend != "prometheus":
+        yield FieldError(
+            f"{path}.external.metric.backend",
+            f"{backend!r} is not rendered by modelhost: use prometheus (a KEDA prometheus trigger)",
+        )
+    if source is None or not source.query:
+        yield FieldError(f"{path}.external.metric.query", "the query should not be empty")
+    target = external.target
+    if target is None or target.value is None:
+        yield FieldError(
+            f"{path}.external.target.value", "the target threshold value should not be empty"
+        )
+    elif target.type not in (None, "Value", "AverageValue"):
+        yield FieldError(
+            f"{path}.external.target.type",
+            f"a prometheus threshold is a Value or an AverageValue, not {target.type!r}",
+        )
+    elif quantity_value(target.value) is None:
+        yield FieldError(
+            f"{path}.external.target.value", f"not a Kubernetes quantity: {target.value!r}"
+        )
+
+
+def quantity_value(quantity: str | int | float) -> float | None:
+    """The number a Kubernetes quantity (``512Mi``, ``100m``, ``1.5``, ``2e3``) stands for."""
+    if isinstance(quantity, (int, float)):
+        return float(quantity)
+    match = _QUANTITY.match(quantity.strip())
+    if match is None:
+        return None
+    number = float(match["number"])
+    if match["exponent"] is not None:
+        return number * 10.0 ** int(match["exponent"])
+    return number * _SUFFIXES[match["suffix"] or ""]

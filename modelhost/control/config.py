@@ -47,3 +47,7 @@ class PlatformConfig:
     # and the HTTPRoute time-out of Standard mode.
     knative_timeout_s: int = 300
     standard_timeout_s: int = 60
+    # credentials.storageSpecSecretName: the Secret whose keys hold the storage configurations
+    # a model's ``storage:`` spec names (KServe's is ``storage-config``). None where the
+    # executor has no Secret store (the embedded platform): such a model is refused there.
+    storage_spec_secret: str | None = None

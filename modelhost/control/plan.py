@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from modelhost.control import _render
 from modelhost.control.config import PlatformConfig
 from modelhost.control.defaults import apply_defaults, custom_containers, deployment_mode
+from modelhost.control.errors import ValidationError
 from modelhost.control.names import (
     ENABLE_TAG_ROUTING_ANNOTATION,
     KSERVE_CONTAINER,
@@ -30,6 +31,7 @@ from modelhost.control.objects import (
     ExplainerSpec,
     InferenceService,
     InferenceServiceStatus,
+    ModelSpec,
     PredictorSpec,
 )
 from modelhost.control.plan_types import (
@@ -40,6 +42,7 @@ from modelhost.control.plan_types import (
     Revision,
     Route,
     ServicePlan,
+    StorageSpecPlan,
     TrafficSplit,
 )
 from modelhost.control.runtimes import SelectedRuntime, builtin_runtimes, select_runtime
@@ -51,6 +54,8 @@ __all__ = ["EXPLAIN_PATH", "plan"]
 
 # KServe's top-level route sends this to the explainer, everything else to the entry component.
 EXPLAIN_PATH = r"/v1/models/[\w-]+:explain"
+# ProcessSpec fields left out of a revision's digest while unset (see _digest).
+_LATER_PROCESS_FIELDS = ("storage",)
 
 
 def plan(
@@ -165,7 +170,9 @@ def _component(
         or isvc.name,
         revision=revision,
         traffic=_traffic(revision.name, percent, rolled_out, before, tags),
-        scaling=scaling_policy(spec, mode, isvc.annotations, config),
+        scaling=scaling_policy(
+            spec, mode, isvc.annotations, config, field=f"spec.{kind}", warnings=planning.warnings
+        ),
         calls={"transformer": "predictor", "explainer": _explainer_upstream(isvc)}.get(kind),
     )
 
@@ -204,7 +211,9 @@ def _process(
                 f"spec.{kind}: the collocated {spec.containers[0].name} container is planned "
                 "for Kubernetes only; the model server runs alone"
             )
-        return _render.runtime_process(isvc, model, selected, protocol, batcher), protocol
+        storage = _storage_spec(planning, f"spec.{kind}.model", model)
+        process = _render.runtime_process(isvc, model, selected, protocol, batcher, storage)
+        return process, protocol
     if isinstance(spec, ExplainerSpec) and spec.art is not None:
         return _render.art_process(isvc, spec.art), "v1"
     containers = custom_containers(spec)
@@ -221,6 +230,59 @@ def _process(
         container_concurrency=spec.container_concurrency,
     )
     return process, "v1"
+
+
+def _storage_spec(planning: _Planning, field: str, model: ModelSpec) -> StorageSpecPlan | None:
+    """KServe's storage spec, resolved as far as a plan can without reading the Secret.
+
+    The storage type and bucket are in the Secret, so the URI is built where the Secret is
+    read (the storage initializer); here the key is chosen as KServe's webhook does.
+    """
+    spec = model.storage
+    if spec is None:
+        return None
+    path = (spec.path or "").lstrip("/") or None
+    secret = planning.config.storage_spec_secret
+    subject = f"InferenceService {planning.isvc.namespace}/{planning.isvc.name}"
+    if secret is None:
+        # No Secret store: refuse a model only the Secret can locate; a storageUri is still
+        # fetched, with the platform's own credentials instead of the Secret's.
+        if path is None and model.storage_uri:
+            planning.warnings.append(
+                f"{field}.storage: ignored: this platform has no Secret store to read the "
+                "storage configuration from, so storageUri is fetched with its own credentials"
+            )
+            return None
+        raise ValidationError.single(
+            f"{field}.storage",
+            "this platform has no Secret store to read KServe's storage-config from: give "
+            "storageUri (s3://bucket/path) with the credentials in the platform's environment",
+            subject,
+        )
+    if path is None and not model.storage_uri:
+        raise ValidationError.single(
+            f"{field}.storage.path",
+            "Required value: the model's path in the storage's bucket (or give storageUri)",
+            subject,
+        )
+    if spec.schema_path:
+        planning.warnings.append(
+            f"{field}.storage.schemaPath is ModelMesh's and is not used (as in KServe)"
+        )
+    parameters = dict(spec.parameters or {})
+    key = spec.key or spec.storage_key
+    if key:
+        return StorageSpecPlan(secret, key, path=path, parameters=tuple(sorted(parameters.items())))
+    # KServe's fallback key: the default entry of the type the parameters name, which the
+    # Secret may lack (the parameters then describe the storage themselves).
+    fallback = f"default_{parameters['type']}" if parameters.get("type") else "default"
+    return StorageSpecPlan(
+        secret,
+        fallback,
+        key_optional=True,
+        path=path,
+        parameters=tuple(sorted(parameters.items())),
+    )
 
 
 def _lowest_protocol(selected: SelectedRuntime) -> str:
@@ -305,5 +367,11 @@ def _model_format(predictor: PredictorSpec) -> str | None:
 
 def _digest(revision: Revision) -> str:
     """A short, stable hash of everything a revision's replicas run with."""
-    content = json.dumps(dataclasses.asdict(revision), sort_keys=True, default=str)
+    fields = dataclasses.asdict(revision)
+    # Fields added since revisions were first named count only when set: an upgrade must not
+    # rename (and so restart) every running revision.
+    for name in _LATER_PROCESS_FIELDS:
+        if fields["process"][name] is None:
+            del fields["process"][name]
+    content = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(content.encode()).hexdigest()[:10]

@@ -18,8 +18,10 @@ __all__ = [
     "ProcessSpec",
     "Revision",
     "Route",
+    "ScalingMetric",
     "ScalingPolicy",
     "ServicePlan",
+    "StorageSpecPlan",
     "TrafficSplit",
 ]
 
@@ -30,12 +32,32 @@ PLACEHOLDERS = ("{http_port}", "{grpc_port}", "{model_dir}", "{predictor_host}")
 
 
 @dataclass(frozen=True)
+class StorageSpecPlan:
+    """A model found through KServe's storage spec: an entry of the storage Secret, a path.
+
+    The executor hands the fetcher the Secret ``secret``'s key ``key`` (a JSON document: the
+    store's ``type``, ``bucket``, endpoint and credentials) with ``parameters`` over it. When
+    the spec names no key, ``key`` is KServe's fallback (``default``, or ``default_<type>``)
+    and ``key_optional`` says the Secret may lack it (the parameters then say it all). With a
+    ``path`` the model is ``<type>://<bucket>/<path>``; without one the entry only brings the
+    credentials for the component's ``storage_uri``.
+    """
+
+    secret: str
+    key: str
+    key_optional: bool = False
+    path: str | None = None
+    parameters: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class ProcessSpec:
     """How to start one replica: a process locally, a container on Kubernetes.
 
     ``command`` is empty when only the image's entrypoint knows what to run (an image that a
     local executor cannot start). ``resources`` holds ``(kind, name, quantity)`` triples, kind
-    being ``requests`` or ``limits``.
+    being ``requests`` or ``limits``. ``storage`` is the storage spec the model is fetched
+    with (besides, or instead of, ``storage_uri``).
     """
 
     command: tuple[str, ...]
@@ -45,10 +67,16 @@ class ProcessSpec:
     working_dir: str | None = None
     storage_uri: str | None = None
     resources: tuple[tuple[str, str, str], ...] = ()
+    storage: StorageSpecPlan | None = None
 
     @property
     def argv(self) -> tuple[str, ...]:
         return self.command + self.args
+
+    @property
+    def fetches_model(self) -> bool:
+        """Whether a model is put in the model folder before the server starts."""
+        return bool(self.storage_uri) or self.storage is not None
 
     @property
     def runnable(self) -> bool:
@@ -140,6 +168,29 @@ class TrafficSplit:
 
 
 @dataclass(frozen=True)
+class ScalingMetric:
+    """One metric an ``hpa`` or ``keda`` autoscaler holds at its target (``autoScaling.metrics``).
+
+    ``source`` is ``Resource`` (``name`` is cpu or memory of the pods) or ``External``
+    (``name`` is the backend, prometheus, asked ``query`` at ``server_address``; empty: the
+    executor's own Prometheus). ``target_type`` is Kubernetes' MetricTarget type: Utilization
+    (percent of the pods' requests), AverageValue (per pod) or Value (in all); ``target`` is
+    the quantity as the object writes it (``50``, ``1Gi``, ``0.5``).
+    """
+
+    source: str
+    name: str
+    target_type: str
+    target: str
+    query: str = ""
+    server_address: str = ""
+    namespace: str = ""
+    # KEDA's TriggerAuthentication for the backend, and its authModes.
+    authentication: str = ""
+    auth_modes: str = ""
+
+
+@dataclass(frozen=True)
 class ScalingPolicy:
     """How many replicas of a component's revisions run, and what drives the autoscaler.
 
@@ -148,6 +199,10 @@ class ScalingPolicy:
     ``min_replicas``). ``max_replicas`` 0 means no limit. The desired count of a ``kpa`` is
     observed load / (``target`` * ``target_utilization``) over the stable window, or over the
     panic window when that asks for ``panic_threshold`` times the current replicas.
+
+    ``metrics`` are what an ``hpa`` or ``keda`` autoscaler scales on (``metric`` and ``target``
+    repeat the first resource metric); ``stable_window_s`` is its scale-down stabilization
+    window and ``scale_up_window_s`` its scale-up one (None: the autoscaler's default).
     """
 
     autoscaler: str
@@ -162,6 +217,8 @@ class ScalingPolicy:
     panic_window_s: float = 6.0
     panic_threshold: float = 2.0
     scale_to_zero_grace_s: float = 30.0
+    metrics: tuple[ScalingMetric, ...] = ()
+    scale_up_window_s: float | None = None
 
     @property
     def scale_to_zero(self) -> bool:

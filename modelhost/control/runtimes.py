@@ -6,6 +6,11 @@ versions and priorities (``kserve-sklearnserver``, ``kserve-mlserver``, ...), so
 that names a runtime, or relies on auto-selection, gets the same answer. Every built-in speaks
 v1, v2 and gRPC v2, because modelhost's server does.
 
+The same objects are what a KServe cluster installs (``modelhost runtimes`` prints them): each
+names the modelhost image its runtime needs and takes KServe's argument contract. Applied over
+KServe's own runtimes, each replaces KServe's runtime of the same name, and no other runtime
+KServe ships ties with one of them (KServe's webhook would refuse the tie).
+
 Selection is KServe's ``GetSupportingRuntimes``: namespaced runtimes before cluster ones; in
 each group, the supporting runtimes ordered by lowest protocol, newest, name, then (stably) by
 the format's priority, highest first.
@@ -13,6 +18,7 @@ the format's priority, highest first.
 
 from __future__ import annotations
 
+import copy
 import datetime
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,46 +40,97 @@ from modelhost.control.objects import (
 )
 
 __all__ = [
-    "MODELHOST_IMAGE",
+    "DEFAULT_IMAGE_REGISTRY",
+    "FULL_IMAGE",
+    "LLM_IMAGE",
+    "TABULAR_IMAGE",
+    "TORCH_IMAGE",
     "SelectedRuntime",
     "builtin_runtimes",
+    "image_reference",
     "model_protocol",
     "select_runtime",
     "supporting_runtimes",
 ]
 
-MODELHOST_IMAGE = "modelhost/modelhost"
+# The images a built-in runtime runs: ``<registry>/<name>:<modelhost version>``.
+DEFAULT_IMAGE_REGISTRY = "modelhost"
+TABULAR_IMAGE = "modelhost-tabular"  # scikit-learn, XGBoost, LightGBM, ONNX Runtime, ...
+FULL_IMAGE = "modelhost-full"  # the tabular image, plus CatBoost and MLflow
+TORCH_IMAGE = "modelhost-torch"  # CPU torch and transformers
+LLM_IMAGE = "modelhost-llm"  # torch, transformers and peft: Hugging Face models and LLMs
+
 _ALL_PROTOCOLS = ("v1", "v2", "grpc-v2")
 _EPOCH = datetime.datetime(1, 1, 1, tzinfo=datetime.timezone.utc)
-# (runtime name, modelhost runtime, [(format, version, priority)], protocols)
-_BUILTINS: tuple[tuple[str, str, list[tuple[str, str | None, int]], tuple[str, ...]], ...] = (
-    ("kserve-sklearnserver", "sklearn", [("sklearn", "1", 1)], _ALL_PROTOCOLS),
-    ("kserve-xgbserver", "xgboost", [("xgboost", "2", 1)], _ALL_PROTOCOLS),
-    ("kserve-lgbserver", "lightgbm", [("lightgbm", "4", 1)], _ALL_PROTOCOLS),
-    ("kserve-catboostserver", "catboost", [("catboost", "1", 1)], _ALL_PROTOCOLS),
-    ("kserve-huggingfaceserver", "huggingface", [("huggingface", "1", 1)], ("v2", "v1", "grpc-v2")),
-    (
+# KServe's contract with a runtime image: the model's folder and the ports it serves on.
+_MODEL_DIR = "/mnt/models"
+_HTTP_PORT = 8080
+_GRPC_PORT = 8081
+# The footprint of the KServe runtimes these replace, so that switching schedules the same;
+# a predictor's own resources merge over it. Requests equal limits: Guaranteed QoS.
+_RESOURCES = {"cpu": "1", "memory": "2Gi"}
+# Kubernetes' "restricted" Pod Security Standard for the container. The images run as uid
+# 1000; naming it lets the kubelet check runAsNonRoot whatever the image's USER line says.
+_SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+@dataclass(frozen=True)
+class _Builtin:
+    """A built-in runtime: its (KServe) name, modelhost's runtime, its image, what it serves."""
+
+    name: str
+    runtime: str  # ``modelhost serve --runtime``
+    image: str
+    formats: tuple[tuple[str, str | None, int], ...]  # (format, version, priority)
+    protocols: tuple[str, ...] = _ALL_PROTOCOLS
+
+
+_BUILTINS = (
+    _Builtin("kserve-sklearnserver", "sklearn", TABULAR_IMAGE, (("sklearn", "1", 1),)),
+    _Builtin("kserve-xgbserver", "xgboost", TABULAR_IMAGE, (("xgboost", "2", 1),)),
+    _Builtin("kserve-lgbserver", "lightgbm", TABULAR_IMAGE, (("lightgbm", "4", 1),)),
+    _Builtin("kserve-catboostserver", "catboost", FULL_IMAGE, (("catboost", "1", 1),)),
+    # KServe's Hugging Face server generates text too: modelhost's llm runtime does that.
+    _Builtin(
+        "kserve-huggingfaceserver",
+        "huggingface",
+        LLM_IMAGE,
+        (("huggingface", "1", 1),),
+        ("v2", "v1", "grpc-v2"),
+    ),
+    # The ``modelFormat`` annotation (KServe's webhook writes it) is modelhost's runtime name.
+    _Builtin(
         "kserve-mlserver",
         "{{.Annotations.modelFormat}}",
-        [
-            *[("sklearn", v, 2) for v in ("0", "1")],
-            *[("xgboost", v, 2) for v in ("1", "2")],
-            *[("lightgbm", v, 2) for v in ("3", "4")],
-            *[("mlflow", v, 1) for v in ("1", "2")],
-        ],
+        FULL_IMAGE,
+        (
+            *(("sklearn", v, 2) for v in ("0", "1")),
+            *(("xgboost", v, 2) for v in ("1", "2")),
+            *(("lightgbm", v, 2) for v in ("3", "4")),
+            *(("mlflow", v, 1) for v in ("1", "2")),
+        ),
         ("v2", "grpc-v2"),
     ),
     # KServe serves MLflow models over v2 only; modelhost's MLflow runtime speaks v1 too.
-    (
+    _Builtin(
         "modelhost-mlflowserver",
         "mlflow",
-        [("mlflow", v, 2) for v in ("1", "2", "3")],
-        _ALL_PROTOCOLS,
+        FULL_IMAGE,
+        tuple(("mlflow", v, 2) for v in ("1", "2", "3")),
     ),
-    # KServe serves these formats with Triton or TorchServe; modelhost with its own runtimes.
-    ("modelhost-onnxserver", "onnx", [("onnx", "1", 1)], _ALL_PROTOCOLS),
-    ("modelhost-pytorchserver", "pytorch", [("pytorch", "1", 1)], _ALL_PROTOCOLS),
-    ("modelhost-customserver", "custom", [("custom", None, 1)], _ALL_PROTOCOLS),
+    # KServe serves ONNX with Triton (priority 1) or OpenVINO (2): 3 outranks both, so ONNX
+    # models go to modelhost once these are installed, and KServe's webhook sees no tie.
+    _Builtin("modelhost-onnxserver", "onnx", TABULAR_IMAGE, (("onnx", "1", 3),)),
+    # KServe's TorchServe (priority 2) keeps the PyTorch models it serves (model archives).
+    _Builtin("modelhost-pytorchserver", "pytorch", TORCH_IMAGE, (("pytorch", "1", 1),)),
+    _Builtin("modelhost-customserver", "custom", TABULAR_IMAGE, (("custom", None, 1),)),
 )
 
 
@@ -90,9 +147,24 @@ class SelectedRuntime:
         return self.runtime.spec
 
 
-def builtin_runtimes() -> list[ClusterServingRuntime]:
-    """Fresh copies of modelhost's built-in ClusterServingRuntimes."""
-    return [_builtin(*entry) for entry in _BUILTINS]
+def builtin_runtimes(
+    image_registry: str = DEFAULT_IMAGE_REGISTRY, tag: str = __version__
+) -> list[ClusterServingRuntime]:
+    """Fresh copies of modelhost's built-in ClusterServingRuntimes.
+
+    ``image_registry`` replaces ``modelhost`` in their images (a private registry or mirror,
+    ``registry.example.com/ml``) and ``tag`` the version.
+    """
+    return [
+        _builtin(entry, image_reference(entry.image, image_registry, tag)) for entry in _BUILTINS
+    ]
+
+
+def image_reference(
+    name: str, image_registry: str = DEFAULT_IMAGE_REGISTRY, tag: str = __version__
+) -> str:
+    """``<registry>/<name>:<tag>``; a trailing ``/`` on the registry is dropped."""
+    return f"{image_registry.rstrip('/')}/{name}:{tag}"
 
 
 def model_protocol(model: ModelSpec) -> str:
@@ -283,35 +355,37 @@ def _selected(runtime: AnyRuntime) -> SelectedRuntime:
     return SelectedRuntime(runtime.name, kind, runtime)
 
 
-def _builtin(
-    name: str, runtime: str, formats: list[tuple[str, str | None, int]], protocols: Sequence[str]
-) -> ClusterServingRuntime:
-    resources = {"cpu": "1", "memory": "2Gi"}
+def _builtin(entry: _Builtin, image: str) -> ClusterServingRuntime:
+    # No ``ports``, as KServe's own runtimes: Knative refuses a container with two, and a
+    # predictor that names ``h2c`` 8081 for gRPC (KServe's way) would make two. Raw mode
+    # exposes 8080 by default. ``command`` is explicit so that the embedded platform, which
+    # has no image entrypoint, runs the same process.
     container = Container(
         name=KSERVE_CONTAINER,
-        image=f"{MODELHOST_IMAGE}:{__version__}",
+        image=image,
         command=["modelhost", "serve"],
         args=[
             "--model_name={{.Name}}",
-            "--model_dir=/mnt/models",
-            f"--runtime={runtime}",
-            "--http_port=8080",
-            "--grpc_port=8081",
+            f"--model_dir={_MODEL_DIR}",
+            f"--runtime={entry.runtime}",
+            f"--http_port={_HTTP_PORT}",
+            f"--grpc_port={_GRPC_PORT}",
         ],
-        resources=ResourceRequirements(requests=dict(resources), limits=dict(resources)),
+        resources=ResourceRequirements(requests=dict(_RESOURCES), limits=dict(_RESOURCES)),
+        security_context=copy.deepcopy(_SECURITY_CONTEXT),
     )
     return ClusterServingRuntime(
-        metadata=ObjectMeta(name=name, annotations={SERVER_TYPE_ANNOTATION: "modelhost"}),
+        metadata=ObjectMeta(name=entry.name, annotations={SERVER_TYPE_ANNOTATION: "modelhost"}),
         spec=ServingRuntimeSpec(
             annotations={
-                "prometheus.kserve.io/port": "8080",
+                "prometheus.kserve.io/port": str(_HTTP_PORT),
                 "prometheus.kserve.io/path": "/metrics",
             },
             supported_model_formats=[
                 SupportedModelFormat(name=f, version=v, auto_select=True, priority=p)
-                for f, v, p in formats
+                for f, v, p in entry.formats
             ],
-            protocol_versions=list(protocols),
+            protocol_versions=list(entry.protocols),
             containers=[container],
         ),
     )

@@ -32,9 +32,9 @@ from modelhost.control import (
     ServicePlan,
     ServingRuntime,
 )
+from modelhost.control.conditions import COMPONENT_CONDITIONS, Check, conditions, service_conditions
 from modelhost.control.objects import Addressable, ComponentStatusSpec
 from modelhost.local.component import ComponentState
-from modelhost.local.conditions import COMPONENT_CONDITIONS, Check, conditions, service_conditions
 from modelhost.local.forwarder import Forwarder
 from modelhost.local.metrics import ReplicaCount
 from modelhost.local.reaper import ReplicaLedger

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
+from modelhost import errors
 from modelhost.access import is_loopback
 from modelhost.control import PlatformConfig
 from modelhost.settings import Http1Limits, default_home
@@ -50,6 +51,15 @@ class PlatformSettings:
     http_max_header_bytes: int = 64 * 1024
     http_max_body_bytes: int = 64 * 1024 * 1024
     http_write_buffer_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.config.storage_spec_secret is not None:
+            # A storage spec names a Kubernetes Secret; this platform has no Secret store,
+            # and planning with one would start replicas with an empty model folder.
+            raise errors.InvalidInput(
+                "storage_spec_secret: the embedded platform has no Secrets to read a storage "
+                "spec from; give models a storageUri (credentials from the environment)"
+            )
 
     def http1_limits(self) -> Http1Limits:
         return Http1Limits(

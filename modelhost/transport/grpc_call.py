@@ -26,7 +26,8 @@ from modelhost.protocol.grpc_routing import (
     STREAM_MODEL_FIELD,
     string_field,
 )
-from modelhost.transport.http2 import CANCEL, ENHANCE_YOUR_CALM, REFUSED_STREAM, Header
+from modelhost.transport.http2 import Header
+from modelhost.transport.http2_frames import CANCEL, ENHANCE_YOUR_CALM, REFUSED_STREAM
 from modelhost.transport.target import Admission, Target
 
 if TYPE_CHECKING:

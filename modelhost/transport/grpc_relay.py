@@ -23,7 +23,8 @@ from typing import Any, Protocol
 
 from modelhost.settings import Http2Limits
 from modelhost.transport.grpc_call import Admit, NowResolver, RelayedCall, Resolver
-from modelhost.transport.http2 import CANCEL, REFUSED_STREAM, H2Connection, Header
+from modelhost.transport.http2 import H2Connection, Header
+from modelhost.transport.http2_frames import CANCEL, REFUSED_STREAM
 from modelhost.transport.target import Target
 
 __all__ = ["GrpcRelay", "LocalCall", "LocalCalls", "NowResolver", "Resolver"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from collections import deque
 from collections.abc import Iterable
 from typing import cast
@@ -29,43 +28,49 @@ import hpack
 
 from modelhost.settings import Http2Limits
 from modelhost.transport.hpack_encoder import Header, encode_headers
-from modelhost.transport.http2_checks import FrameBudget, malformed_request, malformed_trailers
+from modelhost.transport.http2_checks import FrameBudget
+from modelhost.transport.http2_frames import (
+    CANCEL,
+    CONTINUATION,
+    DATA,
+    DEFAULT_FRAME,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    FRAME_HEAD,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    GOAWAY_PAYLOAD,
+    HEADERS,
+    MAX_WINDOW,
+    NO_ERROR,
+    PREFACE,
+    PROTOCOL_ERROR,
+    RST_STREAM,
+    SETTING,
+    SETTINGS,
+    SETTINGS_ENABLE_PUSH,
+    SETTINGS_INITIAL_WINDOW_SIZE,
+    SETTINGS_MAX_CONCURRENT_STREAMS,
+    SETTINGS_MAX_HEADER_LIST_SIZE,
+    WINDOW_UPDATE,
+    WORD,
+    ProtocolError,
+    StreamError,
+    frame,
+)
+from modelhost.transport.http2_receive import FrameReceiver
 
-__all__ = ["H2Connection", "Header", "ProtocolError"]
+__all__ = ["H2Connection", "Header"]
 
 logger = logging.getLogger("modelhost.server")
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
-WINDOW_UPDATE, CONTINUATION = 8, 9
-
-END_STREAM = 0x1
-ACK = 0x1
-END_HEADERS = 0x4
-PADDED = 0x8
-PRIORITY_FLAG = 0x20
-
-# Error codes (RFC 9113, section 7).
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
-STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x5, 0x6, 0x7, 0x8, 0x9
-ENHANCE_YOUR_CALM = 0xB
-
-_HEADER_TABLE_SIZE, _ENABLE_PUSH, _MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
-_INITIAL_WINDOW_SIZE, _MAX_FRAME_SIZE, _MAX_HEADER_LIST_SIZE = 0x4, 0x5, 0x6
-
-_MAX_WINDOW = 2**31 - 1
-_DEFAULT_WINDOW = 65_535
-_DEFAULT_FRAME = 16_384
 # Frames we accept: the protocol's default, which every peer can send and receive, so data
 # frames pass from one side to the other unsplit.
-_OUR_MAX_FRAME = _DEFAULT_FRAME
-# A window we opened is topped up once this much of it has been used.
-_REFILL = 2**30
+_OUR_MAX_FRAME = DEFAULT_FRAME
 # Beyond this much unsent data a connection counts as congested and its senders pause.
 _HIGH_WATER = 4 * 1024 * 1024
 _LOW_WATER = 1024 * 1024
-_DECODED_CACHE = 64
 # Streams we reset whose late frames are still ignored (section 5.4.2: the peer may have
 # sent them before our RST_STREAM reached it); older ones are just closed.
 _RESETS_REMEMBERED = 1024
@@ -75,42 +80,15 @@ _FRAMES_PER_TURN = 256
 # Seconds a connection ended for an error is still read (and what comes dropped).
 _LINGER = 1.0
 
-_FRAME_HEAD = struct.Struct(">HBBBL")
-_SETTING = struct.Struct(">HL")
-_WORD = struct.Struct(">L")
-_GOAWAY = struct.Struct(">LL")
 
-
-class ProtocolError(Exception):
-    """The peer broke HTTP/2: the connection ends with GOAWAY and this code."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class StreamError(Exception):
-    """The peer broke HTTP/2 on one stream: RST_STREAM with this code, the rest goes on."""
-
-    def __init__(self, stream: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.stream = stream
-        self.code = code
-
-
-def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    size = len(payload)
-    return _FRAME_HEAD.pack(size >> 8, size & 0xFF, kind, flags, stream) + payload
-
-
-class H2Connection(asyncio.Protocol):
+class H2Connection(FrameReceiver, asyncio.Protocol):
     """The framing, settings and windows of one connection; streams are the subclass's."""
 
     client_side = False  # True where we opened the connection (we send the preface)
     # SETTINGS_INITIAL_WINDOW_SIZE we announce: what the peer may send on a stream before
     # we top its window up. Wide open by default; a subclass that relays what it receives
     # to someone who may stop reading lowers it, and withholds credit (``withhold``).
-    stream_window = _MAX_WINDOW
+    stream_window = MAX_WINDOW
 
     def __init__(self, limits: Http2Limits | None = None) -> None:
         self.limits = limits = limits or Http2Limits()
@@ -130,10 +108,10 @@ class H2Connection(asyncio.Protocol):
         self._header_flags = 0
         self._header_error: StreamError | None = None
         # The peer's windows and limits, which bound what we send.
-        self.peer_initial_window = _DEFAULT_WINDOW
-        self.peer_max_frame = _DEFAULT_FRAME
+        self.peer_initial_window = DEFAULT_WINDOW
+        self.peer_max_frame = DEFAULT_FRAME
         self.peer_max_streams: int | None = None
-        self.send_window = _DEFAULT_WINDOW
+        self.send_window = DEFAULT_WINDOW
         self.stream_windows: dict[int, int] = {}
         self._pending: dict[int, deque[tuple[bytes | memoryview, int]]] = {}
         self.pending_bytes = 0
@@ -171,16 +149,16 @@ class H2Connection(asyncio.Protocol):
         limits = self.limits
         settings = b"".join(
             [
-                _SETTING.pack(_INITIAL_WINDOW_SIZE, self.stream_window),
-                _SETTING.pack(_ENABLE_PUSH, 0),
-                _SETTING.pack(_MAX_HEADER_LIST_SIZE, limits.max_header_list_bytes),
+                SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, self.stream_window),
+                SETTING.pack(SETTINGS_ENABLE_PUSH, 0),
+                SETTING.pack(SETTINGS_MAX_HEADER_LIST_SIZE, limits.max_header_list_bytes),
             ]
         )
         if not self.client_side:
-            settings += _SETTING.pack(_MAX_CONCURRENT_STREAMS, limits.max_concurrent_streams)
+            settings += SETTING.pack(SETTINGS_MAX_CONCURRENT_STREAMS, limits.max_concurrent_streams)
             self._timer = loop.call_later(limits.handshake_timeout_s, self._handshake_expired)
         opening = [frame(SETTINGS, 0, 0, settings)]
-        opening.append(frame(WINDOW_UPDATE, 0, 0, _WORD.pack(_MAX_WINDOW - _DEFAULT_WINDOW)))
+        opening.append(frame(WINDOW_UPDATE, 0, 0, WORD.pack(MAX_WINDOW - DEFAULT_WINDOW)))
         if self.client_side:
             opening.insert(0, PREFACE)
         transport.write(b"".join(opening))
@@ -217,7 +195,7 @@ class H2Connection(asyncio.Protocol):
                     if frames == _FRAMES_PER_TURN:
                         self._wait_a_turn()
                         break
-                    high, low, kind, flags, stream = _FRAME_HEAD.unpack_from(buffer, position)
+                    high, low, kind, flags, stream = FRAME_HEAD.unpack_from(buffer, position)
                     size = (high << 8) | low
                     if size > _OUR_MAX_FRAME:
                         raise ProtocolError(FRAME_SIZE_ERROR, f"a frame of {size} bytes")
@@ -228,7 +206,7 @@ class H2Connection(asyncio.Protocol):
                     frames += 1
                     payload = bytes(view[start:position])
                     try:
-                        self._frame(kind, flags, stream & _MAX_WINDOW, payload)
+                        self._frame(kind, flags, stream & MAX_WINDOW, payload)
                     except StreamError as exc:
                         self.stream_error(exc.stream, exc.code, str(exc))
             finally:
@@ -401,7 +379,7 @@ class H2Connection(asyncio.Protocol):
             self._remember_reset(stream)
         self.forget(stream)
         if not self.closed and self.transport is not None:
-            self._emit(frame(RST_STREAM, 0, stream, _WORD.pack(code)))
+            self._emit(frame(RST_STREAM, 0, stream, WORD.pack(code)))
 
     def stream_error(self, stream: int, code: int, message: str) -> None:
         """The peer broke the rules on ``stream``: it is reset, and its call told so."""
@@ -428,7 +406,7 @@ class H2Connection(asyncio.Protocol):
             self._remember_reset(stream)
             if not self.closed and self.transport is not None:
                 code = CANCEL if self.client_side else NO_ERROR
-                self._emit(frame(RST_STREAM, 0, stream, _WORD.pack(code)))
+                self._emit(frame(RST_STREAM, 0, stream, WORD.pack(code)))
         self._forget_after_end.discard(stream)
         self.stream_windows.pop(stream, None)
         self._stream_received.pop(stream, None)
@@ -448,7 +426,7 @@ class H2Connection(asyncio.Protocol):
 
     def goaway(self, last_stream: int, code: int = NO_ERROR, message: str = "") -> None:
         if not self.closed and self.transport is not None:
-            payload = _GOAWAY.pack(last_stream, code) + message.encode("utf-8", "replace")
+            payload = GOAWAY_PAYLOAD.pack(last_stream, code) + message.encode("utf-8", "replace")
             self._emit(frame(GOAWAY, 0, 0, payload))
 
     def fail(self, code: int, message: str) -> None:
@@ -580,292 +558,8 @@ class H2Connection(asyncio.Protocol):
         used = self._stream_received.get(stream, 0)
         if used and not self.closed and stream in self.stream_windows:
             self._stream_received[stream] = 0
-            self._emit(frame(WINDOW_UPDATE, 0, stream, _WORD.pack(used)))
-
-    # -- receiving -----------------------------------------------------------------------
-
-    def _frame(self, kind: int, flags: int, stream: int, payload: bytes) -> None:
-        if self._header_block is not None and kind != CONTINUATION:
-            raise ProtocolError(PROTOCOL_ERROR, "a header block was interrupted")
-        if self._settings_pending and kind != SETTINGS:
-            raise ProtocolError(PROTOCOL_ERROR, "the first frame was not SETTINGS")
-        if kind == DATA:
-            self._data(flags, stream, payload)
-        elif kind == HEADERS:
-            self._headers(flags, stream, payload)
-        elif kind == CONTINUATION:
-            if self._header_block is None or stream != self._header_stream:
-                raise ProtocolError(PROTOCOL_ERROR, "CONTINUATION without HEADERS")
-            if not payload and not flags & END_HEADERS:
-                self._spend(self._empty, "empty frames")
-            self._header_block += payload
-            if len(self._header_block) > self.limits.max_header_list_bytes:
-                raise ProtocolError(ENHANCE_YOUR_CALM, "header block too large")
-            if flags & END_HEADERS:
-                self._header_flags |= END_HEADERS
-                self._headers_complete()
-        elif kind == SETTINGS:
-            self._settings_frame(flags, stream, payload)
-        elif kind == WINDOW_UPDATE:
-            self._window_update(stream, payload)
-        elif kind == PING:
-            if stream:
-                raise ProtocolError(PROTOCOL_ERROR, "PING on a stream")
-            if len(payload) != 8:
-                raise ProtocolError(FRAME_SIZE_ERROR, "PING of the wrong size")
-            if not flags & ACK:
-                self._spend(self._pings, "PING")
-                self._emit(frame(PING, ACK, 0, payload))
-        elif kind == RST_STREAM:
-            self._reset_frame(stream, payload)
-        elif kind == GOAWAY:
-            if stream:
-                raise ProtocolError(PROTOCOL_ERROR, "GOAWAY on a stream")
-            if len(payload) < 8:
-                raise ProtocolError(FRAME_SIZE_ERROR, "GOAWAY too short")
-            last, code = _GOAWAY.unpack_from(payload)
-            self.on_goaway(last & _MAX_WINDOW, code)
-        elif kind == PRIORITY:
-            if not stream:
-                raise ProtocolError(PROTOCOL_ERROR, "PRIORITY on stream 0")
-            self._spend(self._empty, "PRIORITY")
-            if len(payload) != 5:
-                raise StreamError(stream, FRAME_SIZE_ERROR, "PRIORITY of the wrong size")
-        elif kind == PUSH_PROMISE:
-            raise ProtocolError(PROTOCOL_ERROR, "PUSH_PROMISE, which we disabled")
-        else:  # unknown frame types are ignored, as the protocol asks, within a budget
-            self._spend(self._empty, "frames of unknown types")
-
-    def _spend(self, budget: FrameBudget, what: str) -> None:
-        assert self._loop is not None
-        if not budget.spend(self._loop.time()):
-            raise ProtocolError(ENHANCE_YOUR_CALM, f"more than {budget.limit} {what} a second")
-
-    def _idle_stream(self, stream: int) -> bool:
-        """Whether ``stream`` was never opened (section 5.1: "idle")."""
-        if self.client_side:
-            return stream > self._last_local_stream or not stream % 2
-        return stream > self.last_peer_stream
-
-    def _data(self, flags: int, stream: int, payload: bytes) -> None:
-        if not stream:
-            raise ProtocolError(PROTOCOL_ERROR, "DATA on stream 0")
-        size = len(payload)
-        self._received += size
-        if self._received >= _REFILL and self.transport is not None:
-            self._emit(frame(WINDOW_UPDATE, 0, 0, _WORD.pack(self._received)))
-            self._received = 0
-        if stream not in self._peer_open:
-            self._not_open(stream, "DATA")
-            return
-        if stream in self.stream_windows:  # an open stream, not one we are done with
-            used = self._stream_received.get(stream, 0) + size
-            if used >= self.stream_window >> 1 and stream not in self._withheld:
-                self._emit(frame(WINDOW_UPDATE, 0, stream, _WORD.pack(used)))
-                used = 0
-            self._stream_received[stream] = used
-        if flags & PADDED:
-            payload = _unpad(payload)
-        end = bool(flags & END_STREAM)
-        if end:
-            self._peer_open.discard(stream)
-        elif not size:
-            self._spend(self._empty, "empty DATA frames")
-        self.on_data(stream, payload, end)
-
-    def _not_open(self, stream: int, what: str) -> None:
-        """A frame on a stream the peer may not send on: ignored, or an error (section 5.1)."""
-        if stream in self._reset_sent:
-            return  # it crossed our RST_STREAM
-        if self._idle_stream(stream):
-            raise ProtocolError(PROTOCOL_ERROR, f"{what} on idle stream {stream}")
-        if stream in self.stream_windows:  # half-closed (remote): the peer ended it
-            raise StreamError(stream, STREAM_CLOSED, f"{what} after END_STREAM")
-        if what == "HEADERS" and not self.client_side:
-            # A stream below the last one opened: a new stream's id must go up (5.1.1).
-            raise ProtocolError(PROTOCOL_ERROR, f"HEADERS on stream {stream}, not a new one")
-        raise ProtocolError(STREAM_CLOSED, f"{what} on closed stream {stream}")
-
-    def _headers(self, flags: int, stream: int, payload: bytes) -> None:
-        if stream == 0:
-            raise ProtocolError(PROTOCOL_ERROR, "HEADERS on stream 0")
-        if flags & PADDED:
-            payload = _unpad(payload)
-        self._header_error = None
-        if flags & PRIORITY_FLAG:
-            if len(payload) < 5:
-                raise ProtocolError(FRAME_SIZE_ERROR, "HEADERS too short for its priority")
-            if _WORD.unpack_from(payload)[0] & _MAX_WINDOW == stream:
-                self._header_error = StreamError(stream, PROTOCOL_ERROR, "depends on itself")
-            payload = payload[5:]
-        self._header_block = bytearray(payload)
-        self._header_stream = stream
-        self._header_flags = flags
-        if flags & END_HEADERS:
-            self._headers_complete()
-        elif self._loop is not None:
-            self._cancel_timer()
-            self._timer = self._loop.call_later(self.limits.header_timeout_s, self._header_expired)
-
-    def _headers_complete(self) -> None:
-        block, self._header_block = self._header_block, None
-        assert block is not None
-        data = bytes(block)
-        stream, end = self._header_stream, bool(self._header_flags & END_STREAM)
-        # Decoded whatever happens next: the peer's encoder has changed the table already.
-        headers = self._decoded.get(data)
-        fresh = headers is None
-        if headers is None:
-            headers = self._decode(data)
-        if self._header_error is not None:
-            raise self._header_error
-        if stream in self._peer_open:  # the peer's trailers, or the first answer's headers
-            if self.client_side:
-                if end:
-                    self._peer_open.discard(stream)
-            else:
-                if not end:
-                    raise StreamError(stream, PROTOCOL_ERROR, "trailers without END_STREAM")
-                why = malformed_trailers(headers) if fresh else None
-                if why is not None:
-                    raise StreamError(stream, PROTOCOL_ERROR, f"malformed trailers: {why}")
-                self._peer_open.discard(stream)
-            self.on_headers(stream, headers, end)
-            return
-        if self.client_side or stream <= self.last_peer_stream:
-            self._not_open(stream, "HEADERS")
-            return
-        if not stream % 2:
-            raise ProtocolError(PROTOCOL_ERROR, f"a client opened even stream {stream}")
-        self.last_peer_stream = stream
-        why = malformed_request(headers) if fresh else None
-        if why is not None:
-            self._decoded.pop(data, None)
-            self.reset(stream, PROTOCOL_ERROR)
-            logger.info("HTTP/2 stream %s refused: malformed request (%s)", stream, why)
-            return
-        if len(self.stream_windows) >= self.limits.max_concurrent_streams:
-            # A stream refused costs its header block's decoding and comes to nothing, as
-            # one the client resets: the same budget.
-            self._spend(self._resets, "streams reset or refused")
-            self.reset(stream, REFUSED_STREAM)
-            return
-        if not end:
-            self._peer_open.add(stream)
-        self.stream_windows[stream] = self.peer_initial_window
-        self.on_headers(stream, headers, end)
-
-    def _decode(self, block: bytes) -> list[Header]:
-        """Decode ``block``, remembering the result while the dynamic table stays as it is.
-
-        A peer sends the same block call after call (gRPC's answers and trailers, a client's
-        fixed headers); the same bytes against the same table decode the same, so only a
-        block that changes the table (or a new block) costs a decode (and a check).
-        """
-        table = self._decoder.header_table
-        entries = table.dynamic_entries
-        before = (len(entries), entries[0] if entries else None, table.maxsize)
-        try:
-            # HeaderTuples are (bytes, bytes) tuples; never-indexed ones stay so when re-sent.
-            headers = cast("list[Header]", self._decoder.decode(block, raw=True))
-        except hpack.OversizedHeaderListError:
-            raise ProtocolError(ENHANCE_YOUR_CALM, "header list too large") from None
-        except hpack.HPACKError as exc:
-            raise ProtocolError(COMPRESSION_ERROR, f"cannot decode a header block: {exc}") from None
-        after = (len(entries), entries[0] if entries else None, table.maxsize)
-        if after[0] != before[0] or after[1] is not before[1] or after[2] != before[2]:
-            self._decoded.clear()
-        elif len(self._decoded) < _DECODED_CACHE:
-            self._decoded[block] = headers
-        return headers
-
-    def _settings_frame(self, flags: int, stream: int, payload: bytes) -> None:
-        if stream:
-            raise ProtocolError(PROTOCOL_ERROR, "SETTINGS on a stream")
-        if flags & ACK:
-            if payload:
-                raise ProtocolError(FRAME_SIZE_ERROR, "a SETTINGS acknowledgement with a payload")
-            return
-        if self._settings_pending:
-            self._settings_pending = False
-            if not self.client_side:
-                self._cancel_timer()
-                self._arm_idle()
-        self._spend(self._settings_budget, "SETTINGS")
-        self._settings(payload)
-
-    def _settings(self, payload: bytes) -> None:
-        if len(payload) % 6:
-            raise ProtocolError(FRAME_SIZE_ERROR, "SETTINGS of the wrong size")
-        for offset in range(0, len(payload), 6):
-            key, value = _SETTING.unpack_from(payload, offset)
-            if key == _INITIAL_WINDOW_SIZE:
-                if value > _MAX_WINDOW:
-                    raise ProtocolError(FLOW_CONTROL_ERROR, "initial window too large")
-                delta = value - self.peer_initial_window
-                self.peer_initial_window = value
-                for stream in self.stream_windows:
-                    self.stream_windows[stream] += delta
-                    if self.stream_windows[stream] > _MAX_WINDOW:
-                        raise ProtocolError(FLOW_CONTROL_ERROR, "a stream window too large")
-            elif key == _MAX_FRAME_SIZE:
-                if not _DEFAULT_FRAME <= value <= 2**24 - 1:
-                    raise ProtocolError(PROTOCOL_ERROR, "invalid SETTINGS_MAX_FRAME_SIZE")
-                self.peer_max_frame = value
-            elif key == _MAX_CONCURRENT_STREAMS:
-                self.peer_max_streams = value
-            elif key == _ENABLE_PUSH and value > 1:
-                raise ProtocolError(PROTOCOL_ERROR, "invalid SETTINGS_ENABLE_PUSH")
-        self._emit(frame(SETTINGS, ACK, 0))
-        self._flush()
-
-    def _window_update(self, stream: int, payload: bytes) -> None:
-        if len(payload) != 4:
-            raise ProtocolError(FRAME_SIZE_ERROR, "WINDOW_UPDATE of the wrong size")
-        increment = _WORD.unpack(payload)[0] & _MAX_WINDOW
-        if stream == 0:
-            if not increment:
-                raise ProtocolError(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
-            self.send_window += increment
-            if self.send_window > _MAX_WINDOW:
-                raise ProtocolError(FLOW_CONTROL_ERROR, "connection window past 2^31-1")
-        elif stream in self.stream_windows:
-            if not increment:
-                raise StreamError(stream, PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
-            window = self.stream_windows[stream] + increment
-            if window > _MAX_WINDOW:
-                raise StreamError(stream, FLOW_CONTROL_ERROR, "stream window past 2^31-1")
-            self.stream_windows[stream] = window
-        else:
-            if self._idle_stream(stream):
-                raise ProtocolError(PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {stream}")
-            return  # a closed stream's: allowed, and nothing to do
-        if self._pending:
-            self._flush()
-
-    def _reset_frame(self, stream: int, payload: bytes) -> None:
-        if not stream:
-            raise ProtocolError(PROTOCOL_ERROR, "RST_STREAM on stream 0")
-        if len(payload) != 4:
-            raise ProtocolError(FRAME_SIZE_ERROR, "RST_STREAM of the wrong size")
-        if self._idle_stream(stream):
-            raise ProtocolError(PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream}")
-        self._spend(self._resets, "streams reset or refused")
-        self._peer_open.discard(stream)
-        known = stream in self.stream_windows
-        self.forget(stream)
-        if known:
-            self.on_reset(stream, _WORD.unpack(payload)[0])
+            self._emit(frame(WINDOW_UPDATE, 0, stream, WORD.pack(used)))
 
 
 # Marks a queued header block (trailers behind data) apart from queued data.
 _HEADER_ITEM = 0x100
-
-
-def _unpad(payload: bytes) -> bytes:
-    if not payload:
-        raise ProtocolError(PROTOCOL_ERROR, "padded frame without a pad length")
-    pad = payload[0]
-    if pad >= len(payload):
-        raise ProtocolError(PROTOCOL_ERROR, "padding longer than the frame")
-    return payload[1 : len(payload) - pad]

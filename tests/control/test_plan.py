@@ -96,7 +96,7 @@ def test_user_args_env_resources_and_runtime_version_merge_over_the_runtime() ->
     assert dict(process.env)["OMP_NUM_THREADS"] == "2"
     assert ("limits", "cpu", "2") in process.resources
     assert ("requests", "cpu", "1") in process.resources
-    assert process.image == "modelhost/modelhost:9.9"
+    assert process.image == "modelhost/modelhost-tabular:9.9"
 
 
 def test_protocol_comes_from_the_spec_or_the_runtimes_lowest() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from control_support import fmt, isvc, runtime, sample_isvc, sklearn
 
+from modelhost._version import __version__
 from modelhost.control import (
     RuntimeSelectionError,
     apply_defaults,
@@ -17,6 +18,7 @@ from modelhost.control import (
     supporting_runtimes,
 )
 from modelhost.control.objects import AnyRuntime, InferenceService
+from modelhost.control.runtimes import image_reference
 
 
 def chosen(source: InferenceService, runtimes: list[AnyRuntime] | None = None) -> str:
@@ -247,3 +249,16 @@ def test_builtin_runtimes_print_and_parse_back() -> None:
         (container,) = builtin.spec.containers
         assert container.command == ["modelhost", "serve"]
         assert builtin.metadata.annotations["serving.kserve.io/server-type"] == "modelhost"
+
+
+def test_builtin_runtimes_name_the_image_of_their_runtime_in_any_registry() -> None:
+    images = {
+        r.name: r.spec.containers[0].image for r in builtin_runtimes("mirror.example/ml/", "7")
+    }
+    assert images["kserve-sklearnserver"] == "mirror.example/ml/modelhost-tabular:7"
+    assert images["kserve-mlserver"] == "mirror.example/ml/modelhost-full:7"
+    assert images["kserve-catboostserver"] == "mirror.example/ml/modelhost-full:7"
+    assert images["modelhost-mlflowserver"] == "mirror.example/ml/modelhost-full:7"
+    assert images["modelhost-pytorchserver"] == "mirror.example/ml/modelhost-torch:7"
+    assert images["kserve-huggingfaceserver"] == "mirror.example/ml/modelhost-llm:7"
+    assert image_reference("modelhost-tabular") == f"modelhost/modelhost-tabular:{__version__}"

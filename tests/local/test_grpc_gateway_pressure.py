@@ -21,9 +21,9 @@ from modelhost import errors
 from modelhost.local.server import grpc_gateway
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 from modelhost.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from modelhost.transport import http2
+from modelhost.transport import http2_frames as wire
 from modelhost.transport.grpc_relay import GrpcRelay
-from modelhost.transport.http2 import frame
+from modelhost.transport.http2_frames import frame
 from modelhost.transport.target import Target
 
 STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
@@ -76,10 +76,10 @@ async def raw_call(
             ("te", "trailers"),
         ]
     )
-    frames = [http2.PREFACE, frame(http2.SETTINGS, 0, 0, settings)]
-    frames.append(frame(http2.HEADERS, http2.END_HEADERS, 1, block))
+    frames = [wire.PREFACE, frame(wire.SETTINGS, 0, 0, settings)]
+    frames.append(frame(wire.HEADERS, wire.END_HEADERS, 1, block))
     for start in range(0, len(data), 16_384):
-        frames.append(frame(http2.DATA, 0, 1, data[start : start + 16_384]))
+        frames.append(frame(wire.DATA, 0, 1, data[start : start + 16_384]))
     writer.write(b"".join(frames))
     return reader, writer
 
@@ -89,9 +89,9 @@ async def trailers(reader: asyncio.StreamReader) -> dict[str, str]:
     while True:
         head = await asyncio.wait_for(reader.readexactly(9), 10)
         payload = await reader.readexactly(int.from_bytes(head[:3], "big"))
-        if head[3] == http2.HEADERS:
+        if head[3] == wire.HEADERS:
             fields = dict(decoder.decode(payload))
-            if head[4] & http2.END_STREAM:
+            if head[4] & wire.END_STREAM:
                 return fields
 
 

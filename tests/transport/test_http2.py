@@ -10,7 +10,9 @@ import pytest
 from h2_peer import FakeTransport, Peer
 
 from modelhost.transport import http2
-from modelhost.transport.http2 import H2Connection, Header, frame
+from modelhost.transport import http2_frames as wire
+from modelhost.transport.http2 import H2Connection, Header
+from modelhost.transport.http2_frames import frame
 
 
 class Recorder(H2Connection):
@@ -46,11 +48,11 @@ async def pair() -> AsyncIterator[tuple[Recorder, Peer]]:
     server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(http2.PREFACE + frame(http2.SETTINGS, 0, 0))
+    writer.write(wire.PREFACE + frame(wire.SETTINGS, 0, 0))
     peer = Peer(reader, writer)
-    flags, _, settings = await peer.expect(http2.SETTINGS)
+    flags, _, settings = await peer.expect(wire.SETTINGS)
     assert flags == 0
-    assert (http2._INITIAL_WINDOW_SIZE, 2**31 - 1) in [
+    assert (wire.SETTINGS_INITIAL_WINDOW_SIZE, 2**31 - 1) in [
         struct.unpack_from(">HL", settings, i) for i in range(0, len(settings), 6)
     ]
     yield made[0], peer
@@ -67,20 +69,20 @@ async def wait_events(connection: Recorder, count: int) -> None:
 
 async def test_ping_and_settings_are_acknowledged(pair: tuple[Recorder, Peer]) -> None:
     _, peer = pair
-    peer.send(http2.PING, 0, 0, b"12345678")
-    flags, _, payload = await peer.expect(http2.PING)
-    assert (flags, payload) == (http2.ACK, b"12345678")
-    peer.send(http2.SETTINGS, 0, 0, struct.pack(">HL", http2._MAX_FRAME_SIZE, 32768))
-    flags, _, payload = await peer.expect(http2.SETTINGS)
-    assert (flags, payload) == (http2.ACK, b"")
+    peer.send(wire.PING, 0, 0, b"12345678")
+    flags, _, payload = await peer.expect(wire.PING)
+    assert (flags, payload) == (wire.ACK, b"12345678")
+    peer.send(wire.SETTINGS, 0, 0, struct.pack(">HL", wire.SETTINGS_MAX_FRAME_SIZE, 32768))
+    flags, _, payload = await peer.expect(wire.SETTINGS)
+    assert (flags, payload) == (wire.ACK, b"")
 
 
 async def test_continuations_and_padding_are_undone(pair: tuple[Recorder, Peer]) -> None:
     connection, peer = pair
     block = peer.request("/a/b", ("x-long", "v" * 100))
-    peer.send(http2.HEADERS, 0, 1, block[:10])
-    peer.send(http2.CONTINUATION, http2.END_HEADERS, 1, block[10:])
-    peer.send(http2.DATA, http2.PADDED | http2.END_STREAM, 1, b"\x03hello\x00\x00\x00")
+    peer.send(wire.HEADERS, 0, 1, block[:10])
+    peer.send(wire.CONTINUATION, wire.END_HEADERS, 1, block[10:])
+    peer.send(wire.DATA, wire.PADDED | wire.END_STREAM, 1, b"\x03hello\x00\x00\x00")
     await wait_events(connection, 2)
 
     kind, stream, headers, end = connection.events[0]
@@ -94,22 +96,22 @@ async def test_data_waits_for_the_peers_window_and_trailers_keep_their_place(
 ) -> None:
     connection, peer = pair
     # The peer allows 10 bytes per stream.
-    peer.send(http2.SETTINGS, 0, 0, struct.pack(">HL", http2._INITIAL_WINDOW_SIZE, 10))
-    await peer.expect(http2.SETTINGS)
-    peer.send(http2.HEADERS, http2.END_HEADERS, 1, peer.request())
+    peer.send(wire.SETTINGS, 0, 0, struct.pack(">HL", wire.SETTINGS_INITIAL_WINDOW_SIZE, 10))
+    await peer.expect(wire.SETTINGS)
+    peer.send(wire.HEADERS, wire.END_HEADERS, 1, peer.request())
     await wait_events(connection, 1)
 
     connection.send_data(1, b"0123456789abcdef", False)
     connection.send_headers(1, [(b"grpc-status", b"0")], True)
-    flags, _, payload = await peer.expect(http2.DATA)
+    flags, _, payload = await peer.expect(wire.DATA)
     assert (flags, payload) == (0, b"0123456789")
     assert connection.pending_bytes == 6
 
-    peer.send(http2.WINDOW_UPDATE, 0, 1, struct.pack(">L", 100))
-    flags, _, payload = await peer.expect(http2.DATA)
+    peer.send(wire.WINDOW_UPDATE, 0, 1, struct.pack(">L", 100))
+    flags, _, payload = await peer.expect(wire.DATA)
     assert (flags, payload) == (0, b"abcdef")
-    flags, stream, block = await peer.expect(http2.HEADERS)
-    assert flags & http2.END_STREAM
+    flags, stream, block = await peer.expect(wire.HEADERS)
+    assert flags & wire.END_STREAM
     assert stream == 1
     assert peer.decoder.decode(block) == [("grpc-status", "0")]
     assert connection.pending_bytes == 0
@@ -122,9 +124,9 @@ async def test_a_bad_preface_ends_the_connection_with_goaway() -> None:
     writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     peer = Peer(reader, writer)
 
-    _, _, payload = await peer.expect(http2.GOAWAY)
+    _, _, payload = await peer.expect(wire.GOAWAY)
 
-    assert struct.unpack_from(">LL", payload)[1] == http2.PROTOCOL_ERROR
+    assert struct.unpack_from(">LL", payload)[1] == wire.PROTOCOL_ERROR
     assert await asyncio.wait_for(reader.read(), 5) == b""  # and closed
     writer.close()
     server.close()
@@ -133,17 +135,17 @@ async def test_a_bad_preface_ends_the_connection_with_goaway() -> None:
 
 async def test_a_reset_stream_drops_its_waiting_data(pair: tuple[Recorder, Peer]) -> None:
     connection, peer = pair
-    peer.send(http2.SETTINGS, 0, 0, struct.pack(">HL", http2._INITIAL_WINDOW_SIZE, 0))
-    await peer.expect(http2.SETTINGS)
-    peer.send(http2.HEADERS, http2.END_HEADERS, 3, peer.request())
+    peer.send(wire.SETTINGS, 0, 0, struct.pack(">HL", wire.SETTINGS_INITIAL_WINDOW_SIZE, 0))
+    await peer.expect(wire.SETTINGS)
+    peer.send(wire.HEADERS, wire.END_HEADERS, 3, peer.request())
     await wait_events(connection, 1)
     connection.send_data(3, b"x" * 1000, True)
     assert connection.pending_bytes == 1000
 
-    peer.send(http2.RST_STREAM, 0, 3, struct.pack(">L", http2.CANCEL))
+    peer.send(wire.RST_STREAM, 0, 3, struct.pack(">L", wire.CANCEL))
     await wait_events(connection, 2)
 
-    assert connection.events[1] == ("reset", 3, http2.CANCEL, True)
+    assert connection.events[1] == ("reset", 3, wire.CANCEL, True)
     assert connection.pending_bytes == 0
 
 
@@ -162,9 +164,9 @@ async def test_a_congested_connection_pauses_its_sender_until_it_drains(
             paused.append("resume")
 
     sender.transport = Transport()  # type: ignore[assignment]
-    peer.send(http2.SETTINGS, 0, 0, struct.pack(">HL", http2._INITIAL_WINDOW_SIZE, 0))
-    await peer.expect(http2.SETTINGS)
-    peer.send(http2.HEADERS, http2.END_HEADERS, 1, peer.request())
+    peer.send(wire.SETTINGS, 0, 0, struct.pack(">HL", wire.SETTINGS_INITIAL_WINDOW_SIZE, 0))
+    await peer.expect(wire.SETTINGS)
+    peer.send(wire.HEADERS, wire.END_HEADERS, 1, peer.request())
     await wait_events(connection, 1)
 
     connection.send_data(1, b"x" * (http2._HIGH_WATER + 1), False)
@@ -173,8 +175,8 @@ async def test_a_congested_connection_pauses_its_sender_until_it_drains(
     connection.hold(sender)  # once per sender
     assert paused == ["pause"]
 
-    peer.send(http2.WINDOW_UPDATE, 0, 1, struct.pack(">L", 2**31 - 1))
-    await peer.expect(http2.DATA)  # sent once the window opened
+    peer.send(wire.WINDOW_UPDATE, 0, 1, struct.pack(">L", 2**31 - 1))
+    await peer.expect(wire.DATA)  # sent once the window opened
     assert not connection.congested
     assert paused == ["pause", "resume"]
 
@@ -186,10 +188,10 @@ async def test_a_connection_acts_on_a_bounded_number_of_frames_per_turn() -> Non
     transport = FakeTransport()
     connection.connection_made(transport)  # type: ignore[arg-type]
     updates = 3 * http2._FRAMES_PER_TURN
-    one = frame(http2.WINDOW_UPDATE, 0, 0, struct.pack(">L", 1))
-    connection.data_received(http2.PREFACE + frame(http2.SETTINGS, 0, 0) + one * updates)
+    one = frame(wire.WINDOW_UPDATE, 0, 0, struct.pack(">L", 1))
+    connection.data_received(wire.PREFACE + frame(wire.SETTINGS, 0, 0) + one * updates)
 
-    start = http2._DEFAULT_WINDOW
+    start = wire.DEFAULT_WINDOW
     assert connection.send_window == start + http2._FRAMES_PER_TURN - 1  # SETTINGS was one
     assert transport.paused
     for _ in range(10):

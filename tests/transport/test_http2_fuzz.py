@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelhost.settings import Http2Limits
-from modelhost.transport import http2
+from modelhost.transport import http2_frames as wire
 from modelhost.transport.grpc_relay import GrpcRelay, RelayClient
 from modelhost.transport.target import Target
 
@@ -38,7 +38,7 @@ _REQUEST = bytes(
 )
 
 frames = st.builds(
-    http2.frame,
+    wire.frame,
     st.integers(0, 12),
     st.integers(0, 255),
     st.sampled_from([0, 1, 2, 3, 5, 7, 2**31 - 1]),
@@ -82,14 +82,14 @@ def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(frames, max_size=30), st.lists(st.integers(0, 10_000), max_size=8))
 def test_any_frames_in_any_chunks(body: list[bytes], cuts: list[int]) -> None:
-    data = http2.PREFACE + http2.frame(http2.SETTINGS, 0, 0) + b"".join(body)
+    data = wire.PREFACE + wire.frame(wire.SETTINGS, 0, 0) + b"".join(body)
     _feed(_chunked(data, cuts))
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=2000), st.lists(st.integers(0, 2000), max_size=5))
 def test_any_bytes_after_the_preface(body: bytes, cuts: list[int]) -> None:
-    _feed(_chunked(http2.PREFACE + body, cuts))
+    _feed(_chunked(wire.PREFACE + body, cuts))
 
 
 @settings(max_examples=100, deadline=None)

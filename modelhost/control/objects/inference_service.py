@@ -13,26 +13,38 @@ from typing import Any, ClassVar, Literal
 
 import msgspec
 
-from modelhost.control.objects.core import Container, KubeObject, ObjectMeta, PodSpec
+from modelhost.control.objects.core import Container, KubeObject, ObjectMeta, PodSpec, Quantity
 
 __all__ = [
     "FRAMEWORKS",
     "ARTExplainerSpec",
     "Addressable",
+    "AuthenticationRef",
+    "AutoScalingBehavior",
+    "AutoScalingSpec",
     "Batcher",
     "CanarySpec",
     "ComponentSpec",
     "ComponentStatusSpec",
     "Condition",
     "ExplainerSpec",
+    "ExternalMetricAuthentication",
+    "ExternalMetricSource",
+    "ExternalMetrics",
     "InferenceService",
     "InferenceServiceSpec",
     "InferenceServiceStatus",
     "LoggerSpec",
+    "MetricTarget",
+    "MetricsSpec",
     "ModelFormat",
     "ModelSpec",
+    "PodMetricSource",
+    "PodMetrics",
     "PredictorExtensionSpec",
     "PredictorSpec",
+    "ResourceMetricSource",
+    "ScalingRules",
     "StorageSpec",
     "StorageUri",
     "TrafficTarget",
@@ -107,6 +119,92 @@ class Batcher(KubeObject):
     timeout: int | None = None
 
 
+class MetricTarget(KubeObject):
+    """Kubernetes' MetricTarget: Utilization (percent of the requests), AverageValue or Value."""
+
+    type: str | None = None
+    value: Quantity | None = None
+    average_value: Quantity | None = None
+    average_utilization: int | None = None
+
+
+class ResourceMetricSource(KubeObject):
+    """The pods' cpu or memory, as the HPA (or KEDA's cpu and memory scalers) measure it."""
+
+    name: str | None = None
+    target: MetricTarget | None = None
+
+
+class ExternalMetrics(KubeObject):
+    """A query against a metrics backend (KServe allows prometheus and graphite)."""
+
+    backend: str | None = None
+    server_address: str | None = None
+    query: str | None = None
+    namespace: str | None = None
+
+
+class AuthenticationRef(KubeObject):
+    name: str
+
+
+class ExternalMetricAuthentication(KubeObject):
+    """How KEDA authenticates to the backend: a TriggerAuthentication, and its modes."""
+
+    auth_modes: str | None = None
+    authentication_ref: AuthenticationRef | None = None
+
+
+class ExternalMetricSource(KubeObject):
+    metric: ExternalMetrics | None = None
+    target: MetricTarget | None = None
+    authentication_ref: ExternalMetricAuthentication | None = None
+
+
+class PodMetrics(KubeObject):
+    backend: str | None = None
+    server_address: str | None = None
+    query: str | None = None
+    metric_names: list[str] | None = None
+    operation_over_time: str | None = None
+
+
+class PodMetricSource(KubeObject):
+    metric: PodMetrics | None = None
+    target: MetricTarget | None = None
+
+
+class MetricsSpec(KubeObject):
+    """One entry of ``autoScaling.metrics``: ``type`` says which of the sources is set."""
+
+    type: str | None = None
+    resource: ResourceMetricSource | None = None
+    external: ExternalMetricSource | None = None
+    # KServe's JSON name is all lower case.
+    podmetric: PodMetricSource | None = msgspec.field(default=None, name="podmetric")
+
+
+class ScalingRules(KubeObject):
+    """The HPA's HPAScalingRules for one direction."""
+
+    stabilization_window_seconds: int | None = None
+    select_policy: str | None = None
+    policies: list[Any] | None = None
+    tolerance: Quantity | None = None
+
+
+class AutoScalingBehavior(KubeObject):
+    scale_up: ScalingRules | None = None
+    scale_down: ScalingRules | None = None
+
+
+class AutoScalingSpec(KubeObject):
+    """``autoScaling``: the metrics (and behavior) of the hpa and keda autoscaler classes."""
+
+    metrics: list[MetricsSpec] | None = None
+    behavior: AutoScalingBehavior | None = None
+
+
 class ComponentSpec(PodSpec):
     """A component: its pod, plus KServe's ComponentExtensionSpec (scaling, rollout, agent)."""
 
@@ -115,7 +213,7 @@ class ComponentSpec(PodSpec):
     scale_target: int | None = None
     scale_metric: str | None = None
     scale_metric_type: str | None = None
-    auto_scaling: Any = None
+    auto_scaling: AutoScalingSpec | None = None
     container_concurrency: int | None = None
     timeout: int | None = None
     canary_traffic_percent: int | None = None

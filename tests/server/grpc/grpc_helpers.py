@@ -15,8 +15,8 @@ from modelhost.server.grpc.server import GrpcServer
 from modelhost.server.inference import StepRunner
 from modelhost.server.metrics import Metrics
 from modelhost.settings import ServerSettings
-from modelhost.transport import http2
-from modelhost.transport.http2 import frame
+from modelhost.transport import http2_frames as wire
+from modelhost.transport.http2_frames import frame
 
 
 @contextlib.asynccontextmanager
@@ -65,13 +65,13 @@ def raw_call(
         *extra,
     ]
     frames = [
-        http2.PREFACE,
-        frame(http2.SETTINGS, 0, 0, settings),
-        frame(http2.HEADERS, http2.END_HEADERS, 1, hpack.Encoder().encode(headers)),
+        wire.PREFACE,
+        frame(wire.SETTINGS, 0, 0, settings),
+        frame(wire.HEADERS, wire.END_HEADERS, 1, hpack.Encoder().encode(headers)),
     ]
     size = 16_384
     for start in range(0, len(data), size):
         last = start + size >= len(data)
-        flags = http2.END_STREAM if end and last else 0
-        frames.append(frame(http2.DATA, flags, 1, data[start : start + size]))
+        flags = wire.END_STREAM if end and last else 0
+        frames.append(frame(wire.DATA, flags, 1, data[start : start + size]))
     return b"".join(frames)

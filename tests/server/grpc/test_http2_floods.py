@@ -21,8 +21,8 @@ from testmodels import EchoModel
 
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
 from modelhost.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from modelhost.transport import http2
-from modelhost.transport.http2 import frame
+from modelhost.transport import http2_frames as wire
+from modelhost.transport.http2_frames import frame
 
 _REQUEST = [
     (":method", "POST"),
@@ -37,16 +37,16 @@ _REQUEST = [
 def _burst(kind: str, number: int) -> bytes:
     """What the attacker writes next on its connection (stream ids keep going up)."""
     if kind == "ping":
-        return b"".join(frame(http2.PING, 0, 0, struct.pack(">Q", i)) for i in range(1000))
+        return b"".join(frame(wire.PING, 0, 0, struct.pack(">Q", i)) for i in range(1000))
     # One block sent again and again: each adds its fields to the server's HPACK table, so
     # that every one costs a full decode (what a flood that wants to cost most does).
     block = hpack.Encoder().encode(_REQUEST)
     out = []
     for i in range(300):
         stream = 1 + 2 * (300 * number + i)
-        out.append(frame(http2.HEADERS, http2.END_HEADERS, stream, block))
+        out.append(frame(wire.HEADERS, wire.END_HEADERS, stream, block))
         if kind == "rapid-reset":
-            out.append(frame(http2.RST_STREAM, 0, stream, struct.pack(">L", http2.CANCEL)))
+            out.append(frame(wire.RST_STREAM, 0, stream, struct.pack(">L", wire.CANCEL)))
     return b"".join(out)
 
 
@@ -54,7 +54,7 @@ def _flood(kind: str, port: int, stop: multiprocessing.synchronize.Event) -> Non
     while not stop.is_set():
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-                sock.sendall(http2.PREFACE + frame(http2.SETTINGS, 0, 0))
+                sock.sendall(wire.PREFACE + frame(wire.SETTINGS, 0, 0))
                 number = 0
                 while not stop.is_set():
                     sock.sendall(_burst(kind, number))

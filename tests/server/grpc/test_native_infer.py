@@ -25,7 +25,7 @@ from modelhost.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelhost.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from modelhost.server.grpc.servicer import InferenceServicer
 from modelhost.settings import ServerSettings, parse_known_server_args
-from modelhost.transport import http2
+from modelhost.transport import http2_frames as wire
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -189,7 +189,7 @@ async def _raw_call(
         while True:
             head = await asyncio.wait_for(reader.readexactly(9), 5)
             payload = await reader.readexactly(int.from_bytes(head[:3], "big"))
-            if head[3] == http2.HEADERS and head[4] & http2.END_STREAM:
+            if head[3] == wire.HEADERS and head[4] & wire.END_STREAM:
                 return dict(decoder.decode(payload))
     finally:
         writer.close()

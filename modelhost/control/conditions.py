@@ -1,4 +1,7 @@
-"""KServe's status conditions of a service, from what the reconciler saw of its components.
+"""KServe's status conditions of a service, from what an executor saw of its components.
+
+Both executors (the embedded platform and the Kubernetes operator) write them, so they live
+here, free of I/O, and say the same thing for the same observations.
 
 Each component reports one check (``PredictorReady``, ``TransformerReady``,
 ``ExplainerReady``); the service adds ``IngressReady`` and ``LatestDeploymentReady``, and
