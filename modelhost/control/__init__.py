@@ -1,8 +1,10 @@
 """The control plane: KServe's API objects, defaulting, validation, runtime choice, the planner.
 
 The control path is parse → default → validate → select runtime → plan; an executor carries
-out the :class:`ServicePlan` and writes status back with :func:`propagate_rollout`. Nothing
-here does I/O, so the embedded platform and the Kubernetes operator share it unchanged.
+out the :class:`ServicePlan` and writes status back with :func:`propagate_rollout`. An
+InferenceGraph goes parse → :func:`apply_graph_defaults` → :func:`validate_inference_graph`, and
+:func:`graph_wait_reason` says which InferenceServices it still waits for. Nothing here does
+I/O, so the embedded platform and the Kubernetes operator share it unchanged.
 """
 
 from __future__ import annotations
@@ -15,10 +17,22 @@ from modelhost.control.errors import (
     RuntimeSelectionError,
     ValidationError,
 )
+from modelhost.control.graph_validation import (
+    apply_graph_defaults,
+    graph_services,
+    graph_wait_reason,
+    validate_inference_graph,
+)
 from modelhost.control.objects import (
     ClusterServingRuntime,
+    InferenceGraph,
+    InferenceGraphSpec,
+    InferenceGraphStatus,
+    InferenceRouter,
     InferenceService,
     InferenceServiceStatus,
+    InferenceStep,
+    RouterTimeouts,
     ServingRuntime,
 )
 from modelhost.control.parse import dump_yaml, parse_documents, parse_object, to_dict
@@ -50,14 +64,20 @@ __all__ = [
     "ClusterServingRuntime",
     "ComponentPlan",
     "FieldError",
+    "InferenceGraph",
+    "InferenceGraphSpec",
+    "InferenceGraphStatus",
+    "InferenceRouter",
     "InferenceService",
     "InferenceServiceStatus",
+    "InferenceStep",
     "LoggerPlan",
     "ParseError",
     "PlatformConfig",
     "ProcessSpec",
     "Revision",
     "Route",
+    "RouterTimeouts",
     "RuntimeSelectionError",
     "ScalingPolicy",
     "SelectedRuntime",
@@ -66,9 +86,12 @@ __all__ = [
     "TrafficSplit",
     "ValidationError",
     "apply_defaults",
+    "apply_graph_defaults",
     "builtin_runtimes",
     "dump_yaml",
     "effective_traffic",
+    "graph_services",
+    "graph_wait_reason",
     "parse_documents",
     "parse_object",
     "plan",
@@ -77,6 +100,7 @@ __all__ = [
     "supporting_runtimes",
     "to_dict",
     "user_code",
+    "validate_inference_graph",
     "validate_inference_service",
     "validate_serving_runtime",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -22,6 +22,7 @@ from modelhost.control.errors import FieldError, ParseError
 from modelhost.control.objects import (
     ApiObject,
     ClusterServingRuntime,
+    InferenceGraph,
     InferenceService,
     KubeObject,
     ServingRuntime,
@@ -34,6 +35,7 @@ KINDS: Mapping[str, tuple[tuple[str, ...], type[ApiObject]]] = {
     "InferenceService": (("serving.kserve.io/v1beta1",), InferenceService),
     "ServingRuntime": (("serving.kserve.io/v1alpha1",), ServingRuntime),
     "ClusterServingRuntime": (("serving.kserve.io/v1alpha1",), ClusterServingRuntime),
+    "InferenceGraph": (("serving.kserve.io/v1alpha1",), InferenceGraph),
 }
 
 _UNKNOWN_FIELD = re.compile(
@@ -46,6 +48,9 @@ _EXPECTED = re.compile(
     r"Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?"
 )
 _AT = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<at>[^`]*)`)?$", re.DOTALL)
+# One step of a msgspec path: ``.field``, ``[0]`` or ``[...]`` (a mapping's key).
+_SEGMENT = re.compile(r"\[\.\.\.\]|\[\d+\]|\.?[^.\[]+")
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def parse_documents(text: str | bytes, source: str = "") -> list[ApiObject]:
@@ -98,7 +103,7 @@ def parse_object(document: Any, subject: str = "") -> ApiObject:
     try:
         return msgspec.convert(document, object_type, strict=True)
     except msgspec.ValidationError as exc:
-        raise ParseError([_field_error(str(exc))], subject) from None
+        raise ParseError([_field_error(str(exc), document)], subject) from None
 
 
 def to_dict(obj: ApiObject) -> dict[str, Any]:
@@ -125,7 +130,7 @@ def _subject(source: str, index: int, item: int | None = None) -> str:
     return f"{source} {where}" if source else where
 
 
-def _field_error(text: str) -> FieldError:
+def _field_error(text: str, document: Any) -> FieldError:
     """msgspec's message → a FieldError with a dotted field path and a plain explanation."""
     if match := _UNKNOWN_FIELD.match(text):
         name = match["name"]
@@ -133,16 +138,64 @@ def _field_error(text: str) -> FieldError:
         hint = difflib.get_close_matches(name.lower(), list(known), n=1)
         advice = f"; did you mean {known[hint[0]]!r}?" if hint else ""
         message = f"unknown field {name!r} (not in KServe's schema){advice}"
-        return FieldError(_join(_path(match["at"]), name), message)
+        at = _locate(document, _path(match["at"]), lambda value: _has(value, name))
+        return FieldError(_join(at, name), message)
     if match := _MISSING_FIELD.match(text):
-        field = _join(_path(match["at"]), match["name"])
-        return FieldError(field, "required field is missing")
+        name = match["name"]
+        at = _locate(document, _path(match["at"]), lambda value: not _has(value, name))
+        return FieldError(_join(at, name), "required field is missing")
     if match := _EXPECTED.match(text):
         want = match["want"].replace(" | null", "").replace("`", "")
-        return FieldError(_path(match["at"]), f"expected {want}, got {match['got']}")
+        got = match["got"]
+        at = _locate(document, _path(match["at"]), lambda value: _json_type(value) == got)
+        return FieldError(at, f"expected {want}, got {got}")
     match = _AT.match(text)
     assert match is not None  # the pattern matches any text
     return FieldError(_path(match["at"]), match["text"])
+
+
+def _locate(document: Any, path: str, at_fault: Callable[[Any], bool]) -> str:
+    """``path`` with each ``[...]`` (msgspec's stand-in for a mapping's key) made the real key.
+
+    msgspec decodes a mapping in order and stops at the first error, so the key is the first
+    one whose value, followed down the rest of the path, is at fault. ``spec.nodes[...].steps``
+    becomes ``spec.nodes.root.steps``; the path is returned unchanged if nothing matches.
+    """
+    if "[...]" not in path:
+        return path
+    segments = [match.group() for match in _SEGMENT.finditer(path)]
+    return _walk(document, segments, "", at_fault) or path
+
+
+def _walk(value: Any, segments: list[str], prefix: str, at_fault: Callable[[Any], bool]) -> str:
+    if not segments:
+        return prefix if at_fault(value) else ""
+    segment, rest = segments[0], segments[1:]
+    if segment == "[...]":
+        for key, item in value.items() if isinstance(value, dict) else ():
+            shown = f"{prefix}.{key}" if _PLAIN_KEY.match(str(key)) else f"{prefix}[{key}]"
+            if found := _walk(item, rest, shown.lstrip("."), at_fault):
+                return found
+        return ""
+    if segment.startswith("["):
+        index = int(segment[1:-1])
+        if isinstance(value, list) and index < len(value):
+            return _walk(value[index], rest, f"{prefix}{segment}", at_fault)
+        return ""
+    name = segment.lstrip(".")
+    if isinstance(value, dict) and name in value:
+        return _walk(value[name], rest, _join(prefix, name), at_fault)
+    return ""
+
+
+def _has(value: Any, name: str) -> bool:
+    return isinstance(value, dict) and name in value
+
+
+def _json_type(value: Any) -> str:
+    """A decoded YAML value's type as msgspec names it in "got ..." messages."""
+    names = {bool: "bool", int: "int", float: "float", str: "str", dict: "object", list: "array"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 @functools.cache

@@ -18,7 +18,12 @@ from typing import Any
 import aiohttp
 
 from modelhost import control, errors
-from modelhost.control import ClusterServingRuntime, InferenceService, ServingRuntime
+from modelhost.control import (
+    ClusterServingRuntime,
+    InferenceGraph,
+    InferenceService,
+    ServingRuntime,
+)
 from modelhost.local.component import ComponentState
 from modelhost.local.forwarder import Forwarder
 from modelhost.local.metrics import GatewayMetrics, ReplicaCount
@@ -151,6 +156,14 @@ class Platform:
                 obj.metadata.namespace = obj.namespace
                 # Admission: the planner defaults and validates; its result is not kept.
                 control.plan(obj, [*runtimes, *known], config=self.settings.config)
+            elif isinstance(obj, InferenceGraph):
+                # Checked as KServe's webhook would (field paths), then refused as a whole:
+                # storing a graph that nothing serves would look like a graph that works.
+                control.validate_inference_graph(control.apply_graph_defaults(obj))
+                raise errors.Unsupported(
+                    f"InferenceGraph {obj.namespace}/{obj.name} is valid, but the embedded "
+                    "platform does not run InferenceGraphs yet; nothing in this file was applied"
+                )
         results = []
         for obj in objects:
             kind = obj.kind

@@ -135,6 +135,47 @@ spec:
         platform.apply(unknown_format.replace("maxReplicas: 2", ""))
 
 
+def test_an_inference_graph_is_checked_and_refused_until_the_platform_runs_graphs(
+    platform: RunningPlatform,
+) -> None:
+    service = """
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: first
+spec:
+  predictor:
+    model:
+      modelFormat:
+        name: sklearn
+      storageUri: gs://kfserving-examples/models/sklearn/1.0/model
+---
+"""
+    graph = """
+apiVersion: serving.kserve.io/v1alpha1
+kind: InferenceGraph
+metadata:
+  name: pipeline
+spec:
+  nodes:
+    root:
+      routerType: Splitter
+      steps:
+        - serviceName: first
+          weight: 70
+"""
+    with pytest.raises(ModelhostError) as raised:
+        platform.apply(service + graph)
+    assert getattr(raised.value, "status_code", None) == 400
+    assert "spec.nodes.root" in str(raised.value)
+    with pytest.raises(ModelhostError) as refused:
+        platform.apply(service + graph.replace("weight: 70", "weight: 100"))
+    assert getattr(refused.value, "status_code", None) == 501
+    assert "does not run InferenceGraphs yet" in str(refused.value)
+    # Nothing in the file was stored, the InferenceService beside the graph included.
+    assert platform.client.list_objects("isvc", "default") == []
+
+
 def test_cli_verbs_against_the_platform(
     platform: RunningPlatform, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

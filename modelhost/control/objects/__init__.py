@@ -1,4 +1,4 @@
-"""Typed API objects: KServe's InferenceService, ServingRuntime and ClusterServingRuntime."""
+"""Typed API objects: KServe's InferenceService, InferenceGraph and the serving runtimes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,14 @@ from modelhost.control.objects.core import (
     ObjectMeta,
     PodSpec,
     ResourceRequirements,
+)
+from modelhost.control.objects.inference_graph import (
+    InferenceGraph,
+    InferenceGraphSpec,
+    InferenceGraphStatus,
+    InferenceRouter,
+    InferenceStep,
+    RouterTimeouts,
 )
 from modelhost.control.objects.inference_service import (
     FRAMEWORKS,
@@ -43,7 +51,7 @@ from modelhost.control.objects.serving_runtime import (
 )
 
 AnyRuntime = ServingRuntime | ClusterServingRuntime
-ApiObject = InferenceService | ServingRuntime | ClusterServingRuntime
+ApiObject = InferenceService | InferenceGraph | ServingRuntime | ClusterServingRuntime
 
 __all__ = [
     "FRAMEWORKS",
@@ -61,9 +69,14 @@ __all__ = [
     "ContainerPort",
     "EnvVar",
     "ExplainerSpec",
+    "InferenceGraph",
+    "InferenceGraphSpec",
+    "InferenceGraphStatus",
+    "InferenceRouter",
     "InferenceService",
     "InferenceServiceSpec",
     "InferenceServiceStatus",
+    "InferenceStep",
     "KubeObject",
     "LoggerSpec",
     "ModelFormat",
@@ -73,6 +86,7 @@ __all__ = [
     "PredictorExtensionSpec",
     "PredictorSpec",
     "ResourceRequirements",
+    "RouterTimeouts",
     "ServingRuntime",
     "ServingRuntimeSpec",
     "StorageSpec",
