@@ -55,7 +55,7 @@ from modelhost.control.runtimes import (
     select_runtime,
     supporting_runtimes,
 )
-from modelhost.control.status import effective_traffic, propagate_rollout
+from modelhost.control.status import effective_traffic, plan_status, propagate_rollout
 from modelhost.control.user_code import user_code
 from modelhost.control.validation import validate_inference_service
 
@@ -95,6 +95,7 @@ __all__ = [
     "parse_documents",
     "parse_object",
     "plan",
+    "plan_status",
     "propagate_rollout",
     "select_runtime",
     "supporting_runtimes",

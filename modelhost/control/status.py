@@ -11,10 +11,35 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from modelhost.control.objects import ComponentStatusSpec, TrafficTarget
-from modelhost.control.plan_types import ComponentPlan
+from modelhost.control.objects import (
+    Addressable,
+    ComponentStatusSpec,
+    InferenceServiceStatus,
+    TrafficTarget,
+)
+from modelhost.control.plan_types import ComponentPlan, ServicePlan
 
-__all__ = ["effective_traffic", "propagate_rollout"]
+__all__ = ["effective_traffic", "plan_status", "propagate_rollout"]
+
+
+def plan_status(plan: ServicePlan, generation: int) -> InferenceServiceStatus:
+    """The part of KServe's status the plan alone decides: URLs, mode, the runtime chosen.
+
+    Each executor adds the components' rollout and the conditions from what it observed;
+    ``generation`` is the object generation this status observes.
+    """
+    status = InferenceServiceStatus(
+        observed_generation=generation,
+        url=plan.url,
+        address=Addressable(url=plan.address_url),
+        components={},
+        deployment_mode=plan.deployment_mode,
+    )
+    if plan.runtime_kind == "ServingRuntime":
+        status.serving_runtime_name = plan.runtime
+    elif plan.runtime_kind == "ClusterServingRuntime":
+        status.cluster_serving_runtime_name = plan.runtime
+    return status
 
 
 def effective_traffic(

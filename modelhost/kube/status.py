@@ -178,17 +178,7 @@ def service_status(
     previous: InferenceServiceStatus | None,
 ) -> InferenceServiceStatus:
     """KServe's status of ``plan`` carried out, when the revisions are as ``health`` says."""
-    status = InferenceServiceStatus(
-        observed_generation=plan.generation,
-        url=plan.url,
-        address=Addressable(url=plan.address_url),
-        components={},
-        deployment_mode=plan.deployment_mode,
-    )
-    if plan.runtime_kind == "ServingRuntime":
-        status.serving_runtime_name = plan.runtime
-    elif plan.runtime_kind == "ClusterServingRuntime":
-        status.cluster_serving_runtime_name = plan.runtime
+    status = control.plan_status(plan, plan.generation)
     before = (previous.components or {}) if previous is not None else {}
     checks: list[Check] = []
     for component in plan.components:

@@ -33,7 +33,7 @@ from modelhost.control import (
     ServingRuntime,
 )
 from modelhost.control.conditions import COMPONENT_CONDITIONS, Check, conditions, service_conditions
-from modelhost.control.objects import Addressable, ComponentStatusSpec
+from modelhost.control.objects import ComponentStatusSpec
 from modelhost.local.component import ComponentState
 from modelhost.local.forwarder import Forwarder
 from modelhost.local.metrics import ReplicaCount
@@ -204,17 +204,7 @@ class Reconciler:
             )
             return
         service.plan = plan
-        status = InferenceServiceStatus(
-            observed_generation=stored.generation,
-            url=plan.url,
-            address=Addressable(url=plan.address_url),
-            components={},
-            deployment_mode=plan.deployment_mode,
-        )
-        if plan.runtime_kind == "ServingRuntime":
-            status.serving_runtime_name = plan.runtime
-        elif plan.runtime_kind == "ClusterServingRuntime":
-            status.cluster_serving_runtime_name = plan.runtime
+        status = control.plan_status(plan, stored.generation)
         checks: list[Check] = []
         for name in [c for c in service.components if plan.component(c) is None]:
             await self._drop_component(service, name)
