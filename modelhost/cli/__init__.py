@@ -11,7 +11,13 @@ from typing import Any
 
 from modelhost import errors, storage
 from modelhost._version import __version__
-from modelhost.cli import kube_commands, operator_command, platform_commands, runtime_commands
+from modelhost.cli import (
+    graph_command,
+    kube_commands,
+    operator_command,
+    platform_commands,
+    runtime_commands,
+)
 from modelhost.model.repository import ModelRepository
 from modelhost.runtimes import detect, model_folder
 from modelhost.server.model_server import ModelServer, configure_logging
@@ -98,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_commands.add_command(commands)
     kube_commands.add_commands(commands)
     operator_command.add_command(commands)
+    graph_command.add_command(commands)
     return parser
 
 

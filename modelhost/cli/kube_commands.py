@@ -1,10 +1,12 @@
 """``modelhost render`` (KServe YAML → Kubernetes manifests) and ``modelhost fetch``.
 
 ``render`` is ``modelhost plan`` carried one step further: the same parsing, runtimes and
-planner, then :func:`modelhost.kube.render_plan`. ``fetch`` is the storage initializer the
-rendered pods run: it puts a ``storageUri`` into ``/mnt/models`` with modelhost's storage
-clients, as KServe's ``storage-initializer`` image does, and resolves KServe's storage spec
-(``STORAGE_CONFIG`` and ``STORAGE_OVERRIDE_CONFIG``) into a URI and its credentials.
+planner, then :func:`modelhost.kube.render_plan`; an InferenceGraph is planned with the
+InferenceServices of the same file (``control.plan_graph``) and renders as its router.
+``fetch`` is the storage initializer the rendered pods run: it puts a ``storageUri`` into
+``/mnt/models`` with modelhost's storage clients, as KServe's ``storage-initializer`` image
+does, and resolves KServe's storage spec (``STORAGE_CONFIG`` and ``STORAGE_OVERRIDE_CONFIG``)
+into a URI and its credentials.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from modelhost import errors
 
 if TYPE_CHECKING:
-    from modelhost.control.objects import ApiObject
+    from modelhost.control.objects import ApiObject, InferenceGraph
+    from modelhost.control.plan_types import ServicePlan
     from modelhost.kube import KubeSettings
 
 __all__ = ["COMMANDS", "add_cluster_arguments", "add_commands", "fetch", "kube_settings", "run"]
@@ -38,7 +41,10 @@ def add_commands(commands: Any) -> None:
             "ServingRuntimes and ClusterServingRuntimes first, then the built-in ones) and "
             "print the Kubernetes objects that run it without KServe: a Deployment per "
             "component revision, Services, an HPA or KEDA ScaledObject, a "
-            "PodDisruptionBudget and Gateway API HTTPRoutes with the canary weights."
+            "PodDisruptionBudget and Gateway API HTTPRoutes with the canary weights. An "
+            "InferenceGraph renders as its router (a Deployment running `modelhost graph`, "
+            "its Services and HTTPRoute), calling the file's InferenceServices of its "
+            "namespace; steps naming others answer 503 until they are deployed."
         ),
     )
     render.add_argument("-f", "--filename", required=True, help="YAML or JSON file ('-': stdin)")
@@ -123,7 +129,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    """Print the manifests of every InferenceService in the file; 1 on the first that fails."""
+    """Print the manifests of every InferenceService and InferenceGraph in the file.
+
+    In the file's order; 1 on the first that fails.
+    """
     from modelhost import control
     from modelhost.kube import manifests_json, manifests_yaml, render_plan
 
@@ -136,20 +145,59 @@ def _render(args: argparse.Namespace) -> int:
         if isinstance(obj, (control.ServingRuntime, control.ClusterServingRuntime))
     ]
     runtimes = [_in_namespace(obj, args.namespace) for obj in runtimes]
+    services: dict[tuple[str, str], control.ServicePlan] = {}
+    for obj in objects:
+        if isinstance(obj, control.InferenceService):
+            isvc = _in_namespace(obj, args.namespace)
+            # settings.planner keeps KServe's default mode, Knative: its revisions and canary
+            # splits are carried out here with Deployments and HTTPRoute weights (KubeSettings).
+            services[(isvc.namespace, isvc.name)] = control.plan(
+                isvc, [*runtimes, *control.builtin_runtimes()], config=settings.planner
+            )
     manifests: list[dict[str, Any]] = []
     for obj in objects:
-        if not isinstance(obj, control.InferenceService):
+        if isinstance(obj, control.InferenceService):
+            plan = services[(obj.namespace, obj.name)]
+        elif isinstance(obj, control.InferenceGraph):
+            plan = _graph_plan(
+                _in_namespace(obj, args.namespace), services, settings, args.filename
+            )
+        else:
             continue
-        isvc = _in_namespace(obj, args.namespace)
-        # settings.planner keeps KServe's default mode, Knative: its revisions and canary
-        # splits are carried out here with Deployments and HTTPRoute weights (KubeSettings).
-        plan = control.plan(isvc, [*runtimes, *control.builtin_runtimes()], config=settings.planner)
         for warning in plan.warnings:
             print(f"modelhost render: {plan.namespace}/{plan.name}: {warning}", file=sys.stderr)
         manifests.extend(render_plan(plan, settings))
     out = manifests_json(manifests) if args.output == "json" else manifests_yaml(manifests)
     sys.stdout.write(out)
     return 0
+
+
+def _graph_plan(
+    graph: InferenceGraph,
+    services: Mapping[tuple[str, str], ServicePlan],
+    settings: KubeSettings,
+    source: str,
+) -> ServicePlan:
+    """The router's plan, with the InferenceServices of file ``source`` in the graph's namespace.
+
+    A service the graph names that is not in the file is noted on stderr: the graph renders,
+    and its steps to that service answer 503 until it is deployed.
+    """
+    from modelhost import control
+
+    known = {
+        name: plan for (namespace, name), plan in services.items() if namespace == graph.namespace
+    }
+    missing = [name for name in control.graph_services(graph) if name not in known]
+    if missing:
+        noun = "InferenceService" if len(missing) == 1 else "InferenceServices"
+        print(
+            f"modelhost render: InferenceGraph {graph.namespace}/{graph.name} calls {noun} "
+            f"{', '.join(missing)}, not in {source} (namespace {graph.namespace}): "
+            "its steps to them answer 503 until they are deployed",
+            file=sys.stderr,
+        )
+    return control.plan_graph(graph, known, config=settings.planner)
 
 
 def kube_settings(args: argparse.Namespace) -> KubeSettings:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from modelhost import errors
+from modelhost.cli import platform_views
 
 __all__ = ["COMMANDS", "add_commands", "run"]
 
@@ -68,6 +68,12 @@ def add_commands(commands: Any) -> None:
     up.add_argument(
         "--replica-start-timeout", type=float, default=300.0, help="seconds to become ready"
     )
+    up.add_argument(
+        "--graph-router",
+        choices=["in-process", "replica"],
+        default="in-process",
+        help="run InferenceGraph routers in the gateway's process (default) or as replicas",
+    )
     down = commands.add_parser("down", help="stop the platform started with `up -d`")
     _home(down)
     apply = commands.add_parser("apply", help="create or change objects from YAML files")
@@ -76,18 +82,22 @@ def add_commands(commands: Any) -> None:
         "-f", "--filename", action="append", required=True, help="YAML or JSON file ('-': stdin)"
     )
     apply.add_argument(
-        "--wait", action="store_true", help="return once the InferenceServices are Ready"
+        "--wait",
+        action="store_true",
+        help="return once the InferenceServices and InferenceGraphs are Ready",
     )
     apply.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
     get = commands.add_parser("get", help="list InferenceServices (or runtimes) and status")
     _client(get)
-    get.add_argument("kind", help="isvc, servingruntime or clusterservingruntime")
+    get.add_argument("kind", help="isvc, ig, servingruntime or clusterservingruntime")
     get.add_argument("name", nargs="?", default=None)
     get.add_argument("-A", "--all-namespaces", action="store_true")
     get.add_argument("-o", "--output", choices=["yaml", "json", "wide"], default=None)
-    describe = commands.add_parser("describe", help="an InferenceService, its revisions, replicas")
+    describe = commands.add_parser(
+        "describe", help="an InferenceService or InferenceGraph, its revisions, replicas"
+    )
     _client(describe)
-    describe.add_argument("kind", help="isvc")
+    describe.add_argument("kind", help="isvc or ig")
     describe.add_argument("name")
     delete = commands.add_parser("delete", help="delete objects (their replicas stop)")
     _client(delete)
@@ -96,9 +106,12 @@ def add_commands(commands: Any) -> None:
     delete.add_argument("-f", "--filename", action="append", default=None)
     logs = commands.add_parser("logs", help="the log of a service's newest replica")
     _client(logs)
-    logs.add_argument("name", help="InferenceService name")
+    logs.add_argument("name", help="InferenceService name (ig/NAME: an InferenceGraph's)")
     logs.add_argument(
-        "-c", "--component", default="predictor", help="predictor, transformer or explainer"
+        "-c",
+        "--component",
+        default=None,
+        help="predictor (the default), transformer or explainer; a graph has only its router",
     )
     logs.add_argument("--tail", type=int, default=200)
     from modelhost.cli import token_commands
@@ -201,6 +214,7 @@ def _settings(args: argparse.Namespace, home: Path) -> Any:
         config=PlatformConfig(**overrides),
         workdir=os.getcwd(),
         replica_start_timeout_s=args.replica_start_timeout,
+        graph_router=args.graph_router,
         auth=args.auth,
         api_port=args.api_port,
         api_host=args.api_host,
@@ -329,16 +343,18 @@ def _client_command(args: argparse.Namespace) -> int:
             for item in client.apply(text, source=filename):
                 print(f"{_kind_name(item['kind'])}/{item['name']} {item['result']}")
                 applied.append(item)
-        services = [i for i in applied if i["kind"] == "InferenceService"]
+        services = [i for i in applied if i["kind"] in ("InferenceService", "InferenceGraph")]
         return _wait_ready(client, services, args.timeout) if args.wait else 0
     if args.command == "get":
-        return _get(client, args)
+        return platform_views.get(client, args)
     if args.command == "describe":
-        return _describe(client, args)
+        return platform_views.describe(client, args)
     if args.command == "delete":
         return _delete(client, args)
     if args.command == "logs":
-        print(client.logs(args.namespace, args.name, args.component, args.tail), end="")
+        kind, _, name = args.name.rpartition("/")
+        text = client.logs(args.namespace, name, args.component, args.tail, kind or "isvc")
+        print(text, end="")
         return 0
     return 2
 
@@ -350,13 +366,13 @@ def _wait_ready(client: Any, services: list[dict[str, Any]], timeout: float) -> 
     why = {item["name"]: "no status yet" for item in services}
     while waiting:
         item = waiting[0]
-        found = client.get("isvc", item["namespace"], item["name"])
+        found = client.get(item["kind"], item["namespace"], item["name"])
         done, failed, why[item["name"]] = _rolled_out(found)
         if failed:
             print(f"modelhost apply: {item['name']} failed: {why[item['name']]}", file=sys.stderr)
             return 1
         if done:
-            print(f"inferenceservice/{item['name']} ready at {found['status'].get('url')}")
+            print(f"{item['kind'].lower()}/{item['name']} ready at {found['status'].get('url')}")
             waiting.pop(0)
             continue
         if time.monotonic() >= deadline:
@@ -402,119 +418,6 @@ def _rolled_out(found: dict[str, Any]) -> tuple[bool, bool, str]:
 
 def _kind_name(kind: str) -> str:
     return f"{kind.lower()}.serving.kserve.io"
-
-
-def _get(client: Any, args: argparse.Namespace) -> int:
-    if args.name:
-        items = [client.get(args.kind, args.namespace, args.name)]
-    else:
-        items = client.list_objects(args.kind, None if args.all_namespaces else args.namespace)
-    if args.output == "json":
-        data = items[0] if args.name else {"items": items}
-        print(json.dumps(data, indent=2))
-        return 0
-    if args.output == "yaml":
-        data = items[0] if args.name else {"items": items}
-        print(yaml.safe_dump(data, sort_keys=False), end="")
-        return 0
-    if not items:
-        print(f"No resources found in {args.namespace} namespace.")
-        return 0
-    rows = [_row(item, args.all_namespaces) for item in items]
-    header = [
-        "NAME",
-        "URL",
-        "READY",
-        "PREV",
-        "LATEST",
-        "PREVROLLEDOUTREVISION",
-        "LATESTREADYREVISION",
-        "AGE",
-    ]
-    if args.all_namespaces:
-        header.insert(0, "NAMESPACE")
-    if not args.kind.lower().startswith(("isvc", "inferenceservice")):
-        header = ["NAMESPACE", "NAME", "AGE"] if args.all_namespaces else ["NAME", "AGE"]
-        rows = [
-            ([item["metadata"].get("namespace", "")] if args.all_namespaces else [])
-            + [item["metadata"]["name"], _age(item)]
-            for item in items
-        ]
-    _table(header, rows)
-    return 0
-
-
-def _row(item: dict[str, Any], namespaces: bool) -> list[str]:
-    status = item.get("status") or {}
-    ready = next(
-        (c.get("status", "") for c in status.get("conditions") or () if c.get("type") == "Ready"),
-        "Unknown",
-    )
-    predictor = (status.get("components") or {}).get("predictor") or {}
-    prev = latest = ""
-    for target in predictor.get("traffic") or ():
-        if target.get("latestRevision"):
-            latest = str(target.get("percent", ""))
-        else:
-            prev = str(target.get("percent", ""))
-    row = [
-        item["metadata"]["name"],
-        status.get("url", ""),
-        ready,
-        prev,
-        latest,
-        predictor.get("latestRolledoutRevision", ""),
-        predictor.get("latestReadyRevision", ""),
-        _age(item),
-    ]
-    return [item["metadata"].get("namespace", ""), *row] if namespaces else row
-
-
-def _age(item: dict[str, Any]) -> str:
-    created = item["metadata"].get("creationTimestamp")
-    if not created:
-        return ""
-    when = datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=datetime.timezone.utc
-    )
-    seconds = int((datetime.datetime.now(datetime.timezone.utc) - when).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print(
-            "   ".join(
-                str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
-            ).rstrip()
-        )
-
-
-def _describe(client: Any, args: argparse.Namespace) -> int:
-    item = client.get(args.kind, args.namespace, args.name)
-    print(yaml.safe_dump(item, sort_keys=False), end="")
-    if args.kind.lower() not in ("isvc", "inferenceservice", "inferenceservices"):
-        return 0
-    print("revisions:")
-    for revision in client.revisions(args.namespace, args.name):
-        print(
-            f"  {revision['component']}  {revision['revision']}  traffic {revision['traffic']}%"
-            f"  desired {revision['desired']}  restarts {revision['restarts']}"
-            f"  cold starts {revision['coldStarts']}  in flight {revision['inFlight']}"
-        )
-        if revision.get("lastError"):
-            print(f"    last error: {revision['lastError']}")
-        for replica in revision["replicas"]:
-            print(
-                f"    {replica['name']}  pid {replica['pid']}  {replica['state']}"
-                f"  http :{replica['httpPort']}  grpc :{replica['grpcPort']}"
-                f"  in flight {replica['inFlight']}"
-            )
-    return 0
 
 
 def _delete(client: Any, args: argparse.Namespace) -> int:

@@ -3,8 +3,9 @@
 The control path is parse → default → validate → select runtime → plan; an executor carries
 out the :class:`ServicePlan` and writes status back with :func:`propagate_rollout`. An
 InferenceGraph goes parse → :func:`apply_graph_defaults` → :func:`validate_inference_graph`, and
-:func:`graph_wait_reason` says which InferenceServices it still waits for. Nothing here does
-I/O, so the embedded platform and the Kubernetes operator share it unchanged.
+:func:`graph_wait_reason` says which InferenceServices it still waits for; :func:`plan_graph`
+plans its router. Nothing here does I/O, so the embedded platform and the Kubernetes operator
+share it unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from modelhost.control.errors import (
     RuntimeSelectionError,
     ValidationError,
 )
+from modelhost.control.graph_plan import ROUTER_COMPONENT, graph_router_config, plan_graph
 from modelhost.control.graph_validation import (
     apply_graph_defaults,
     graph_services,
@@ -60,6 +62,7 @@ from modelhost.control.user_code import user_code
 from modelhost.control.validation import validate_inference_service
 
 __all__ = [
+    "ROUTER_COMPONENT",
     "BatcherPlan",
     "ClusterServingRuntime",
     "ComponentPlan",
@@ -90,11 +93,13 @@ __all__ = [
     "builtin_runtimes",
     "dump_yaml",
     "effective_traffic",
+    "graph_router_config",
     "graph_services",
     "graph_wait_reason",
     "parse_documents",
     "parse_object",
     "plan",
+    "plan_graph",
     "plan_status",
     "propagate_rollout",
     "select_runtime",

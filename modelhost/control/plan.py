@@ -50,11 +50,11 @@ from modelhost.control.scaling import scaling_policy
 from modelhost.control.validation import validate_inference_service
 from modelhost.errors import Unsupported
 
-__all__ = ["EXPLAIN_PATH", "plan"]
+__all__ = ["EXPLAIN_PATH", "digest", "ingress_host", "plan"]
 
 # KServe's top-level route sends this to the explainer, everything else to the entry component.
 EXPLAIN_PATH = r"/v1/models/[\w-]+:explain"
-# ProcessSpec fields left out of a revision's digest while unset (see _digest).
+# ProcessSpec fields left out of a revision's digest while unset (see digest).
 _LATER_PROCESS_FIELDS = ("storage",)
 
 
@@ -95,7 +95,7 @@ def plan(
         components.append(_component(planning, "transformer", isvc.spec.transformer))
     if isvc.spec.explainer is not None:
         components.append(_component(planning, "explainer", isvc.spec.explainer))
-    host = _host(isvc.name, isvc.namespace, mode, config)
+    host = ingress_host(isvc.name, isvc.namespace, mode, config)
     entry_component = next(c for c in components if c.component == entry)
     address_name = isvc.name if mode == "Knative" else entry_component.service_name
     return ServicePlan(
@@ -147,7 +147,7 @@ def _component(
         logger=_logger(spec, isvc, config),
         batcher=batcher,
     )
-    revision = dataclasses.replace(revision, name=f"{service_name}-{_digest(revision)}")
+    revision = dataclasses.replace(revision, name=f"{service_name}-{digest(revision)}")
     previous = planning.previous
     status = (previous.components or {}).get(kind) if previous is not None else None
     rolled_out = status.latest_rolledout_revision if status is not None else None
@@ -160,7 +160,7 @@ def _component(
         )
         percent = None
     tags = isvc.annotations.get(ENABLE_TAG_ROUTING_ANNOTATION, "").lower() == "true"
-    host = _host(service_name, isvc.namespace, mode, config)
+    host = ingress_host(service_name, isvc.namespace, mode, config)
     return ComponentPlan(
         component=kind,
         service_name=service_name,
@@ -340,7 +340,7 @@ def _routes(
     return tuple(routes)
 
 
-def _host(name: str, namespace: str, mode: str, config: PlatformConfig) -> str:
+def ingress_host(name: str, namespace: str, mode: str, config: PlatformConfig) -> str:
     if mode == "Knative":
         return f"{name}.{namespace}.{config.ingress_domain}"
     return config.domain_template.format(
@@ -365,7 +365,7 @@ def _model_format(predictor: PredictorSpec) -> str | None:
     return model.model_format.name if model is not None and model.model_format else None
 
 
-def _digest(revision: Revision) -> str:
+def digest(revision: Revision) -> str:
     """A short, stable hash of everything a revision's replicas run with."""
     fields = dataclasses.asdict(revision)
     # Fields added since revisions were first named count only when set: an upgrade must not

@@ -4,8 +4,9 @@ The embedded platform runs what an object names on this machine, as its own user
 custom ``command`` or container, a ``--model_class``, a runtime of one's own, or an
 environment variable that makes Python or the loader read other code (``PYTHONPATH``,
 ``LD_PRELOAD``) is arbitrary code; a built-in runtime given a model and the server's own
-flags is not. :func:`user_code` lists the field paths of the first kind, so that an error
-can say which field needs an admin.
+flags is not. An InferenceGraph step's ``serviceUrl`` is held to the same rule: the router
+would post to any address the platform can reach. :func:`user_code` lists the field paths
+of the first kind, so that an error can say which field needs an admin.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from modelhost.control.objects import (
     FRAMEWORKS,
     ClusterServingRuntime,
+    InferenceGraph,
     InferenceService,
     ServingRuntime,
 )
@@ -53,6 +55,16 @@ def user_code(obj: Any) -> list[str]:
     """The field paths of ``obj`` that run code of the user's choosing ([] if none)."""
     if isinstance(obj, (ServingRuntime, ClusterServingRuntime)):
         return ["spec.containers: a serving runtime runs the command it names"]
+    if isinstance(obj, InferenceGraph):
+        # Not code, but as strong: the router posts to any URL from inside the platform,
+        # loopback addresses (replicas, the internal mesh) included.
+        return [
+            f"spec.nodes.{node}.steps[{index}].serviceUrl: the router calls a URL of the "
+            "user's choosing"
+            for node, router in sorted(obj.spec.nodes.items())
+            for index, step in enumerate(router.steps or ())
+            if step.service_url
+        ]
     if not isinstance(obj, InferenceService):
         return []
     found: list[str] = []

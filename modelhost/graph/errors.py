@@ -13,7 +13,8 @@ use (502). The step caller raises them with the cause only; the router adds wher
         │   ├── StepTimedOut        504  DEADLINE_EXCEEDED
         │   ├── StepNotDeployed     503  UNAVAILABLE
         │   └── StepAnswerInvalid   502  INTERNAL
-        └── GraphSpecError          500  (a graph the router cannot run: no root, a cycle)
+        ├── GraphSpecError          500  (a graph the router cannot run: no root, a cycle)
+        └── GraphTimedOut           504  DEADLINE_EXCEEDED  (routerTimeouts.serverWrite passed)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from modelhost.errors import ModelhostError
 __all__ = [
     "GraphError",
     "GraphSpecError",
+    "GraphTimedOut",
     "StepAnswerInvalid",
     "StepError",
     "StepNotDeployed",
@@ -47,6 +49,13 @@ class GraphError(ModelhostError):
 
 class GraphSpecError(GraphError):
     """The graph cannot be run as written (checked when the router is built)."""
+
+
+class GraphTimedOut(GraphError):
+    """The graph did not produce its answer within ``routerTimeouts.serverWrite``."""
+
+    status_code = 504
+    grpc_status = "DEADLINE_EXCEEDED"
 
 
 class StepError(GraphError):

@@ -39,6 +39,9 @@ class GraphMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # Each label set's children, found once: a request observes a node and its steps.
+        self._nodes: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._steps: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
         node_labels = ("graph", "node")
         step_labels = ("graph", "node", "step", "name")
         self.node_requests = Counter(
@@ -82,8 +85,15 @@ class GraphMetrics:
 
     def observe_node(self, graph: str, node: str, seconds: float, code: int) -> None:
         """One node request: ``code`` is its answer's status, or the failure's."""
-        self.node_requests.labels(graph, node).inc()
-        self.node_duration.labels(graph, node).observe(seconds)
+        key = (graph, node)
+        children = self._nodes.get(key)
+        if children is None:
+            children = self._nodes[key] = (
+                self.node_requests.labels(*key),
+                self.node_duration.labels(*key),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if not 200 <= code < 300:
             self.node_errors.labels(graph, node, str(code)).inc()
 
@@ -91,8 +101,14 @@ class GraphMetrics:
         self, graph: str, node: str, number: int, name: str, seconds: float, code: int
     ) -> None:
         """One step call: ``code`` is the step's status, or the failure's."""
-        step = str(number)
-        self.step_requests.labels(graph, node, step, name).inc()
-        self.step_duration.labels(graph, node, step, name).observe(seconds)
+        key = (graph, node, str(number), name)
+        children = self._steps.get(key)
+        if children is None:
+            children = self._steps[key] = (
+                self.step_requests.labels(*key),
+                self.step_duration.labels(*key),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if not 200 <= code < 300:
-            self.step_errors.labels(graph, node, step, name, str(code)).inc()
+            self.step_errors.labels(*key, str(code)).inc()

@@ -16,11 +16,21 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from modelhost.graph.errors import StepNotDeployed
 
-__all__ = ["PROTOCOLS", "GatewayResolver", "ServiceResolver", "StepTarget", "predict_path"]
+if TYPE_CHECKING:
+    from modelhost.graph.config import ServiceEntry
+
+__all__ = [
+    "PROTOCOLS",
+    "GatewayResolver",
+    "ServiceResolver",
+    "ServiceTableResolver",
+    "StepTarget",
+    "predict_path",
+]
 
 PROTOCOLS = ("v1", "v2")
 
@@ -36,11 +46,12 @@ class StepTarget:
 class ServiceResolver(Protocol):
     """Maps a step's ``serviceName`` to where the router sends it.
 
-    ``protocol`` is ``v1`` or ``v2``, the protocol of the graph's own request. Raises
+    ``protocol`` is ``v1`` or ``v2``, the protocol of the graph's own request, or None when the
+    request named none (it came at ``/``). Raises
     :class:`~modelhost.graph.errors.StepNotDeployed` for a service it knows is not there.
     """
 
-    def __call__(self, service_name: str, protocol: str) -> StepTarget: ...
+    def __call__(self, service_name: str, protocol: str | None) -> StepTarget: ...
 
 
 def predict_path(model_name: str, protocol: str) -> str:
@@ -56,8 +67,9 @@ class GatewayResolver:
 
     ``gateway`` (``host:port``), when set, is where every step goes, with the service's host
     name in ``Host``. ``protocols`` and ``model_names`` say, per service, what the router
-    cannot know from the request; ``services``, when given, is every service deployed now,
-    and a step naming another fails with a 503 that names it.
+    cannot know from the request (a service not in ``protocols`` gets the request's protocol,
+    v1 for a request at ``/``); ``services``, when given, is every service deployed now, and a
+    step naming another fails with a 503 that names it.
     """
 
     namespace: str
@@ -68,7 +80,7 @@ class GatewayResolver:
     model_names: Mapping[str, str] = field(default_factory=dict)
     services: Collection[str] | None = None
 
-    def __call__(self, service_name: str, protocol: str) -> StepTarget:
+    def __call__(self, service_name: str, protocol: str | None) -> StepTarget:
         if self.services is not None and service_name not in self.services:
             raise StepNotDeployed(
                 f"InferenceService {service_name} is not deployed in namespace {self.namespace}"
@@ -76,8 +88,37 @@ class GatewayResolver:
         host = f"{service_name}.{self.namespace}.{self.domain}"
         path = predict_path(
             self.model_names.get(service_name, service_name),
-            self.protocols.get(service_name, protocol),
+            self.protocols.get(service_name) or protocol or "v1",
         )
         if self.gateway is None:
             return StepTarget(f"{self.scheme}://{host}{path}")
         return StepTarget(f"{self.scheme}://{self.gateway}{path}", host=host)
+
+
+@dataclass(frozen=True)
+class ServiceTableResolver:
+    """Steps go to the services of the router's config; a service not in it is not deployed.
+
+    The predict path is the request's protocol when the request named one (``/v1/...``,
+    ``/v2/...``) and the service answers it, else the service's own ``protocol`` (KServe's
+    controller writes the path of the InferenceService's protocol, whatever the request's).
+    ``gateway`` (``host:port``), when set, is where every step goes, with the service's
+    ingress ``host`` in ``Host``; without it a step goes to the service's in-cluster
+    ``address``.
+    """
+
+    services: Mapping[str, ServiceEntry]
+    gateway: str | None = None
+    namespace: str | None = None
+    scheme: str = "http"
+
+    def __call__(self, service_name: str, protocol: str | None) -> StepTarget:
+        entry = self.services.get(service_name)
+        if entry is None:
+            where = f" in namespace {self.namespace}" if self.namespace else ""
+            raise StepNotDeployed(f"InferenceService {service_name} is not deployed{where}")
+        chosen = protocol if protocol is not None and entry.speaks(protocol) else entry.protocol
+        path = predict_path(entry.model, chosen)
+        if self.gateway:
+            return StepTarget(f"{self.scheme}://{self.gateway}{path}", host=entry.host)
+        return StepTarget(f"{self.scheme}://{entry.address}{path}")

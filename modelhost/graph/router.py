@@ -126,9 +126,16 @@ class GraphResponse:
     body: bytes
 
 
-def request_protocol(path: str) -> str:
-    """``v2`` for a request at a ``/v2/`` path, else ``v1`` (``/`` included, as KServe's)."""
-    return "v2" if path.startswith("/v2/") else "v1"
+def request_protocol(path: str) -> str | None:
+    """``v1`` or ``v2`` for a request at a ``/v1/`` or ``/v2/`` path; None at ``/`` (any other).
+
+    None lets the resolver choose: each service's own protocol, as KServe's controller does.
+    """
+    if path.startswith("/v2/"):
+        return "v2"
+    if path.startswith("/v1/"):
+        return "v1"
+    return None
 
 
 class _Outcome(NamedTuple):
@@ -163,7 +170,7 @@ class _Node:
 @dataclass(frozen=True)
 class _Request:
     forwarded: Mapping[str, str]
-    protocol: str
+    protocol: str | None
 
 
 class GraphRouter:

@@ -74,6 +74,7 @@ class Resource:
 # Every kind the operator reads or writes (what ``render_plan`` emits, KServe's, pods).
 RESOURCES: tuple[Resource, ...] = (
     Resource("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService"),
+    Resource("serving.kserve.io", "v1alpha1", "inferencegraphs", "InferenceGraph"),
     Resource("serving.kserve.io", "v1alpha1", "servingruntimes", "ServingRuntime"),
     Resource(
         "serving.kserve.io",

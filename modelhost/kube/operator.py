@@ -1,6 +1,7 @@
 """``modelhost operator``: KServe's InferenceServices reconciled into plain Kubernetes objects.
 
-kopf watches InferenceServices (create, update, resume, delete), the
+kopf watches InferenceServices (create, update, resume, delete), InferenceGraphs (their
+routers: :mod:`modelhost.kube.graph_operator`), the
 ServingRuntimes and ClusterServingRuntimes they may use (held in kopf indices, so no
 InferenceService is handled before every runtime is known), and the Deployments and pods the
 operator owns (so a replica that becomes available, or crash-loops, updates the owner's
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -49,15 +50,17 @@ from modelhost.kube.client import (
     KubeClient,
     resource_for,
 )
-from modelhost.kube.labels import INFERENCESERVICE, MANAGED_BY, MANAGER, object_labels
-from modelhost.kube.operator_settings import OperatorSettings
-from modelhost.kube.reconcile import (
-    ObjectRef,
-    Reconciliation,
-    is_owned_by,
-    needs_apply,
-    reconcile,
+from modelhost.kube.graph_operator import GraphOperator
+from modelhost.kube.labels import (
+    INFERENCEGRAPH,
+    INFERENCESERVICE,
+    MANAGED_BY,
+    MANAGER,
+    object_labels,
 )
+from modelhost.kube.operator_settings import OperatorSettings
+from modelhost.kube.operator_support import ReconcileQueue, api_object, carry_out
+from modelhost.kube.reconcile import ObjectRef, Reconciliation, is_owned_by, reconcile
 from modelhost.kube.status import parse_status, refused_status, status_patch
 
 __all__ = ["OWNED_KINDS", "Operator", "OperatorSettings", "run_operator"]
@@ -74,8 +77,8 @@ OWNED_KINDS = (
     "PodDisruptionBudget",
     "HTTPRoute",
 )
-_ISVC = next(r for r in RESOURCES if r.kind == "InferenceService")
-_DEPLOYMENTS = next(r for r in RESOURCES if r.kind == "Deployment")
+_KIND = "InferenceService"
+_ISVC = next(r for r in RESOURCES if r.kind == _KIND)
 _PODS = next(r for r in RESOURCES if r.kind == "Pod")
 _OWNED = tuple(r for r in RESOURCES if r.kind in OWNED_KINDS)
 _MANAGED = f"{MANAGED_BY}={MANAGER}"
@@ -90,8 +93,8 @@ class Operator:
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._connection: Connection | None = None
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._queued: set[tuple[str, str]] = set()
+        self._queue = ReconcileQueue(settings)
+        self.graphs = GraphOperator(settings, self._queue, self._client, self._runtimes, _OWNED)
 
     # -- kopf wiring ------------------------------------------------------------------------
 
@@ -177,9 +180,14 @@ class Operator:
         async def owned_event(
             *, type: str, labels: Mapping[str, str], namespace: str | None, **kwargs: Any
         ) -> None:
+            if not type or not namespace:
+                return
             owner = labels.get(INFERENCESERVICE)
-            if type and owner and namespace:
+            if owner:
                 await self.kick(namespace, owner, kwargs)
+            graph = labels.get(INFERENCEGRAPH)
+            if graph:
+                await self.graphs.kick(namespace, graph, kwargs)
 
         @kopf.on.event(*runtimes, registry=registry, id="runtime_changed")
         @kopf.on.event(*cluster_runtimes, registry=registry, id="runtime_changed")
@@ -192,7 +200,10 @@ class Operator:
                     continue
                 for service in list(store):
                     await self.kick(service_namespace, service, kwargs)
+            # A service's protocol may come from its runtime: its graphs' routers see it.
+            await self.graphs.kick_calling(namespace, None, kwargs)
 
+        self.graphs.register(registry)
         return registry
 
     async def run(
@@ -232,41 +243,21 @@ class Operator:
         ``indices`` are kopf's (live) indices, as handlers get them: the runtimes are read
         from them when the reconcile runs, not when it was asked for.
         """
-        async with self._lock(namespace, name):
+        async with self._queue.lock((_KIND, namespace, name)):
             return await self._reconcile(namespace, name, self._runtimes(namespace, indices))
 
     async def kick(self, namespace: str, name: str, indices: Mapping[str, Any]) -> None:
-        """Reconcile soon; kicks while one waits make one reconcile.
-
-        API errors are retried with back-off here (an event handler has no kopf retries),
-        up to ``kick_attempts`` times; then logged, for the next event to take it up.
-        """
-        key = (namespace, name)
-        if key in self._queued:
-            return
-        self._queued.add(key)
-        try:
-            for attempt in range(self.settings.kick_attempts):
-                try:
-                    async with self._lock(namespace, name):
-                        self._queued.discard(key)
-                        runtimes = self._runtimes(namespace, indices)
-                        await self._reconcile(namespace, name, runtimes)
-                    return
-                except KubeApiError as exc:
-                    last = attempt + 1 >= self.settings.kick_attempts
-                    if not exc.retryable or last:
-                        logger.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
-                        return
-                    self._queued.add(key)  # later kicks wait for this retry
-                    await asyncio.sleep(self._backoff(attempt))
-        finally:
-            self._queued.discard(key)
+        """Reconcile soon (see :meth:`ReconcileQueue.kick`); the runtimes are read then."""
+        await self._queue.kick(
+            (_KIND, namespace, name),
+            lambda: self._reconcile(namespace, name, self._runtimes(namespace, indices)),
+        )
 
     async def delete_owned(self, namespace: str, name: str, uid: str) -> list[ObjectRef]:
         """Delete what the (deleted) InferenceService ``uid`` owned; what was deleted."""
         deleted: list[ObjectRef] = []
-        async with self._lock(namespace, name):
+        key = (_KIND, namespace, name)
+        async with self._queue.lock(key):
             client = self._client()
             for obj in await self._owned(namespace, name):
                 if not is_owned_by(obj, uid):
@@ -276,9 +267,7 @@ class Operator:
                 obj_uid = (obj.get("metadata") or {}).get("uid")
                 if await client.delete(resource, namespace, ref.name, uid=obj_uid):
                     deleted.append(ref)
-        lock = self._locks.get((namespace, name))
-        if lock is not None and not lock.locked():
-            del self._locks[(namespace, name)]  # gone: nothing more to serialize
+        self._queue.forget(key)  # gone: nothing more to serialize
         if deleted:
             logger.info("deleted %d objects of %s/%s", len(deleted), namespace, name)
         return deleted
@@ -290,7 +279,7 @@ class Operator:
         try:
             await self.reconcile_now(namespace, name, indices)
         except KubeApiError as exc:
-            delay = self._backoff(retry)
+            delay = self._queue.backoff(retry)
             if not exc.retryable:
                 # A refusal that another try will not change soon (RBAC, a webhook, a
                 # missing CRD): retry slowly, and say so where users look.
@@ -308,7 +297,7 @@ class Operator:
         live_status = body.get("status")
         previous = parse_status(live_status)
         try:
-            isvc = control.parse_object(_api_object(body))
+            isvc = control.parse_object(api_object(body))
         except ParseError as exc:
             generation = (body.get("metadata") or {}).get("generation")
             status = refused_status(exc, previous, generation)
@@ -323,20 +312,7 @@ class Operator:
         result = reconcile(isvc, runtimes, owned, self.settings.kube, pods=pods, previous=previous)
         if result.error is not None:
             logger.warning("%s/%s is refused: %s", namespace, name, result.error)
-        live = {ObjectRef.of(obj): obj for obj in owned}
-        for manifest in result.apply:
-            if needs_apply(live.get(ObjectRef.of(manifest)), manifest):
-                await client.apply(manifest)
-        for scale in result.scale:
-            target = scale.target
-            await client.merge_patch(
-                _DEPLOYMENTS, target.namespace, target.name, {"spec": {"replicas": scale.replicas}}
-            )
-        for ref in result.delete:
-            obj_uid = (live[ref].get("metadata") or {}).get("uid")
-            await client.delete(
-                resource_for(ref.api_version, ref.kind), ref.namespace, ref.name, uid=obj_uid
-            )
+        await carry_out(client, owned, result.apply, result.delete, result.scale)
         await self._write_status(namespace, name, live_status, result.status)
         return result
 
@@ -397,13 +373,6 @@ class Operator:
             raise KubeApiError(0, "NotConnected", "the operator has not logged in yet")
         return KubeClient(self._session, self._connection)
 
-    def _backoff(self, attempt: int) -> float:
-        settings = self.settings
-        return float(min(settings.retry_backoff_s * 2**attempt, settings.retry_backoff_max_s))
-
-    def _lock(self, namespace: str, name: str) -> asyncio.Lock:
-        return self._locks.setdefault((namespace, name), asyncio.Lock())
-
     def _runtimes(self, namespace: str, indices: Mapping[str, Any]) -> list[AnyRuntime]:
         """The runtimes an InferenceService in ``namespace`` may use, from kopf's indices."""
         found: list[AnyRuntime] = []
@@ -432,23 +401,10 @@ async def run_operator(
 def _parse_runtime(body: Mapping[str, Any]) -> AnyRuntime | None:
     """A runtime from the API, or None (logged) when modelhost cannot read it."""
     try:
-        runtime = control.parse_object(_api_object(body))
+        runtime = control.parse_object(api_object(body))
     except ParseError as exc:
         logger.warning("ignoring a runtime modelhost cannot read: %s", exc)
         return None
     if isinstance(runtime, (ServingRuntime, ClusterServingRuntime)):
         return runtime
     return None
-
-
-def _api_object(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A plain copy of an API object, as the parser takes it."""
-    return {key: _plain(value) for key, value in body.items()}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
-        return [_plain(item) for item in value]
-    return value

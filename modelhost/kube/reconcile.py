@@ -21,6 +21,7 @@ from modelhost import control, errors
 from modelhost.control.objects import (
     AnyRuntime,
     ComponentStatusSpec,
+    InferenceGraph,
     InferenceService,
     InferenceServiceStatus,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "owner_reference",
     "reconcile",
     "serving_plan",
+    "with_owner",
 ]
 
 
@@ -118,7 +120,7 @@ def reconcile(
         generation = isvc.metadata.generation
         return Reconciliation(status=refused_status(exc, previous, generation), error=exc)
     owner = owner_reference(isvc)
-    apply = tuple(_with_owner(manifest, owner) for manifest in manifests)
+    apply = tuple(with_owner(manifest, owner) for manifest in manifests)
     rendered = {ObjectRef.of(m) for m in apply}
     keep = _revisions_to_keep(served, status.components or {})
     delete: list[ObjectRef] = []
@@ -205,13 +207,13 @@ def serving_plan(plan: ServicePlan, components: Mapping[str, ComponentStatusSpec
     return dataclasses.replace(plan, components=tuple(served))
 
 
-def owner_reference(isvc: InferenceService) -> dict[str, Any]:
-    """The controller ownerReference to ``isvc``: the garbage collector deletes what it owns."""
+def owner_reference(owner: InferenceService | InferenceGraph) -> dict[str, Any]:
+    """The controller ownerReference to ``owner``: the garbage collector deletes what it owns."""
     return {
-        "apiVersion": isvc.api_version,
-        "kind": isvc.kind,
-        "name": isvc.name,
-        "uid": isvc.metadata.uid or "",
+        "apiVersion": owner.api_version,
+        "kind": owner.kind,
+        "name": owner.name,
+        "uid": owner.metadata.uid or "",
         "controller": True,
         "blockOwnerDeletion": True,
     }
@@ -253,7 +255,8 @@ def _replicas(deployment: Mapping[str, Any]) -> int:
     return int((deployment.get("spec") or {}).get("replicas", 1))
 
 
-def _with_owner(manifest: Mapping[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
+def with_owner(manifest: Mapping[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
+    """``manifest`` with ``owner`` as its one ownerReference."""
     metadata = dict(manifest.get("metadata") or {})
     metadata["ownerReferences"] = [dict(owner)]
     return {**manifest, "metadata": metadata}

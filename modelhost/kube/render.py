@@ -4,8 +4,11 @@ The plan is taken as the planner made it: defaulting, validation and runtime sel
 the planner's, so an object renders here exactly when ``modelhost plan`` accepts it. For each
 component: the newest revision's Deployment and autoscaler, a Service per revision the
 traffic names, the component's Service and disruption budget; for the service, its address
-Service and HTTPRoutes. The operator applies them (and adds ownerReferences); ``modelhost
-render`` prints them.
+Service and HTTPRoutes. An InferenceGraph's plan (``control.plan_graph``) renders the same
+way, as KServe renders a graph's router: its one component, the router, becomes a
+Deployment, its Services, autoscaler and budget, and an HTTPRoute on the graph's host, all
+labelled ``serving.kserve.io/inferencegraph``. The operator applies them (and adds
+ownerReferences); ``modelhost render`` prints them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import yaml
 
 from modelhost.control.errors import FieldError, ValidationError
 from modelhost.control.plan_types import ServicePlan
+from modelhost.kube.labels import is_graph_plan
 from modelhost.kube.manifests.disruption import disruption_budget
 from modelhost.kube.manifests.routing import http_routes
 from modelhost.kube.manifests.scaling import autoscaler
@@ -48,7 +52,8 @@ def render_plan(plan: ServicePlan, settings: KubeSettings) -> list[dict[str, Any
     """Every manifest of ``plan``: plain JSON-able dicts, no ownerReferences, stable order.
 
     Raises :class:`~modelhost.control.errors.ValidationError` naming ``metadata.name`` when
-    the InferenceService's name makes a Service name longer than Kubernetes allows.
+    the InferenceService's (or InferenceGraph's) name makes a Service name longer than
+    Kubernetes allows.
     """
     manifests: list[dict[str, Any]] = []
     for component in plan.components:
@@ -109,5 +114,6 @@ def _check_names(plan: ServicePlan, manifests: Sequence[dict[str, Any]]) -> None
                 )
                 for name in too_long
             ],
-            f"InferenceService {plan.namespace}/{plan.name}",
+            f"{'InferenceGraph' if is_graph_plan(plan) else 'InferenceService'} "
+            f"{plan.namespace}/{plan.name}",
         )

@@ -22,7 +22,12 @@ from modelhost import control, errors
 from modelhost.control.conditions import COMPONENT_CONDITIONS, Check, conditions, service_conditions
 from modelhost.control.errors import ParseError, RuntimeSelectionError
 from modelhost.control.names import KSERVE_CONTAINER
-from modelhost.control.objects import Addressable, ComponentStatusSpec, InferenceServiceStatus
+from modelhost.control.objects import (
+    Addressable,
+    ComponentStatusSpec,
+    InferenceGraphStatus,
+    InferenceServiceStatus,
+)
 from modelhost.control.plan_types import ComponentPlan, ServicePlan
 from modelhost.kube.labels import COMPONENT, REVISION
 from modelhost.kube.manifests.model_source import INITIALIZER_CONTAINER
@@ -258,7 +263,7 @@ def parse_status(document: Mapping[str, Any] | None) -> InferenceServiceStatus |
 
 
 def status_patch(
-    live: Mapping[str, Any] | None, status: InferenceServiceStatus
+    live: Mapping[str, Any] | None, status: InferenceServiceStatus | InferenceGraphStatus
 ) -> dict[str, Any] | None:
     """The JSON merge patch from the live ``status`` to ``status`` (None: nothing changed)."""
     new: dict[str, Any] = msgspec.to_builtins(status)

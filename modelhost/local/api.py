@@ -23,7 +23,7 @@ import orjson
 
 from modelhost import control, errors
 from modelhost.access import Role, Token, check_scope
-from modelhost.control import ClusterServingRuntime, InferenceService
+from modelhost.control import ClusterServingRuntime, InferenceGraph, InferenceService
 from modelhost.local.platform import Platform
 
 __all__ = ["OWNER", "ApiResponse", "Caller", "failure", "handle"]
@@ -32,7 +32,11 @@ _RESOURCES = {
     "inferenceservices": ("serving.kserve.io/v1beta1", "InferenceService", True),
     "servingruntimes": ("serving.kserve.io/v1alpha1", "ServingRuntime", True),
     "clusterservingruntimes": ("serving.kserve.io/v1alpha1", "ClusterServingRuntime", False),
+    "inferencegraphs": ("serving.kserve.io/v1alpha1", "InferenceGraph", True),
 }
+# The kinds whose objects run replicas: they have revisions and logs, and a token scoped to
+# a service reaches the one of its name.
+_RUNNING = ("InferenceService", "InferenceGraph")
 _PATH = re.compile(
     r"/apis/(?P<group>[\w.]+)/(?P<version>v\w+)"
     r"(?:/namespaces/(?P<namespace>[\w.-]+))?"
@@ -57,7 +61,7 @@ class Caller:
         for obj in objects:
             if isinstance(obj, ClusterServingRuntime):
                 namespace, service = None, None
-            elif isinstance(obj, InferenceService):
+            elif isinstance(obj, (InferenceService, InferenceGraph)):
                 namespace, service = obj.namespace, obj.name
             else:
                 namespace, service = obj.metadata.namespace or "default", None
@@ -133,8 +137,8 @@ async def _dispatch(
         return _json({"apiVersion": api_version, "kind": f"{kind}List", "items": items})
     if namespace is None:
         return failure(404, f"{kind} {name}: name a namespace (/namespaces/<ns>/...)")
-    service = name if kind == "InferenceService" else None
-    if method == "DELETE" and kind != "InferenceService":
+    service = name if kind in _RUNNING else None
+    if method == "DELETE" and kind not in _RUNNING:
         # A runtime may be admin-made; taking one away is an admin's decision too.
         caller.may(namespace or None, service, Role.ADMIN)
     else:
@@ -150,16 +154,17 @@ async def _dispatch(
                 return failure(404, _not_found(kind, namespace, name))
             return _json({"kind": "Status", "status": "Success", "details": {"name": name}})
         return failure(405, f"{method} {kind}: use apply to create or change objects")
-    if kind != "InferenceService" or method != "GET":
+    if kind not in _RUNNING or method != "GET":
         return failure(404, f"no sub-resource {sub} of {kind}")
     if platform.get(kind, namespace, name) is None:
         return failure(404, _not_found(kind, namespace, name))
     if sub == "revisions":
-        return _json({"items": platform.replicas(namespace, name)})
+        return _json({"items": platform.replicas(namespace, name, kind)})
     if sub == "log":
-        component = (query.get("component") or ["predictor"])[0]
+        default = "predictor" if kind == "InferenceService" else control.ROUTER_COMPONENT
+        component = (query.get("component") or [default])[0]
         tail = int((query.get("tail") or ["200"])[0])
-        text = platform.logs(namespace, name, component, tail)
+        text = platform.logs(namespace, name, component, tail, kind)
         return ApiResponse(200, text.encode(), "text/plain; charset=utf-8")
     return failure(404, f"no sub-resource {sub} of {kind}")
 

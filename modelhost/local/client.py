@@ -25,12 +25,15 @@ _RESOURCES = {
     "inferenceservice": ("inferenceservices", _INFERENCE_SERVICES, True),
     "servingruntime": ("servingruntimes", _RUNTIMES, True),
     "clusterservingruntime": ("clusterservingruntimes", _RUNTIMES, False),
+    "inferencegraph": ("inferencegraphs", _RUNTIMES, True),
 }
 _ALIASES = {
     "isvc": "inferenceservice",
     "inferenceservices": "inferenceservice",
     "servingruntimes": "servingruntime",
     "clusterservingruntimes": "clusterservingruntime",
+    "ig": "inferencegraph",
+    "inferencegraphs": "inferencegraph",
 }
 
 
@@ -70,7 +73,7 @@ def resource(name: str) -> tuple[str, str, bool]:
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in _RESOURCES:
         raise errors.InvalidInput(
-            f"unknown resource type {name!r}: use isvc, servingruntime or clusterservingruntime"
+            f"unknown resource type {name!r}: use isvc, ig, servingruntime or clusterservingruntime"
         )
     return _RESOURCES[key]
 
@@ -108,14 +111,19 @@ class PlatformClient:
     def delete(self, kind: str, namespace: str, name: str) -> None:
         self._call("DELETE", self._path(kind, namespace, name))
 
-    def revisions(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        path = self._path("isvc", namespace, name) + "/revisions"
+    def revisions(self, namespace: str, name: str, kind: str = "isvc") -> list[dict[str, Any]]:
+        path = self._path(kind, namespace, name) + "/revisions"
         items: list[dict[str, Any]] = self._call("GET", path)["items"]
         return items
 
-    def logs(self, namespace: str, name: str, component: str, tail: int) -> str:
-        query = urllib.parse.urlencode({"component": component, "tail": tail})
-        path = self._path("isvc", namespace, name) + f"/log?{query}"
+    def logs(
+        self, namespace: str, name: str, component: str | None, tail: int, kind: str = "isvc"
+    ) -> str:
+        fields: dict[str, str | int] = {"tail": tail}
+        if component:
+            fields["component"] = component
+        query = urllib.parse.urlencode(fields)
+        path = self._path(kind, namespace, name) + f"/log?{query}"
         return self._call("GET", path, raw=True)  # type: ignore[no-any-return]
 
     def healthy(self) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from modelhost.control import ComponentPlan
 from modelhost.local.revision import RevisionRunner
 from modelhost.local.routing import WeightedChoice
+from modelhost.transport.http1_proxy import InProcess
 
 __all__ = ["ComponentState"]
 
@@ -27,6 +28,8 @@ class ComponentState:
     # Knative's tag routes (serving.kserve.io/enable-tag-routing): host → this component
     # pinned to the tagged revision.
     tagged: dict[str, ComponentState] = field(default_factory=dict)
+    # A graph's router run in the gateway's process: requests go to it, not to replicas.
+    in_process: InProcess | None = None
 
     @property
     def address(self) -> str:

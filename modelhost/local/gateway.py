@@ -22,7 +22,14 @@ from modelhost.local.component import ComponentState
 from modelhost.local.platform import Platform
 from modelhost.server.http.messages import body_model
 from modelhost.settings import Http1Limits
-from modelhost.transport.http1_proxy import BODY, LOCAL, Admit, ProxiedRequest, ProxyServer
+from modelhost.transport.http1_proxy import (
+    BODY,
+    LOCAL,
+    Admit,
+    InProcess,
+    ProxiedRequest,
+    ProxyServer,
+)
 
 __all__ = ["LOCAL_PATHS", "OPEN_PATHS", "GatewayApp", "http_admit", "http_gateway", "resolve"]
 
@@ -58,6 +65,8 @@ def http_admit(guard: Guard) -> Admit:
         # Refused before anything is said of the destination: a stranger learns nothing,
         # not even which services exist.
         token = guard.authenticate(request.header(b"authorization"))
+        if isinstance(destination, InProcess):
+            destination = destination.owner
         if isinstance(destination, ComponentState):
             return guard.enter(token, destination.namespace, destination.service)
         if destination is None and (token.namespace or token.service):
@@ -87,21 +96,22 @@ class GatewayApp:
         await _respond(send, 200, b'{"status":"ok"}', "application/json")
 
 
-def resolve(platform: Platform, request: ProxiedRequest) -> ComponentState | str | None:
+def resolve(platform: Platform, request: ProxiedRequest) -> ComponentState | InProcess | str | None:
     """Where a request to the gateway's port goes: a component, the platform, or nowhere."""
     routes = platform.routes
     path = request.path
     if request.host in routes.hosts:
         component = routes.match(request.host, path)
         if component is not None:
-            return component
+            return component.in_process or component
     if path in LOCAL_PATHS:
         return LOCAL
     needs_model = routes.needs_model(path)
     if needs_model and not request.complete:
         return BODY  # asked again once the body, which names the model, is in
     model = body_model(request.body) if needs_model else None
-    return routes.match(request.host, path, model)
+    component = routes.match(request.host, path, model)
+    return component.in_process or component if component is not None else None
 
 
 def _header(scope: Scope, name: bytes) -> str:

@@ -24,17 +24,21 @@ from modelhost.control import (
     InferenceService,
     ServingRuntime,
 )
+from modelhost.graph import GraphMetrics
 from modelhost.local.component import ComponentState
 from modelhost.local.forwarder import Forwarder
+from modelhost.local.graph_host import GraphHost
+from modelhost.local.mesh import mesh_server
 from modelhost.local.metrics import GatewayMetrics, ReplicaCount
 from modelhost.local.payload_logger import PayloadLogger
 from modelhost.local.reaper import ReplicaLedger, reap_leftovers
-from modelhost.local.reconciler import Reconciler, stored_runtimes
+from modelhost.local.reconciler import GRAPH, SERVICE, Reconciler, stored_runtimes
 from modelhost.local.revision import RevisionRunner
 from modelhost.local.routing import RouteTable
 from modelhost.local.settings import PlatformSettings
 from modelhost.local.store import Store, StoredObject
 from modelhost.local.traffic import TrafficRouter
+from modelhost.transport.http1_proxy import ProxyServer
 from modelhost.transport.target import Target
 
 __all__ = ["Platform"]
@@ -52,6 +56,8 @@ class Platform:
         self._forwarder: Forwarder | None = None
         self._payload_logger: PayloadLogger | None = None
         self._reconciler: Reconciler | None = None
+        self._mesh: ProxyServer | None = None
+        self._graph_host: GraphHost | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -95,6 +101,15 @@ class Platform:
         self._payload_logger = PayloadLogger()
         await self._payload_logger.start()
         self._forwarder = Forwarder(self.metrics, self._payload_logger)
+        self._mesh = mesh_server(self.traffic, self._forwarder, self.settings.http1_limits())
+        mesh_port = await self._mesh.start("127.0.0.1", 0)
+        if self.settings.graph_router == "in-process":
+            self._graph_host = GraphHost(
+                self.traffic,
+                self._forwarder,
+                GraphMetrics(self.metrics.registry),
+                self.settings.http1_limits(),
+            )
         self._reconciler = Reconciler(
             self.settings,
             self._store,
@@ -102,6 +117,8 @@ class Platform:
             session=self._session,
             traffic=self.traffic,
             ledger=ReplicaLedger(self._store),
+            mesh_address=f"127.0.0.1:{mesh_port}",
+            graph_host=self._graph_host,
         )
         self._reconciler.start()
 
@@ -109,6 +126,10 @@ class Platform:
         """Stop every replica (they drain) and close what was opened."""
         if self._reconciler is not None:
             await self._reconciler.stop()
+        if self._mesh is not None:
+            await self._mesh.stop()
+        if self._graph_host is not None:
+            await self._graph_host.close()
         if self._forwarder is not None:
             self._forwarder.close()
         if self._payload_logger is not None:
@@ -157,13 +178,10 @@ class Platform:
                 # Admission: the planner defaults and validates; its result is not kept.
                 control.plan(obj, [*runtimes, *known], config=self.settings.config)
             elif isinstance(obj, InferenceGraph):
-                # Checked as KServe's webhook would (field paths), then refused as a whole:
-                # storing a graph that nothing serves would look like a graph that works.
-                control.validate_inference_graph(control.apply_graph_defaults(obj))
-                raise errors.Unsupported(
-                    f"InferenceGraph {obj.namespace}/{obj.name} is valid, but the embedded "
-                    "platform does not run InferenceGraphs yet; nothing in this file was applied"
-                )
+                obj.metadata.namespace = obj.namespace
+                # Admission as KServe's webhook (field paths); the services come later.
+                control.plan_graph(obj, {}, config=self.settings.config)
+        self._check_hosts(objects)
         results = []
         for obj in objects:
             kind = obj.kind
@@ -180,12 +198,31 @@ class Platform:
             else:
                 result = "configured"
             results.append({"kind": kind, "namespace": namespace, "name": name, "result": result})
-            if kind == "InferenceService":
-                self.reconciler.kick(namespace, name)
-        if any(r["kind"] != "InferenceService" and r["result"] != "unchanged" for r in results):
-            for stored_isvc in self.store.list_objects("InferenceService"):
+            if kind in (SERVICE, GRAPH):
+                self.reconciler.kick(namespace, name, kind)
+            if kind == SERVICE and result != "unchanged":
+                # What its graphs know of it (address, protocol) may have changed.
+                self.reconciler.kick_graphs(namespace)
+        if any(r["kind"] not in (SERVICE, GRAPH) and r["result"] != "unchanged" for r in results):
+            for stored_isvc in self.store.list_objects(SERVICE):
                 self.reconciler.kick(stored_isvc.namespace, stored_isvc.name)
+                self.reconciler.kick_graphs(stored_isvc.namespace)
         return results
+
+    def _check_hosts(self, objects: list[Any]) -> None:
+        """Refuse a graph and a service of one name in one namespace: they share a host."""
+        named = {
+            (obj.kind, obj.namespace, obj.name)
+            for obj in objects
+            if isinstance(obj, (InferenceService, InferenceGraph))
+        }
+        for kind, namespace, name in sorted(named):
+            other = GRAPH if kind == SERVICE else SERVICE
+            if (other, namespace, name) in named or self.store.get(other, namespace, name):
+                raise errors.InvalidInput(
+                    f"metadata.name: {kind} {namespace}/{name} would share its host and model "
+                    f"paths with the {other} of that name; choose another name"
+                )
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         stored = self.store.get(kind, namespace, name)
@@ -196,13 +233,15 @@ class Platform:
 
     async def delete(self, kind: str, namespace: str, name: str) -> bool:
         deleted = self.store.delete(kind, namespace, name)
-        if deleted and kind == "InferenceService":
-            await self.reconciler.forget(namespace, name)
+        if deleted and kind in (SERVICE, GRAPH):
+            await self.reconciler.forget(namespace, name, kind)
+        if deleted and kind == SERVICE:
+            self.reconciler.kick_graphs(namespace)
         return deleted
 
-    def replicas(self, namespace: str, name: str) -> list[dict[str, Any]]:
+    def replicas(self, namespace: str, name: str, kind: str = SERVICE) -> list[dict[str, Any]]:
         """The live view ``describe`` prints: every revision and replica of a service."""
-        service = self.reconciler.service(namespace, name)
+        service = self.reconciler.service(namespace, name, kind)
         rows: list[dict[str, Any]] = []
         if service is None:
             return rows
@@ -234,9 +273,11 @@ class Platform:
                 )
         return rows
 
-    def logs(self, namespace: str, name: str, component: str, tail: int = 200) -> str:
+    def logs(
+        self, namespace: str, name: str, component: str, tail: int = 200, kind: str = SERVICE
+    ) -> str:
         """The last lines of the newest revision's log of a component."""
-        service = self.reconciler.service(namespace, name)
+        service = self.reconciler.service(namespace, name, kind)
         state = service.components.get(component) if service else None
         if state is None:
             raise errors.ModelNotFound(f"{namespace}/{name} {component}")

@@ -3,10 +3,12 @@
 A reconcile of a service plans it (the control plane's planner, fed the last status),
 starts the revisions the plan names, keeps the revision that serves now until the newest
 is ready, has the traffic router split traffic as the status says, retires what no longer
-serves, and writes the status back. An apply, a replica's change and the end of a reconcile
-that found work left all ask for another (:meth:`Reconciler.kick`); kicks made while one is
-queued make one reconcile, and one service reconciles at a time. The autoscaler ticks here
-too, for every revision.
+serves, and writes the status back. An InferenceGraph is reconciled the same way: its plan
+has one component, the router (:func:`modelhost.control.plan_graph`), planned with the
+services it calls as they are stored now. An apply, a replica's change and the end of a
+reconcile that found work left all ask for another (:meth:`Reconciler.kick`); kicks made while
+one is queued make one reconcile, and one object reconciles at a time. The autoscaler ticks
+here too, for every revision.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from modelhost.control import (
     ServingRuntime,
 )
 from modelhost.control.conditions import COMPONENT_CONDITIONS, Check, conditions, service_conditions
-from modelhost.control.objects import ComponentStatusSpec
+from modelhost.control.objects import ComponentStatusSpec, InferenceGraphStatus
 from modelhost.local.component import ComponentState
 from modelhost.local.forwarder import Forwarder
+from modelhost.local.graph_host import GraphHost
+from modelhost.local.graphs import graph_status, service_plans
 from modelhost.local.metrics import ReplicaCount
 from modelhost.local.reaper import ReplicaLedger
 from modelhost.local.replica import ReplicaState
@@ -45,22 +49,28 @@ from modelhost.local.store import Store, StoredObject
 from modelhost.local.traffic import TrafficRouter, split_traffic
 from modelhost.transport.http1_proxy import ProxyServer
 
-__all__ = ["Reconciler", "ServiceState", "stored_runtimes"]
+__all__ = ["GRAPH", "SERVICE", "Reconciler", "ServiceState", "stored_runtimes"]
 
 logger = logging.getLogger("modelhost.local")
+
+SERVICE = "InferenceService"
+GRAPH = "InferenceGraph"
 
 
 @dataclass
 class ServiceState:
-    """One InferenceService as it runs: its last plan, its components and their listeners."""
+    """One InferenceService (or graph) as it runs: its last plan, components and listeners."""
 
     namespace: str
     name: str
+    kind: str = SERVICE
     plan: ServicePlan | None = None
     components: dict[str, ComponentState] = field(default_factory=dict)
     listeners: dict[str, ProxyServer] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pending: bool = False
+    # A graph's router status, kept here: KServe's graph status has no components block.
+    router_status: ComponentStatusSpec | None = None
 
 
 class Reconciler:
@@ -75,6 +85,8 @@ class Reconciler:
         session: aiohttp.ClientSession,
         traffic: TrafficRouter,
         ledger: ReplicaLedger | None = None,
+        mesh_address: str = "",
+        graph_host: GraphHost | None = None,
     ) -> None:
         self.settings = settings
         self._store = store
@@ -82,7 +94,11 @@ class Reconciler:
         self._session = session
         self._traffic = traffic
         self._ledger = ledger
-        self._services: dict[tuple[str, str], ServiceState] = {}
+        # Where a graph's router sends its steps (modelhost.local.mesh).
+        self._mesh_address = mesh_address
+        # Builds in-process graph routers (None: graphs run as replicas).
+        self._graph_host = graph_host
+        self._services: dict[tuple[str, str, str], ServiceState] = {}
         self._reconciles: set[asyncio.Task[None]] = set()
         # Revisions nothing routes to any more, draining in the background: tracked so that
         # stopping the platform finishes stopping their replicas instead of orphaning them.
@@ -92,9 +108,10 @@ class Reconciler:
         self._closing = False
 
     def start(self) -> None:
-        """Bring back every stored service, and start the autoscaler's ticks."""
-        for stored in self._store.list_objects("InferenceService"):
-            self.kick(stored.namespace, stored.name)
+        """Bring back every stored service and graph, and start the autoscaler's ticks."""
+        for kind in (SERVICE, GRAPH):
+            for stored in self._store.list_objects(kind):
+                self.kick(stored.namespace, stored.name, kind)
         self._ticker = asyncio.create_task(self._autoscale_loop(), name="autoscaler")
 
     async def stop(self) -> None:
@@ -124,21 +141,21 @@ class Reconciler:
         for runner in [*self._runners(), *self._retiring]:
             runner.kill_now()
 
-    def service(self, namespace: str, name: str) -> ServiceState | None:
-        """The running state of a service, if it runs."""
-        return self._services.get((namespace, name))
+    def service(self, namespace: str, name: str, kind: str = SERVICE) -> ServiceState | None:
+        """The running state of a service (or graph), if it runs."""
+        return self._services.get((kind, namespace, name))
 
     def log_path(self, namespace: str, name: str, revision: str) -> Path:
         """Where the replicas of a revision write their output."""
         return self._log_dir(namespace, name) / f"{revision}.log"
 
-    def kick(self, namespace: str, name: str) -> None:
-        """Reconcile a service soon; many kicks before it runs make one reconcile."""
+    def kick(self, namespace: str, name: str, kind: str = SERVICE) -> None:
+        """Reconcile a service (or graph) soon; many kicks before it runs make one reconcile."""
         if self._closing:
             return
-        service = self._services.get((namespace, name))
+        service = self._services.get((kind, namespace, name))
         if service is None:
-            service = self._services[(namespace, name)] = ServiceState(namespace, name)
+            service = self._services[(kind, namespace, name)] = ServiceState(namespace, name, kind)
         if service.pending:
             return
         service.pending = True
@@ -146,9 +163,14 @@ class Reconciler:
         self._reconciles.add(task)
         task.add_done_callback(self._reconciles.discard)
 
-    async def forget(self, namespace: str, name: str) -> None:
+    def kick_graphs(self, namespace: str) -> None:
+        """Reconcile the graphs of a namespace: a service they may call came or went."""
+        for stored in self._store.list_objects(GRAPH, namespace):
+            self.kick(stored.namespace, stored.name, GRAPH)
+
+    async def forget(self, namespace: str, name: str, kind: str = SERVICE) -> None:
         """Stop a deleted service's replicas and listeners, and route nothing to it."""
-        service = self._services.pop((namespace, name), None)
+        service = self._services.pop((kind, namespace, name), None)
         if service is not None:
             async with service.lock:
                 await self._teardown(service)
@@ -176,7 +198,10 @@ class Reconciler:
         async with service.lock:
             service.pending = False
             try:
-                await self._reconcile_locked(service)
+                if service.kind == GRAPH:
+                    await self._reconcile_graph_locked(service)
+                else:
+                    await self._reconcile_locked(service)
             except Exception:
                 logger.exception("reconcile of %s/%s failed", service.namespace, service.name)
 
@@ -230,6 +255,68 @@ class Reconciler:
         )
         self._publish_routes()
 
+    async def _reconcile_graph_locked(self, service: ServiceState) -> None:
+        stored = self._store.get(GRAPH, service.namespace, service.name)
+        if stored is None:
+            return
+        graph = control.parse_object(stored.document)
+        assert isinstance(graph, control.InferenceGraph)
+        previous = (
+            msgspec.convert(stored.status, InferenceGraphStatus).conditions
+            if stored.status
+            else None
+        )
+        services = service_plans(
+            self._store, graph, stored_runtimes(self._store), self.settings.config
+        )
+        try:
+            plan = control.plan_graph(graph, services, config=self.settings.config)
+        except errors.ModelhostError as exc:
+            status = graph_status(
+                graph,
+                stored.generation,
+                plan=None,
+                router=None,
+                services=services,
+                previous=previous,
+                failure=str(exc),
+            )
+            self._store.set_status(GRAPH, service.namespace, service.name, status)
+            return
+        service.plan = plan
+        router_plan = plan.components[0]
+        if self._graph_host is not None:
+            check = self._host_graph(service, plan)
+        else:
+            service.router_status, check = await self._reconcile_component(
+                service, router_plan, service.router_status, plan.stopped
+            )
+        status = graph_status(
+            graph,
+            stored.generation,
+            plan=plan,
+            router=check,
+            services=services,
+            previous=previous,
+        )
+        self._store.set_status(GRAPH, service.namespace, service.name, status)
+        self._publish_routes()
+
+    def _host_graph(self, service: ServiceState, plan: ServicePlan) -> Check:
+        """The graph's router in the gateway's process, rebuilt when its plan changes."""
+        assert self._graph_host is not None
+        router_plan = plan.components[0]
+        state = service.components.get(router_plan.component)
+        if state is None:
+            state = ComponentState(
+                service.namespace, service.name, router_plan.component, router_plan
+            )
+            service.components[router_plan.component] = state
+        if state.in_process is None or state.plan.revision.name != router_plan.revision.name:
+            state.in_process = self._graph_host.router(plan, state)
+        state.plan = router_plan
+        return Check("Ready", True)
+
     async def _reconcile_component(
         self,
         service: ServiceState,
@@ -278,7 +365,9 @@ class Reconciler:
                     plan.scaling,
                     self._replica_spec(service, plan),
                     self._session,
-                    on_change=functools.partial(self.kick, service.namespace, service.name),
+                    on_change=functools.partial(
+                        self.kick, service.namespace, service.name, service.kind
+                    ),
                 )
                 state.runners[name] = runner
                 runner.start()
@@ -299,11 +388,11 @@ class Reconciler:
             )
             if n
         }
-        if kind == "predictor":
+        if kind in ("predictor", control.ROUTER_COMPONENT):
             # Revisions of every component share the table; prune only what none needs.
             others = {n for s in service.components.values() for n in s.runners if s is not state}
             self._store.prune_revisions(service.namespace, service.name, keep_recorded | others)
-        condition = COMPONENT_CONDITIONS[kind]
+        condition = COMPONENT_CONDITIONS.get(kind, "Ready")
         if stopped:
             return component_status, Check(condition, False, "Stopped", "the service is stopped")
         if any(runner.ready for runner, _ in state.split.items):
@@ -323,6 +412,8 @@ class Reconciler:
         calls = plan.calls
 
         def predictor_host() -> str:
+            if service.kind == GRAPH:
+                return self._mesh_address
             target = service.components.get(calls) if calls else None
             return target.address if target is not None else ""
 

@@ -11,7 +11,9 @@ from modelhost.access import is_loopback
 from modelhost.control import PlatformConfig
 from modelhost.settings import Http1Limits, default_home
 
-__all__ = ["PlatformSettings", "default_home"]
+__all__ = ["GRAPH_ROUTERS", "PlatformSettings", "default_home"]
+
+GRAPH_ROUTERS = ("in-process", "replica")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,9 @@ class PlatformSettings:
     replica_start_timeout_s: float = 300.0
     replica_stop_grace_s: float = 10.0
     autoscale_tick_s: float = 1.0
+    # Where InferenceGraph routers run: "in-process" (in the gateway: no hop of their own)
+    # or "replica" (a `modelhost graph` process each, scaled as the graph's spec says).
+    graph_router: str = "in-process"
     # The REST gateway's HTTP/1.1 limits (``modelhost.settings.Http1Limits`` has their
     # reasons; docs/limits.md the table). The same on each component's own loopback port.
     http_header_timeout_s: float = 10.0
@@ -53,6 +58,10 @@ class PlatformSettings:
     http_write_buffer_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
+        if self.graph_router not in GRAPH_ROUTERS:
+            raise errors.InvalidInput(
+                f"graph_router: {self.graph_router!r} is not one of {', '.join(GRAPH_ROUTERS)}"
+            )
         if self.config.storage_spec_secret is not None:
             # A storage spec names a Kubernetes Secret; this platform has no Secret store,
             # and planning with one would start replicas with an empty model folder.

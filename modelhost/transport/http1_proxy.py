@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import http
 import logging
 import time
@@ -45,6 +46,7 @@ __all__ = [
     "Admit",
     "Forward",
     "Forwarding",
+    "InProcess",
     "ProxiedRequest",
     "ProxyClient",
     "ProxyPool",
@@ -65,8 +67,21 @@ ASGIApp = Callable[
 
 Resolver = Callable[[ProxiedRequest], object]
 """``resolve(request)``: where it goes: a destination for ``forward``, LOCAL (the owner's
-ASGI app), BODY (asked before the body is in: ask again with it) or None (404). It may raise
-``modelhost.errors`` to refuse the request."""
+ASGI app), an :class:`InProcess` app, BODY (asked before the body is in: ask again with it)
+or None (404). It may raise ``modelhost.errors`` to refuse the request."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class InProcess:
+    """A destination answered in this process by ``app`` (ASGI), not relayed to a target.
+
+    ``owner`` is what the destination belongs to, for ``admit`` (a service, to check a token
+    against). The request reaches ``app`` whole, as the owner's own routes do.
+    """
+
+    app: ASGIApp
+    owner: object = None
+
 
 Admit = Callable[[ProxiedRequest, object], Admission]
 """``admit(request, destination)``: the caller's check (tokens); ``modelhost.errors`` refuse.
@@ -534,9 +549,14 @@ class ProxyServer:
             if admission is not None:
                 admission.release()  # nothing is held for the owner's own routes
             if destination is LOCAL and self.local_app is not None:
-                self.spawn(self._local(client, request))
+                self.spawn(self._local(client, request, self.local_app, "the platform's API"))
             else:
                 self._not_found(client, request)
+            return
+        if isinstance(destination, InProcess):
+            if admission is not None:
+                admission.release()
+            self.spawn(self._local(client, request, destination.app, "an in-process app"))
             return
         if self.forward is None:
             self._not_found(client, request)
@@ -563,9 +583,10 @@ class ProxyServer:
         message = self.not_found.format(host=request.host or "-", path=request.path)
         client.respond_error(404, message, request.keep_alive)
 
-    async def _local(self, client: ProxyClient, request: ProxiedRequest) -> None:
-        """The owner's own routes, through an ASGI app (they are few and not hot)."""
-        assert self.local_app is not None
+    async def _local(
+        self, client: ProxyClient, request: ProxiedRequest, app: ASGIApp, what: str
+    ) -> None:
+        """A whole request through an ASGI app: the owner's routes, or an InProcess one."""
         path, _, query = request.url.partition(b"?")
         scope: dict[str, Any] = {
             "type": "http",
@@ -599,10 +620,10 @@ class ProxyServer:
                 chunks.append(message.get("body", b""))
 
         try:
-            await self.local_app(scope, receive, send)
+            await app(scope, receive, send)
         except Exception:
-            logger.exception("the proxy's own route %s failed", scope["path"])
-            client.respond_error(500, "internal error in the platform's API", request.keep_alive)
+            logger.exception("the proxy's route %s to %s failed", scope["path"], what)
+            client.respond_error(500, f"internal error in {what}", request.keep_alive)
             return
         content_type = next((v for k, v in headers if k == b"content-type"), b"application/json")
         client.respond(status, b"".join(chunks), content_type, request.keep_alive, headers)

@@ -35,6 +35,8 @@ RENDERABLE = sorted(
     + [README_SAMPLE],
     key=lambda p: (p.parent.name, p.name),
 )
+# KServe's four graph shapes, each with the InferenceServices it calls (or without them).
+GRAPH_SAMPLES = sorted((CONTROL_SAMPLES / "graphs").glob("*.yaml"))
 
 Manifest = dict[str, Any]
 
@@ -53,6 +55,32 @@ def plan_file(path: Path, config: control.PlatformConfig | None = None) -> contr
     (isvc,) = [o for o in found if isinstance(o, control.InferenceService)]
     config = config or KubeSettings().planner
     return control.plan(isvc, [*runtimes, *control.builtin_runtimes()], config=config)
+
+
+def plan_graph_file(
+    path: Path, config: control.PlatformConfig | None = None
+) -> tuple[control.ServicePlan, dict[str, control.ServicePlan]]:
+    """The plan of the file's one InferenceGraph, and of the file's InferenceServices (by name).
+
+    ``config`` defaults to the Kubernetes executor's (``KubeSettings().planner``).
+    """
+    found = objects(path)
+    config = config or KubeSettings().planner
+    runtimes = [*control.builtin_runtimes()]
+    services = {
+        o.name: control.plan(o, runtimes, config=config)
+        for o in found
+        if isinstance(o, control.InferenceService)
+    }
+    (graph,) = [o for o in found if isinstance(o, control.InferenceGraph)]
+    return control.plan_graph(graph, services, config=config), services
+
+
+def render_graph_file(path: Path, settings: KubeSettings | None = None) -> list[Manifest]:
+    """The manifests of the file's InferenceGraph (its router), not of its services."""
+    settings = settings or KubeSettings()
+    plan, _ = plan_graph_file(path, settings.planner)
+    return render_plan(plan, settings)
 
 
 def render_file(path: Path, settings: KubeSettings | None = None) -> list[Manifest]:

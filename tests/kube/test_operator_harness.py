@@ -34,6 +34,7 @@ __all__ = [
     "Cluster",
     "cluster",
     "deployment_available",
+    "graph_document",
     "isvc_document",
     "no_leaked_tasks",
     "running_operator",
@@ -68,6 +69,14 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
         kind="InferenceService",
         singular="inferenceservice",
         shortnames={"isvc"},
+        namespaced=True,
+        subresources={"status"},
+        verbs=_VERBS,
+    ),
+    "serving.kserve.io/v1alpha1/inferencegraphs": kmock.ResourceInfo(
+        kind="InferenceGraph",
+        singular="inferencegraph",
+        shortnames={"ig"},
         namespaced=True,
         subresources={"status"},
         verbs=_VERBS,
@@ -256,6 +265,17 @@ def isvc_document(
         "kind": "InferenceService",
         "metadata": {"name": name, "namespace": namespace, **metadata},
         "spec": {"predictor": dict(predictor)},
+    }
+
+
+def graph_document(
+    nodes: Mapping[str, Any], *, name: str = "chain", namespace: str = "ns", **spec: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "InferenceGraph",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"nodes": dict(nodes), **spec},
     }
 
 

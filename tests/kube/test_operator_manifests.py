@@ -54,7 +54,12 @@ def test_kserves_crds_are_referenced_from_a_release_not_copied() -> None:
         match = KSERVE_CRD.match(url)
         assert match, f"not a KServe release's CRD file: {url}"
         plurals.add(match["plural"])
-    assert plurals == {"inferenceservices", "servingruntimes", "clusterservingruntimes"}
+    assert plurals == {
+        "inferenceservices",
+        "inferencegraphs",
+        "servingruntimes",
+        "clusterservingruntimes",
+    }
     local = {
         d["metadata"]["name"] for d in local_documents() if d["kind"] == "CustomResourceDefinition"
     }
@@ -136,6 +141,8 @@ def test_rbac_grants_what_the_operator_does_and_no_more() -> None:
             assert verbs(resource.group, resource.plural) == wanted, resource.kind
     assert verbs("serving.kserve.io", "inferenceservices") == {"get", "list", "watch", "patch"}
     assert verbs("serving.kserve.io", "inferenceservices/status") == {"patch"}
+    assert verbs("serving.kserve.io", "inferencegraphs") == {"get", "list", "watch", "patch"}
+    assert verbs("serving.kserve.io", "inferencegraphs/status") == {"patch"}
     assert verbs("serving.kserve.io", "servingruntimes") == {"list", "watch"}
     assert verbs("serving.kserve.io", "clusterservingruntimes") == {"list", "watch"}
     assert verbs("", "pods") == {"list", "watch"}

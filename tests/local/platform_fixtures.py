@@ -110,6 +110,7 @@ def start_platform(
     home: Path,
     replica_env: dict[str, str] | None = None,
     access: dict[str, Any] | None = None,
+    graph_router: str = "in-process",
     **config: Any,
 ) -> RunningPlatform:
     """A platform in ``home``; ``access`` sets its auth, api_port and ssl_* settings."""
@@ -124,6 +125,7 @@ def start_platform(
         replica_start_timeout_s=60,
         replica_stop_grace_s=5,
         autoscale_tick_s=0.25,
+        graph_router=graph_router,
     )
     server = PlatformServer(settings)
     # uvloop, as `modelhost up` runs it.

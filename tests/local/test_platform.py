@@ -135,7 +135,7 @@ spec:
         platform.apply(unknown_format.replace("maxReplicas: 2", ""))
 
 
-def test_an_inference_graph_is_checked_and_refused_until_the_platform_runs_graphs(
+def test_an_invalid_inference_graph_refuses_the_whole_file(
     platform: RunningPlatform,
 ) -> None:
     service = """
@@ -168,12 +168,9 @@ spec:
         platform.apply(service + graph)
     assert getattr(raised.value, "status_code", None) == 400
     assert "spec.nodes.root" in str(raised.value)
-    with pytest.raises(ModelhostError) as refused:
-        platform.apply(service + graph.replace("weight: 70", "weight: 100"))
-    assert getattr(refused.value, "status_code", None) == 501
-    assert "does not run InferenceGraphs yet" in str(refused.value)
     # Nothing in the file was stored, the InferenceService beside the graph included.
     assert platform.client.list_objects("isvc", "default") == []
+    assert platform.client.list_objects("ig", "default") == []
 
 
 def test_cli_verbs_against_the_platform(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.control.plan_types import ComponentPlan, ServicePlan
-from modelhost.kube.labels import selector_labels
+from modelhost.kube.labels import plan_selector
 from modelhost.kube.manifests.metadata import object_meta
 
 __all__ = ["disruption_budget"]
@@ -27,7 +27,7 @@ def disruption_budget(plan: ServicePlan, component: ComponentPlan) -> dict[str, 
         "metadata": object_meta(plan, component.service_name, component.component),
         "spec": {
             "maxUnavailable": 1,
-            "selector": {"matchLabels": selector_labels(plan.name, component.component)},
+            "selector": {"matchLabels": plan_selector(plan, component.component)},
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }

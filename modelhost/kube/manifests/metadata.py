@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelhost.control.plan_types import ServicePlan
-from modelhost.kube.labels import object_labels
+from modelhost.kube.labels import plan_labels
 
 __all__ = ["GRPC_PORT", "HTTP_PORT", "MODEL_DIR", "SERVICE_PORT", "object_meta"]
 
@@ -25,11 +25,11 @@ def object_meta(
     revision: str | None = None,
     annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Metadata in the InferenceService's namespace, labelled for the operator to find."""
+    """Metadata in the plan's namespace, labelled for the operator to find."""
     meta: dict[str, Any] = {
         "name": name,
         "namespace": plan.namespace,
-        "labels": object_labels(plan.name, component, revision),
+        "labels": plan_labels(plan, component, revision),
     }
     if annotations:
         meta["annotations"] = dict(sorted(annotations.items()))

@@ -18,7 +18,7 @@ from modelhost.control.plan_types import ComponentPlan
 from modelhost.kube.manifests.metadata import GRPC_PORT, HTTP_PORT
 from modelhost.kube.settings import KubeSettings
 
-__all__ = ["Probes", "probes"]
+__all__ = ["Probes", "probes", "router_probes"]
 
 _PERIOD_S = 10
 Probes = dict[str, dict[str, Any]]
@@ -39,4 +39,18 @@ def probes(component: ComponentPlan, settings: KubeSettings) -> Probes:
         "readinessProbe": {**ready, "periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**live, "periodSeconds": _PERIOD_S, "failureThreshold": 3},
         "startupProbe": {**live, "periodSeconds": _PERIOD_S, "failureThreshold": startup_failures},
+    }
+
+
+def router_probes() -> Probes:
+    """An InferenceGraph router's probes: it loads no model, so no startup probe.
+
+    Readiness is ``/v2/health/ready`` (the router answers it once it serves, and fails it
+    while it drains) at KServe's router probe timings; liveness is ``/v2/health/live``.
+    """
+    ready = {"httpGet": {"path": "/v2/health/ready", "port": HTTP_PORT, "scheme": "HTTP"}}
+    live = {"httpGet": {"path": "/v2/health/live", "port": HTTP_PORT, "scheme": "HTTP"}}
+    return {
+        "readinessProbe": {**ready, "timeoutSeconds": 2, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**live, "periodSeconds": _PERIOD_S, "failureThreshold": 3},
     }

@@ -7,6 +7,9 @@ rule first and the entry component after it, and one per component host (named a
 component's Service). Each rule sends to the component's revision Services, weighted by the
 plan's traffic split, with the revision's time-out as the request time-out.
 
+An InferenceGraph's route has no ``KServe-Isvc-*`` headers: it reaches a router, not an
+InferenceService.
+
 The plan's host-less rules (by model name in the path, or an OpenAI body's ``model``) serve
 the embedded gateway, which has one address for every service; a shared Gateway keys
 services by host, so they are not rendered.
@@ -17,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.control.plan_types import ComponentPlan, Route, ServicePlan
+from modelhost.kube.labels import is_graph_plan
 from modelhost.kube.manifests.metadata import SERVICE_PORT, object_meta
 from modelhost.kube.settings import KubeSettings
 
@@ -70,9 +74,9 @@ def _rule(plan: ServicePlan, route: Route) -> dict[str, Any]:
     component = plan.component(route.component)
     assert component is not None  # the planner routes only to its components
     path = f"^{route.path}$" if route.path is not None else _ANY_PATH
-    return {
-        "matches": [{"path": {"type": "RegularExpression", "value": path}}],
-        "filters": [
+    rule: dict[str, Any] = {"matches": [{"path": {"type": "RegularExpression", "value": path}}]}
+    if not is_graph_plan(plan):
+        rule["filters"] = [
             {
                 "type": "RequestHeaderModifier",
                 "requestHeaderModifier": {
@@ -82,10 +86,10 @@ def _rule(plan: ServicePlan, route: Route) -> dict[str, Any]:
                     ]
                 },
             }
-        ],
-        "backendRefs": _backends(component),
-        "timeouts": {"request": f"{component.revision.timeout_s}s"},
-    }
+        ]
+    rule["backendRefs"] = _backends(component)
+    rule["timeouts"] = {"request": f"{component.revision.timeout_s}s"}
+    return rule
 
 
 def _backends(component: ComponentPlan) -> list[dict[str, Any]]:

@@ -56,7 +56,7 @@ def _hpa(plan: ServicePlan, component: ComponentPlan, settings: KubeSettings) ->
     policy = component.scaling
     revision = component.revision.name
     annotations = {}
-    resources = [m for m in policy.metrics if m.source == "Resource"]
+    resources = [m for m in _metrics(policy) if m.source == "Resource"]
     if resources:
         metrics = [_resource_metric(m) for m in resources]
     else:
@@ -100,8 +100,8 @@ def _scaled_object(
 ) -> dict[str, Any]:
     policy = component.scaling
     revision = component.revision.name
-    if policy.metrics:
-        triggers = [_trigger(metric, settings) for metric in policy.metrics]
+    if _metrics(policy):
+        triggers = [_trigger(metric, settings) for metric in _metrics(policy)]
     else:
         triggers = [_prometheus(plan, revision, policy.metric, _target(policy), settings)]
     if policy.min_replicas == 0 and all(t["type"] in _RESOURCE_METRICS for t in triggers):
@@ -132,6 +132,18 @@ def _scaled_object(
         "metadata": object_meta(plan, revision, component.component, revision, annotations),
         "spec": spec,
     }
+
+
+def _metrics(policy: ScalingPolicy) -> tuple[ScalingMetric, ...]:
+    """The policy's metrics; a cpu or memory ``metric`` named without them is its utilization.
+
+    (An InferenceGraph's ``scaleMetric: cpu`` plans Knative's autoscaler with no metrics: the
+    pods' cpu, at ``scaleTarget`` percent, is what it asks for.)
+    """
+    if policy.metrics or policy.metric not in _RESOURCE_METRICS:
+        return policy.metrics
+    target = _number(policy.target)
+    return (ScalingMetric("Resource", policy.metric, "Utilization", target),)
 
 
 def _resource_metric(metric: ScalingMetric) -> dict[str, Any]:

@@ -4,7 +4,8 @@ A revision's Service selects that revision's pods only, so the route's weights s
 exactly. The component's Service (``<isvc>-predictor``) selects the pods of all its running
 revisions: it is the in-cluster name a transformer's ``--predictor_host`` and KServe's
 ``address.url`` use, and, having no weights, it spreads calls over the pods that run.
-Port 80 reaches the server's 8080 (or the agent's 9081, which fronts it); 8081 is gRPC.
+Port 80 reaches the server's 8080 (or the agent's 9081, which fronts it); 8081 is gRPC. An
+InferenceGraph's router speaks HTTP only: its Services have no gRPC port.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.control.plan_types import ComponentPlan, ServicePlan
-from modelhost.kube.labels import selector_labels
+from modelhost.kube.labels import is_graph_plan, plan_selector
 from modelhost.kube.manifests.agent import AGENT_PORT, needs_agent
 from modelhost.kube.manifests.metadata import GRPC_PORT, HTTP_PORT, SERVICE_PORT, object_meta
 
@@ -25,8 +26,9 @@ def revision_service(plan: ServicePlan, component: ComponentPlan, revision: str)
     agent = revision == component.revision.name and needs_agent(component.revision)
     return _service(
         object_meta(plan, revision, component.component, revision),
-        selector_labels(plan.name, component.component, revision),
+        plan_selector(plan, component.component, revision),
         AGENT_PORT if agent else HTTP_PORT,
+        grpc=not is_graph_plan(plan),
     )
 
 
@@ -34,8 +36,9 @@ def component_service(plan: ServicePlan, component: ComponentPlan) -> dict[str, 
     agent = needs_agent(component.revision)
     return _service(
         object_meta(plan, component.service_name, component.component),
-        selector_labels(plan.name, component.component),
+        plan_selector(plan, component.component),
         AGENT_PORT if agent else HTTP_PORT,
+        grpc=not is_graph_plan(plan),
     )
 
 
@@ -49,32 +52,30 @@ def address_service(plan: ServicePlan) -> dict[str, Any] | None:
         return None
     return _service(
         object_meta(plan, plan.name, entry.component),
-        selector_labels(plan.name, entry.component),
+        plan_selector(plan, entry.component),
         AGENT_PORT if needs_agent(entry.revision) else HTTP_PORT,
     )
 
 
-def _service(meta: dict[str, Any], selector: dict[str, str], http_target: int) -> dict[str, Any]:
+def _service(
+    meta: dict[str, Any], selector: dict[str, str], http_target: int, *, grpc: bool = True
+) -> dict[str, Any]:
+    ports: list[dict[str, Any]] = [
+        {"name": "http1", "port": SERVICE_PORT, "targetPort": http_target, "protocol": "TCP"}
+    ]
+    if grpc:
+        ports.append(
+            {
+                "name": "h2c",
+                "port": GRPC_PORT,
+                "targetPort": GRPC_PORT,
+                "protocol": "TCP",
+                "appProtocol": "kubernetes.io/h2c",
+            }
+        )
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": meta,
-        "spec": {
-            "selector": selector,
-            "ports": [
-                {
-                    "name": "http1",
-                    "port": SERVICE_PORT,
-                    "targetPort": http_target,
-                    "protocol": "TCP",
-                },
-                {
-                    "name": "h2c",
-                    "port": GRPC_PORT,
-                    "targetPort": GRPC_PORT,
-                    "protocol": "TCP",
-                    "appProtocol": "kubernetes.io/h2c",
-                },
-            ],
-        },
+        "spec": {"selector": selector, "ports": ports},
     }

@@ -3,7 +3,8 @@
 The server container is the planner's :class:`ProcessSpec` with the placeholders filled as
 KServe fills them (ports 8080 and 8081, the model at ``/mnt/models``, a transformer's
 predictor at ``<predictor service>.<namespace>``), beside what :mod:`model_source` and
-:mod:`agent` add. Replicas are left to the autoscaler unless nothing scales the revision.
+:mod:`agent` add; an InferenceGraph's router is :mod:`router`'s container alone. Replicas are
+left to the autoscaler unless nothing scales the revision.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typing import Any
 
 from modelhost.control.names import KSERVE_CONTAINER
 from modelhost.control.plan_types import ComponentPlan, ProcessSpec, ServicePlan
-from modelhost.kube.labels import object_labels, selector_labels
+from modelhost.kube.labels import is_graph_plan, plan_labels, plan_selector
 from modelhost.kube.manifests.agent import agent_container, needs_agent
 from modelhost.kube.manifests.metadata import GRPC_PORT, HTTP_PORT, MODEL_DIR, object_meta
 from modelhost.kube.manifests.model_source import model_source
 from modelhost.kube.manifests.probes import probes
+from modelhost.kube.manifests.router import router_container
 from modelhost.kube.manifests.security import container_security, pod_security
 from modelhost.kube.settings import KubeSettings
 
@@ -48,7 +50,10 @@ def deployment(
     """The revision's Deployment, named after the revision."""
     revision = component.revision
     source = model_source(revision.process.storage_uri, settings, revision.process.storage)
-    server = _server_container(plan, component, settings)
+    if is_graph_plan(plan):
+        server = router_container(plan, component, settings)
+    else:
+        server = _server_container(plan, component, settings)
     if source.server_mounts:
         server["volumeMounts"] = list(source.server_mounts)
     if source.server_env:
@@ -74,12 +79,10 @@ def deployment(
     replicas = fixed_replicas(plan, component)
     if replicas is not None:
         spec["replicas"] = replicas
-    spec["selector"] = {
-        "matchLabels": selector_labels(plan.name, component.component, revision.name)
-    }
+    spec["selector"] = {"matchLabels": plan_selector(plan, component.component, revision.name)}
     spec["template"] = {
         "metadata": {
-            "labels": object_labels(plan.name, component.component, revision.name),
+            "labels": plan_labels(plan, component.component, revision.name),
             "annotations": _SCRAPE_ANNOTATIONS,
         },
         "spec": pod,

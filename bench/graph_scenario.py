@@ -1,0 +1,248 @@
+"""What an InferenceGraph costs: a two-step Sequence against the same two calls by the client.
+
+The embedded platform (``modelhost up``, pinned with its replicas to core 0) serves two iris
+InferenceServices and a Sequence graph of both (the second step gets the graph's request,
+``data: $request``, as KServe's sample does); wrk, pinned to core 1, makes three loads through
+the gateway, at each connection count:
+
+- ``direct``: one call to ``iris-a`` per request: the cost of one direct call;
+- ``pair``: the calls to ``iris-a`` and ``iris-b`` one after another on each connection,
+  as a client chaining the two models itself;
+- ``graph``: one call to the graph, which makes the same two calls.
+
+The graph's added cost per request is (1 / graph req/s) - (2 / pair calls/s), and the target
+is that it stays within 20% of one direct call (1 / direct req/s). Results go to
+``OUT/graph.csv`` and ``OUT/graph.md`` (default ``bench/results/<UTC time>-graph``).
+
+    .venv/bin/python bench/graph_scenario.py            # DUR=10 WARM=3 CONNS="1 8" PASSES=1
+
+Both places a router can run are measured, each on a platform of its own: ``in-process`` (the
+router in the gateway's process, the default) and ``replica`` (a ``modelhost graph`` process
+behind the gateway). ``MODES="in-process"`` measures one.
+
+Needs wrk and taskset; uses this checkout's modelhost (``python -m modelhost``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DUR = int(os.environ.get("DUR", "10"))
+WARM = int(os.environ.get("WARM", "3"))
+PASSES = int(os.environ.get("PASSES", "1"))
+CONNS = [int(c) for c in os.environ.get("CONNS", "1 8").split()]
+SERVER_CPU, LOAD_CPU = os.environ.get("SERVER_CPU", "0"), os.environ.get("LOAD_CPU", "1")
+MODELHOST = [sys.executable, "-m", "modelhost"]
+BODY = b'{"instances": [[6.8, 2.8, 4.8, 1.4]]}'
+GRAPH_HOST = "iris-chain.default.example.com"
+TARGET = 0.20
+MODES = os.environ.get("MODES", "in-process replica").split()
+
+OBJECTS = """
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata: {{name: iris-a}}
+spec:
+  predictor:
+    model: {{modelFormat: {{name: sklearn}}, storageUri: "file://{model}"}}
+---
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata: {{name: iris-b}}
+spec:
+  predictor:
+    model: {{modelFormat: {{name: sklearn}}, storageUri: "file://{model}"}}
+---
+apiVersion: serving.kserve.io/v1alpha1
+kind: InferenceGraph
+metadata: {{name: iris-chain}}
+spec:
+  nodes:
+    root:
+      routerType: Sequence
+      steps:
+        - {{serviceName: iris-a, name: iris-a}}
+        - {{serviceName: iris-b, name: iris-b, data: $request}}
+"""
+
+LOADS = {
+    "direct": ("/v1/models/iris-a:predict", ""),
+    "pair": ("/v1/models/iris-a:predict /v1/models/iris-b:predict", ""),
+    "graph": ("/", GRAPH_HOST),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def iris_model(folder: Path) -> Path:
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    joblib.dump(LogisticRegression(max_iter=1000).fit(x, y), folder / "model.joblib")
+    return folder
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the platform exited with {process.returncode}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer in {timeout}s")
+
+
+def call(port: int, path: str, host: str) -> bytes:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=BODY, method="POST")
+    request.add_header("content-type", "application/json")
+    if host:
+        request.add_header("host", host)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: bytes = response.read()
+        return answer
+
+
+def wrk(port: int, paths: str, host: str, conns: int, seconds: int, body: Path) -> str:
+    env = {**os.environ, "BODY_FILE": str(body), "PATHS": paths, "HOST_HEADER": host}
+    command = [
+        "taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s",
+        "--timeout", "10s", "--latency", "-s", str(HERE / "lua" / "paths.lua"),
+        f"http://127.0.0.1:{port}",
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+
+
+def parse(out: str) -> dict[str, float]:
+    def ms(value: str, unit: str) -> float:
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    pct = {
+        m.group(1): ms(m.group(2), m.group(3))
+        for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    }
+    non2 = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50_ms": pct.get("50", float("nan")),
+        "p99_ms": pct.get("99", float("nan")),
+        "non2xx": float(non2.group(1)) if non2 else 0.0,
+        "errors": float(sum(int(g) for g in errors.groups())) if errors else 0.0,
+    }
+
+
+def main() -> int:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out_dir = Path(os.environ.get("OUT", HERE / "results" / f"{stamp}-graph"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="graph-bench-"))
+    model = iris_model(work / "iris")
+    objects = work / "objects.yaml"
+    objects.write_text(OBJECTS.format(model=model))
+    body = work / "body.json"
+    body.write_bytes(BODY)
+    rows: list[dict[str, object]] = []
+    for pass_number in range(1, PASSES + 1):
+        for mode in MODES:
+            rows += measure(mode, pass_number, work / f"home-{mode}-{pass_number}", objects, body)
+    write(out_dir, rows)
+    return 0
+
+
+def measure(
+    mode: str, pass_number: int, home: Path, objects: Path, body: Path
+) -> list[dict[str, object]]:
+    """Every load on a platform whose graph routers run ``mode``."""
+    port, grpc_port = free_port(), free_port()
+    platform = subprocess.Popen(
+        ["taskset", "-c", SERVER_CPU, *MODELHOST, "up", "--home", str(home),
+         "--port", str(port), "--grpc-port", str(grpc_port), "--graph-router", mode],
+        start_new_session=True,
+    )  # fmt: skip
+    rows: list[dict[str, object]] = []
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", platform)
+        subprocess.run(
+            [*MODELHOST, "apply", "-f", str(objects), "--server", f"unix:{home / 'api.sock'}",
+             "--wait", "--timeout", "120"],
+            check=True,
+        )  # fmt: skip
+        # The graph's answer is iris-b's answer to the graph's request: check it first.
+        expected = call(port, "/v1/models/iris-b:predict", "")
+        got = call(port, "/", GRAPH_HOST)
+        if json.loads(got) != json.loads(expected):
+            raise RuntimeError(f"the graph answered {got!r}, iris-b {expected!r}")
+        for conns in CONNS:
+            for load, (paths, host) in LOADS.items():
+                wrk(port, paths, host, conns, WARM, body)
+                measured = parse(wrk(port, paths, host, conns, DUR, body))
+                row = {"pass": pass_number, "mode": mode, "load": load, "conns": conns}
+                rows.append({**row, **measured})
+                print(f"pass {pass_number} {mode:10} {load:6} c={conns:<3} {measured}", flush=True)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(platform.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            platform.wait(30)
+    return rows
+
+
+def write(out_dir: Path, rows: list[dict[str, object]]) -> None:
+    with (out_dir / "graph.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "| router | conns | direct req/s | pair calls/s | graph req/s | direct p50/p99 ms | "
+        "graph p50/p99 ms | graph added cost / one direct call | target ≤ 20% |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for mode in MODES:
+        for conns in sorted({int(str(r["conns"])) for r in rows}):
+            mine = [r for r in rows if r["mode"] == mode and r["conns"] == conns]
+            if not mine:
+                continue
+            best = {
+                load: max(
+                    (r for r in mine if r["load"] == load), key=lambda r: float(str(r["rps"]))
+                )
+                for load in LOADS
+            }
+            direct, pair, graph = (float(str(best[k]["rps"])) for k in ("direct", "pair", "graph"))
+            added = (1 / graph - 2 / pair) * direct
+            lines.append(
+                f"| {mode} | {conns} | {direct:,.0f} | {pair:,.0f} | {graph:,.0f} | "
+                f"{best['direct']['p50_ms']:.2f} / {best['direct']['p99_ms']:.2f} | "
+                f"{best['graph']['p50_ms']:.2f} / {best['graph']['p99_ms']:.2f} | "
+                f"{added:+.0%} | {'met' if added <= TARGET else 'not met'} |"
+            )
+    (out_dir / "graph.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"written to {out_dir}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

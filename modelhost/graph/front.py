@@ -1,0 +1,205 @@
+"""The router's HTTP front: the graph's URLs, its probes and metrics, as a small ASGI app.
+
+The graph answers where KServe's router does (``POST /``) and where a model's client calls
+(``POST /v1/models/<graph>:predict``, ``POST /v2/models/<graph>/infer``). Bodies go to
+:meth:`GraphRouter.route` as bytes (a gzip or deflate body decompressed, nothing decoded) with
+the request's headers; the answer's status, headers and body come back unchanged. Besides:
+``GET /v2/health/live``, ``/v2/health/ready`` (503 while draining: the platform's replica
+probe), ``/healthz``, ``/metrics`` (the router's node and step metrics), and the graph's
+``GET /v2/models/<graph>`` and ``/v2/models/<graph>/ready``.
+
+Every refusal is the server's ``{"error": "..."}``: 404 for a path it does not serve or
+another model's name, 405 for a method a path does not take, 413 for a body over
+``max_body_bytes`` (before any of it is read when its Content-Length says so; the connection
+is then closed, not drained), 504 when the graph takes longer than ``write_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from modelhost import errors
+from modelhost.graph.errors import GraphTimedOut
+from modelhost.graph.router import GraphRouter
+from modelhost.server.http.messages import read_body
+from modelhost.settings import Http1Limits
+
+__all__ = ["FrontSettings", "GraphFront"]
+
+logger = logging.getLogger("modelhost.graph")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# What the graph's metadata says it is, where a model's says its framework.
+PLATFORM = "modelhost-graph"
+_JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class FrontSettings:
+    """The front's own limits: the largest body, and how long the graph may take to answer.
+
+    ``write_timeout_s`` (None: no bound) is KServe's ``routerTimeouts.serverWrite``.
+    """
+
+    max_body_bytes: int = Http1Limits.max_body_bytes
+    write_timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes
+    content_type: str = _JSON
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Handler = Callable[[Scope, Receive], Awaitable[_Answer]]
+
+
+class GraphFront:
+    """The ASGI app of one graph's router; :attr:`ready` is what the readiness probe says."""
+
+    def __init__(
+        self, router: GraphRouter, registry: CollectorRegistry, settings: FrontSettings
+    ) -> None:
+        self.router = router
+        self.registry = registry
+        self.settings = settings
+        # False until the server listens, and again once it drains.
+        self.ready = False
+        self.name = router.name
+        self._fixed: dict[str, tuple[str, Handler]] = {
+            "/": ("POST", self._predict),
+            "/v2/health/live": ("GET", self._live),
+            "/v2/health/ready": ("GET", self._ready),
+            "/healthz": ("GET", self._live),
+            "/metrics": ("GET", self._metrics),
+        }
+        self._v2_model: dict[str, tuple[str, Handler]] = {
+            "": ("GET", self._metadata),
+            "/ready": ("GET", self._model_ready),
+            "/infer": ("POST", self._predict),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # uvicorn runs it with lifespan "off"
+            return
+        method: str = scope["method"]
+        path: str = scope["path"]
+        try:
+            found = self._route(path)
+        except errors.ModelNotFound as exc:
+            await _send(send, _error(exc), method)
+            return
+        if found is None:
+            await _send(send, _json({"error": f"No route for {method} {path}."}, 404), method)
+            return
+        allowed, handler = found
+        if method != allowed and not (method == "HEAD" and allowed == "GET"):
+            refusal = {"error": f"Method {method} not allowed on {path}."}
+            answer = _Answer(405, orjson.dumps(refusal), headers=(("allow", allowed),))
+            await _send(send, answer, method)
+            return
+        await _send(send, await handler(scope, receive), method)
+
+    def _route(self, path: str) -> tuple[str, Handler] | None:
+        """The method and handler of ``path``, or None; another graph's name is not found."""
+        fixed = self._fixed.get(path)
+        if fixed is not None:
+            return fixed
+        if path.startswith("/v1/models/") and path.endswith(":predict"):
+            self._check_name(path[len("/v1/models/") : -len(":predict")])
+            return "POST", self._predict
+        if path.startswith("/v2/models/"):
+            name, slash, rest = path[len("/v2/models/") :].partition("/")
+            found = self._v2_model.get(slash + rest)
+            if name and found is not None:
+                self._check_name(name)
+                return found
+        return None
+
+    def _check_name(self, name: str) -> None:
+        if name != self.name:
+            raise errors.ModelNotFound(name)
+
+    # -- the graph ---------------------------------------------------------------------------
+
+    async def _predict(self, scope: Scope, receive: Receive) -> _Answer:
+        headers = {
+            key.decode("latin-1").lower(): value.decode("latin-1")
+            for key, value in scope["headers"]
+        }
+        try:
+            body = await read_body(receive, headers, self.settings.max_body_bytes)
+        except errors.PayloadTooLarge as exc:
+            # The rest of the body is not read: the connection cannot carry another request.
+            answer = _error(exc)
+            return _Answer(answer.status, answer.body, headers=(("connection", "close"),))
+        except errors.ModelhostError as exc:
+            return _error(exc)
+        route = self.router.route(body, headers, scope["path"])
+        try:
+            response = await asyncio.wait_for(route, self.settings.write_timeout_s)
+        except asyncio.TimeoutError:
+            timeout = self.settings.write_timeout_s
+            return _error(
+                GraphTimedOut(
+                    f"graph {self.name} did not answer within {timeout:g}s "
+                    "(routerTimeouts.serverWrite)"
+                )
+            )
+        except Exception as exc:  # a bug in the router must not take the front down
+            logger.exception("graph %s failed a request", self.name)
+            return _error(exc)
+        content_type = response.headers.get("content-type", _JSON)
+        extra = tuple(
+            (name, value) for name, value in response.headers.items() if name != "content-type"
+        )
+        return _Answer(response.status, response.body, content_type, extra)
+
+    async def _metadata(self, scope: Scope, receive: Receive) -> _Answer:
+        return _json({"name": self.name, "platform": PLATFORM, "inputs": [], "outputs": []})
+
+    async def _model_ready(self, scope: Scope, receive: Receive) -> _Answer:
+        return _json({"name": self.name, "ready": self.ready}, 200 if self.ready else 503)
+
+    # -- the process -------------------------------------------------------------------------
+
+    async def _live(self, scope: Scope, receive: Receive) -> _Answer:
+        return _json({"live": True})
+
+    async def _ready(self, scope: Scope, receive: Receive) -> _Answer:
+        return _json({"ready": self.ready}, 200 if self.ready else 503)
+
+    async def _metrics(self, scope: Scope, receive: Receive) -> _Answer:
+        return _Answer(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+
+
+def _json(document: Any, status: int = 200) -> _Answer:
+    return _Answer(status, orjson.dumps(document))
+
+
+def _error(exc: BaseException) -> _Answer:
+    return _json({"error": errors.error_message(exc)}, errors.http_status(exc))
+
+
+async def _send(send: Send, answer: _Answer, method: str) -> None:
+    headers = [
+        (b"content-type", answer.content_type.encode("latin-1")),
+        (b"content-length", str(len(answer.body)).encode("latin-1")),
+    ]
+    headers.extend(
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers
+    )
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else answer.body})

@@ -1,0 +1,189 @@
+"""InferenceGraph routers inside the gateway's process: a graph costs no hop of its own.
+
+As a replica (``modelhost graph``), a graph's request goes client → gateway → router →
+gateway → model, and back, for each step: a process hop more than the client calling the
+models itself. In the gateway's process, the router takes the request from the gateway's
+proxy whole (:class:`~modelhost.transport.http1_proxy.InProcess`), and sends each
+``serviceName`` step straight to a replica of the service's revision, picked as the gateway
+picks one (traffic split, the activator's wait while a replica starts, the call counted and
+its payload logged), over the transport's pooled HTTP/1.1 client. A ``serviceUrl`` step goes
+to its URL (https through aiohttp). The graph's metrics are on the gateway's ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any, cast
+
+from modelhost import errors
+from modelhost.control import ServicePlan
+from modelhost.graph import (
+    GraphMetrics,
+    GraphRouter,
+    HttpStepCaller,
+    StepAnswer,
+    StepAnswerInvalid,
+    StepNotDeployed,
+    StepTimedOut,
+    StepUnreachable,
+)
+from modelhost.graph.config import parse_router_config
+from modelhost.graph.front import FrontSettings, GraphFront
+from modelhost.graph.resolve import ServiceTableResolver
+from modelhost.graph.server import server_timeouts
+from modelhost.local.component import ComponentState
+from modelhost.local.forwarder import Forwarder
+from modelhost.local.traffic import TrafficRouter
+from modelhost.settings import Http1Limits
+from modelhost.transport.http1_client import (
+    AnswerInvalid,
+    Http1Client,
+    Http1ClientError,
+    UpstreamTimedOut,
+    UpstreamUnreachable,
+)
+from modelhost.transport.http1_proxy import InProcess, ProxiedRequest
+
+__all__ = ["GraphHost", "PlatformStepCaller"]
+
+# The address in a step's URL that means "a service of this platform, by its Host".
+_PLATFORM = "platform.internal"
+
+
+class PlatformStepCaller:
+    """Step calls of in-process routers: services through the platform, URLs as they are."""
+
+    def __init__(
+        self,
+        traffic: TrafficRouter,
+        forwarder: Forwarder,
+        client: Http1Client,
+        fallback: HttpStepCaller,
+    ) -> None:
+        self._traffic = traffic
+        self._forwarder = forwarder
+        self._client = client
+        self._fallback = fallback
+
+    async def __call__(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout: float | None
+    ) -> StepAnswer:
+        parts = urllib.parse.urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        sent = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in headers.items()
+            if name != "host"
+        ]
+        if parts.netloc == _PLATFORM:
+            return await self._to_service(headers.get("host", ""), target, sent, body, timeout)
+        if parts.scheme != "http":
+            return await self._fallback(url, body, headers, timeout)
+        return await self._send(parts.netloc, target, sent, body, timeout, url)
+
+    async def _to_service(
+        self,
+        host: str,
+        target: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float | None,
+    ) -> StepAnswer:
+        routes = self._traffic.routes
+        component = routes.match(host, target) if host in routes.hosts else None
+        if component is None or component.in_process is not None:
+            raise StepNotDeployed(f"no InferenceService has host {host}")
+        headers.append((b"host", host.encode("latin-1")))
+        request = ProxiedRequest(b"POST", target.encode("latin-1"), headers, body, True)
+        call = self._forwarder.forward(request, component)
+        started = time.perf_counter()
+        try:
+            chosen = call.target_now() or await call.target()
+        except errors.ModelhostError as exc:
+            call.failed(errors.http_status(exc))
+            raise StepNotDeployed(f"{host}: {errors.error_message(exc)}") from None
+        remaining = None if timeout is None else max(0.0, timeout - (time.perf_counter() - started))
+        ok = False
+        try:
+            # The request as the proxy would relay it (an x-request-id added for the logger).
+            answer = await self._send(
+                chosen.address, target, request.headers, body, remaining, f"{host}{target}"
+            )
+            ok = True
+        except errors.ModelhostError as exc:
+            call.failed(errors.http_status(exc))
+            raise
+        finally:
+            chosen.release(ok)
+        call.answered(answer.status, answer.body)
+        return answer
+
+    async def _send(
+        self,
+        address: str,
+        target: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float | None,
+        what: str,
+    ) -> StepAnswer:
+        try:
+            answer = await self._client.request(
+                address, b"POST", target.encode("latin-1"), headers, body, timeout
+            )
+        except UpstreamTimedOut:
+            within = f" within {timeout:g}s" if timeout is not None else ""
+            raise StepTimedOut(f"no answer from {what}{within}") from None
+        except UpstreamUnreachable as exc:
+            raise StepUnreachable(f"{what} unreachable: {exc}") from None
+        except AnswerInvalid as exc:
+            raise StepAnswerInvalid(f"{what} answered a broken HTTP response: {exc}") from None
+        except OSError as exc:  # the connection dropped under the client
+            raise StepUnreachable(f"{what} dropped the connection: {exc}") from None
+        except Http1ClientError as exc:  # UpstreamClosed, or any other of the client's
+            raise StepUnreachable(f"{what} closed the connection early: {exc}") from None
+        decoded = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in answer.headers
+        }
+        return StepAnswer(answer.status, decoded, answer.body)
+
+
+class GraphHost:
+    """Builds the in-process router of a graph's plan; owns the step clients they share."""
+
+    def __init__(
+        self,
+        traffic: TrafficRouter,
+        forwarder: Forwarder,
+        metrics: GraphMetrics,
+        limits: Http1Limits,
+    ) -> None:
+        self.metrics = metrics
+        self._limits = limits
+        self._client = Http1Client()
+        self._fallback = HttpStepCaller()
+        self._caller = PlatformStepCaller(traffic, forwarder, self._client, self._fallback)
+
+    def router(self, plan: ServicePlan, owner: ComponentState) -> InProcess:
+        """The graph's router as the gateway's destination for ``owner``'s routes."""
+        args = plan.components[0].revision.process.args
+        config = parse_router_config(json.loads(args[args.index("--spec") + 1]))
+        resolver = ServiceTableResolver(
+            config.services, gateway=_PLATFORM, namespace=config.graph.namespace
+        )
+        router = GraphRouter(config.graph, self._caller, resolver, metrics=self.metrics)
+        front = GraphFront(
+            router,
+            self.metrics.registry,
+            FrontSettings(self._limits.max_body_bytes, server_timeouts(config.graph).write_s),
+        )
+        front.ready = True
+        # The front's ASGI types are plain dicts, the proxy's mappings: the same at run time.
+        return InProcess(cast(Any, front), owner)
+
+    async def close(self) -> None:
+        await self._client.close()
+        await self._fallback.close()
