@@ -28,7 +28,7 @@ from modelhost.graph.errors import (
     StepUnreachable,
 )
 from modelhost.graph.front import FrontSettings, GraphFront
-from modelhost.graph.metrics import GraphMetrics
+from modelhost.graph.metrics import GraphMetrics, RouterLoad
 from modelhost.graph.resolve import (
     GatewayResolver,
     ServiceResolver,
@@ -69,6 +69,7 @@ __all__ = [
     "HttpStepCaller",
     "Payload",
     "RouterConfig",
+    "RouterLoad",
     "RouterSettings",
     "ServerTimeouts",
     "ServiceEntry",

@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from modelhost import errors
 from modelhost.graph.errors import GraphTimedOut
+from modelhost.graph.metrics import RouterLoad
 from modelhost.graph.router import GraphRouter
 from modelhost.server.http.messages import read_body
 from modelhost.settings import Http1Limits
@@ -70,9 +71,15 @@ class GraphFront:
     """The ASGI app of one graph's router; :attr:`ready` is what the readiness probe says."""
 
     def __init__(
-        self, router: GraphRouter, registry: CollectorRegistry, settings: FrontSettings
+        self,
+        router: GraphRouter,
+        registry: CollectorRegistry,
+        settings: FrontSettings,
+        load: RouterLoad | None = None,
     ) -> None:
         self.router = router
+        # In flight and handled requests, for an autoscaler (a router process only).
+        self.load = load
         self.registry = registry
         self.settings = settings
         # False until the server listens, and again once it drains.
@@ -135,6 +142,23 @@ class GraphFront:
     # -- the graph ---------------------------------------------------------------------------
 
     async def _predict(self, scope: Scope, receive: Receive) -> _Answer:
+        load = self.load
+        if load is None:
+            return await self._route_graph(scope, receive)
+        v2 = scope["path"].startswith("/v2/")
+        protocol, endpoint = ("v2", "infer") if v2 else ("v1", "predict")
+        in_flight = load.in_flight.labels(protocol)
+        in_flight.inc()
+        status = 500
+        try:
+            answer = await self._route_graph(scope, receive)
+            status = answer.status
+            return answer
+        finally:
+            in_flight.dec()
+            load.handled(protocol, endpoint, status)
+
+    async def _route_graph(self, scope: Scope, receive: Receive) -> _Answer:
         headers = {
             key.decode("latin-1").lower(): value.decode("latin-1")
             for key, value in scope["headers"]

@@ -9,9 +9,9 @@ HTTP status the failure surfaced as (a step's own non-2xx status, or 502/503/504
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["GraphMetrics"]
+__all__ = ["GraphMetrics", "RouterLoad"]
 
 # A graph's steps are model calls: from sub-millisecond (loopback, small models) to minutes.
 _LATENCY_BUCKETS = (
@@ -112,3 +112,30 @@ class GraphMetrics:
         children[1].observe(seconds)
         if not 200 <= code < 300:
             self.step_errors.labels(*key, str(code)).inc()
+
+
+class RouterLoad:
+    """A router process's load under the model server's names, for the autoscalers.
+
+    The operator's HPA and KEDA queries read ``modelhost_requests_in_flight`` (concurrency) and
+    ``modelhost_requests_total`` (rps) of a revision's pods, as they do a model server's; a
+    router in the gateway's process has the gateway's metrics instead and takes none.
+    """
+
+    def __init__(self, registry: CollectorRegistry, graph: str) -> None:
+        self.in_flight = Gauge(
+            "modelhost_requests_in_flight",
+            "Requests being handled now.",
+            ("protocol",),
+            registry=registry,
+        )
+        self.requests = Counter(
+            "modelhost_requests",
+            "Requests handled, by model, protocol, endpoint and status.",
+            ("model", "protocol", "endpoint", "status"),
+            registry=registry,
+        )
+        self._graph = graph
+
+    def handled(self, protocol: str, endpoint: str, status: int) -> None:
+        self.requests.labels(self._graph, protocol, endpoint, str(status)).inc()

@@ -36,7 +36,7 @@ from modelhost.control import InferenceGraph
 from modelhost.graph.caller import HttpStepCaller, StepCaller
 from modelhost.graph.config import RouterConfig
 from modelhost.graph.front import FrontSettings, GraphFront
-from modelhost.graph.metrics import GraphMetrics
+from modelhost.graph.metrics import GraphMetrics, RouterLoad
 from modelhost.graph.resolve import ServiceTableResolver
 from modelhost.graph.router import GraphRouter, RouterSettings
 from modelhost.server.http.protocol import limited_protocol
@@ -141,7 +141,9 @@ class GraphServer:
             metrics=GraphMetrics(self.registry),
         )
         front_settings = FrontSettings(self.settings.max_body_bytes, self.timeouts.write_s)
-        self.front = GraphFront(router, self.registry, front_settings)
+        self.front = GraphFront(
+            router, self.registry, front_settings, RouterLoad(self.registry, graph.name)
+        )
         self.port: int | None = None
         self._started = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None

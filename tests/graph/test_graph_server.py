@@ -155,6 +155,12 @@ async def test_probes_metadata_and_metrics(steps: StepService, client: httpx.Asy
     text = metrics.text
     assert 'modelhost_graph_node_requests_total{graph="g",node="root"} 1.0' in text
     assert 'modelhost_graph_step_requests_total{graph="g",name="b",node="root",step="2"}' in text
+    # The load the operator's autoscalers query, under the model server's names.
+    assert (
+        'modelhost_requests_total{endpoint="predict",model="g",protocol="v1",status="200"} 1.0'
+        in text
+    )
+    assert 'modelhost_requests_in_flight{protocol="v1"} 0.0' in text
 
 
 async def test_other_paths_are_404_and_other_methods_405(
