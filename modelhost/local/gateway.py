@@ -5,6 +5,8 @@ ingress routes) goes to that service, whatever its path. Any other host reaches
 ``/metrics`` and ``/healthz``, and else KServe's path rules
 (``/v1/models/<name>:predict``, ``/v2/models/<name>/infer``, ``/openai/...`` by the body's
 ``model``), so that ``curl localhost:8080/v1/models/sklearn-iris:predict`` works too.
+TrustyAI's paths (``/info``, ``/metrics/group/...``, its ingest routes) reach the trust
+service in this process (:mod:`modelhost.local.trust_host`).
 
 The proxy itself is the transport's (:mod:`modelhost.transport.http1_proxy`); this module
 hands it the platform's callbacks: where a request goes (:func:`resolve`), whether its
@@ -20,6 +22,7 @@ from typing import Any
 from modelhost.access import OPEN, Admission, Guard, Role, check_scope, refusal_headers
 from modelhost.local.component import ComponentState
 from modelhost.local.platform import Platform
+from modelhost.local.trust_host import TRUST_OWNER, is_trust_request
 from modelhost.server.http.messages import body_model
 from modelhost.settings import Http1Limits
 from modelhost.transport.http1_proxy import (
@@ -66,6 +69,11 @@ def http_admit(guard: Guard) -> Admit:
         # not even which services exist.
         token = guard.authenticate(request.header(b"authorization"))
         if isinstance(destination, InProcess):
+            if destination.owner == TRUST_OWNER:
+                # TrustyAI's API: callers read, deployers (and admins) write.
+                reads = request.method in (b"GET", b"HEAD")
+                check_scope(token, None, None, Role.CALLER if reads else Role.DEPLOYER)
+                return OPEN
             destination = destination.owner
         if isinstance(destination, ComponentState):
             return guard.enter(token, destination.namespace, destination.service)
@@ -106,6 +114,9 @@ def resolve(platform: Platform, request: ProxiedRequest) -> ComponentState | InP
             return component.in_process or component
     if path in LOCAL_PATHS:
         return LOCAL
+    trust = platform.trust
+    if trust is not None and is_trust_request(request):
+        return trust.destination
     needs_model = routes.needs_model(path)
     if needs_model and not request.complete:
         return BODY  # asked again once the body, which names the model, is in

@@ -33,7 +33,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +45,16 @@ from modelhost.control.plan_types import LoggerPlan
 __all__ = [
     "REQUEST_TYPE",
     "RESPONSE_TYPE",
+    "LocalSink",
     "LogContext",
     "PayloadLogger",
     "request_id_from",
 ]
 
 logger = logging.getLogger("modelhost.payload_logger")
+
+# A sink in the platform's own process: (CloudEvent headers, body) → HTTP status.
+LocalSink = Callable[[Mapping[str, str], bytes], Awaitable[int]]
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
@@ -131,12 +135,21 @@ class PayloadLogger:
     metadata. One :class:`aiohttp.ClientSession` serves every sink.
     """
 
-    def __init__(self, *, queue_size: int = 1000, workers: int = 2, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        queue_size: int = 1000,
+        workers: int = 2,
+        timeout_s: float = 5.0,
+        local_sinks: Mapping[str, LocalSink] | None = None,
+    ) -> None:
         if queue_size < 1 or workers < 1:
             raise ValueError("queue_size and workers must be at least 1")
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
         self._worker_count = workers
         self._timeout_s = timeout_s
+        # Sinks in this process, by logger URL (the trust service's built-in one).
+        self._local_sinks = dict(local_sinks or {})
         self._session: aiohttp.ClientSession | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
@@ -287,6 +300,14 @@ class PayloadLogger:
 
     async def _deliver(self, event: _Pending) -> None:
         url = event.plan.url
+        local = self._local_sinks.get(url)
+        if local is not None:
+            status = await local(_binary_headers(event), event.body)
+            if 200 <= status < 300:
+                self._sent += 1
+            else:
+                self._fail(event, f"HTTP {status}")
+            return
         try:
             scheme = URL(url).scheme
         except ValueError:

@@ -38,6 +38,7 @@ from modelhost.local.routing import RouteTable
 from modelhost.local.settings import PlatformSettings
 from modelhost.local.store import Store, StoredObject
 from modelhost.local.traffic import TrafficRouter
+from modelhost.local.trust_host import TRUST_SINK, TrustHost
 from modelhost.transport.http1_proxy import ProxyServer
 from modelhost.transport.target import Target
 
@@ -58,6 +59,8 @@ class Platform:
         self._reconciler: Reconciler | None = None
         self._mesh: ProxyServer | None = None
         self._graph_host: GraphHost | None = None
+        # TrustyAI's API and the payload logger's built-in sink (local.trust_host).
+        self.trust: TrustHost | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -98,7 +101,9 @@ class Platform:
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
         )
-        self._payload_logger = PayloadLogger()
+        self.trust = TrustHost(self.settings.home, self.metrics.registry)
+        await self.trust.start()
+        self._payload_logger = PayloadLogger(local_sinks={TRUST_SINK: self.trust.sink})
         await self._payload_logger.start()
         self._forwarder = Forwarder(self.metrics, self._payload_logger)
         self._mesh = mesh_server(self.traffic, self._forwarder, self.settings.http1_limits())
@@ -134,6 +139,8 @@ class Platform:
             self._forwarder.close()
         if self._payload_logger is not None:
             await self._payload_logger.stop()
+        if self.trust is not None:
+            await self.trust.stop()
         if self._session is not None:
             await self._session.close()
         if self._store is not None:

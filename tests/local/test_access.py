@@ -321,3 +321,28 @@ async def test_the_control_api_never_listens_beyond_loopback(tmp_path: Path) -> 
     settings = PlatformSettings(home=tmp_path, api_port=0, api_host="0.0.0.0")
     with pytest.raises(errors.InvalidInput, match="loopback only"):
         await PlatformServer(settings).start()  # refused before anything listens
+
+
+def test_trustyai_routes_need_a_token_by_role(guarded: RunningPlatform) -> None:
+    store = tokens(guarded)
+    _, caller = store.create(Role.CALLER)
+    _, deployer = store.create(Role.DEPLOYER)
+    spd = {
+        "modelId": "nothing-logged",
+        "protectedAttribute": "a",
+        "privilegedAttribute": 1,
+        "unprivilegedAttribute": 0,
+        "outcomeName": "y",
+        "favorableOutcome": 1,
+    }
+    with httpx.Client(base_url=guarded.url, timeout=30) as client:
+        assert client.get("/info").status_code == 401
+        reads = client.get("/info", headers={"Authorization": f"Bearer {caller}"})
+        assert (reads.status_code, reads.json()) == (200, {})
+        path = "/metrics/group/fairness/spd/request"
+        as_caller = client.post(path, json=spd, headers={"Authorization": f"Bearer {caller}"})
+        assert as_caller.status_code == 403
+        as_deployer = client.post(path, json=spd, headers={"Authorization": f"Bearer {deployer}"})
+        # Past the token check: refused by the trust service for the model it does not know.
+        assert as_deployer.status_code == 404
+        assert "nothing-logged" in as_deployer.json()["error"]
