@@ -15,6 +15,7 @@ operator deletes them at once), and no finalizer is added.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -22,7 +23,6 @@ from typing import Any, NamedTuple
 import kopf
 
 from modelhost import control, errors
-from modelhost.control.conditions import Check, conditions
 from modelhost.control.errors import ParseError
 from modelhost.control.objects import AnyRuntime, InferenceGraph, InferenceService
 from modelhost.control.plan_types import ServicePlan
@@ -31,9 +31,16 @@ from modelhost.kube.graph_reconcile import GraphReconciliation, reconcile_graph
 from modelhost.kube.graph_status import parse_graph_status, refused_graph_status
 from modelhost.kube.labels import INFERENCEGRAPH, object_labels
 from modelhost.kube.operator_settings import OperatorSettings
-from modelhost.kube.operator_support import ReconcileQueue, api_object, carry_out
+from modelhost.kube.operator_support import (
+    ReconcileQueue,
+    api_object,
+    carry_out,
+    list_owned,
+    report_refusal,
+    retry_later,
+    write_status,
+)
 from modelhost.kube.reconcile import ObjectRef, is_owned_by
-from modelhost.kube.status import status_patch
 
 __all__ = ["GRAPH_INDEX", "SERVICE_INDEX", "GraphOperator", "GraphSteps"]
 
@@ -190,12 +197,8 @@ class GraphOperator:
         try:
             await self.reconcile_now(namespace, name, indices)
         except KubeApiError as exc:
-            delay = self._queue.backoff(retry)
-            if not exc.retryable:
-                # A refusal another try will not change soon: retry slowly, and say so.
-                delay = self.settings.retry_backoff_max_s
-                await self._report(namespace, name, exc)
-            raise kopf.TemporaryError(f"{exc} (retrying in {delay:g}s)", delay=delay) from exc
+            report = functools.partial(self._report, namespace, name)
+            raise await retry_later(self._queue, retry, exc, report) from exc
 
     async def _reconcile(
         self, namespace: str, name: str, indices: Mapping[str, Any]
@@ -256,12 +259,8 @@ class GraphOperator:
 
     async def _owned(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """Every object of the owned kinds labelled as this graph's."""
-        client = self._client()
         labels = object_labels(name, kind_label=INFERENCEGRAPH)
-        found = await asyncio.gather(
-            *(client.list(r, namespace, labels) for r in self._owned_resources)
-        )
-        return [obj for objects in found for obj in objects]
+        return await list_owned(self._client(), self._owned_resources, namespace, labels)
 
     async def _write_status(
         self,
@@ -270,26 +269,15 @@ class GraphOperator:
         live: Mapping[str, Any] | None,
         status: control.InferenceGraphStatus,
     ) -> None:
-        patch = status_patch(live, status)
-        if patch is not None:
-            await self._client().merge_patch(
-                _GRAPH, namespace, name, {"status": patch}, subresource="status"
-            )
+        await write_status(self._client(), _GRAPH, namespace, name, live, status)
 
     async def _report(self, namespace: str, name: str, error: KubeApiError) -> None:
-        """Ready=False with the API server's refusal, when it can be written at all."""
-        try:
-            body = await self._client().get(_GRAPH, namespace, name)
-            if body is None:
-                return
-            status = parse_graph_status(body.get("status")) or control.InferenceGraphStatus()
-            reason = f"Api{error.kube_reason.replace(' ', '')}"
-            kept = [c for c in status.conditions or () if c.type != "Ready"]
-            ready = conditions(
-                [Check("Ready", False, reason, str(error))],
-                [c for c in status.conditions or () if c.type == "Ready"],
-            )
-            status.conditions = sorted([*kept, *ready], key=lambda c: c.type)
-            await self._write_status(namespace, name, body.get("status"), status)
-        except KubeApiError as exc:
-            logger.warning("could not report the failure on graph %s/%s: %s", namespace, name, exc)
+        await report_refusal(
+            self._client(),
+            _GRAPH,
+            namespace,
+            name,
+            error,
+            parse_graph_status,
+            control.InferenceGraphStatus,
+        )

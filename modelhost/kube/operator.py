@@ -26,6 +26,7 @@ newest replica leads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -35,7 +36,6 @@ import aiohttp
 import kopf
 
 from modelhost import control
-from modelhost.control.conditions import Check, conditions
 from modelhost.control.errors import ParseError
 from modelhost.control.objects import (
     AnyRuntime,
@@ -59,9 +59,17 @@ from modelhost.kube.labels import (
     object_labels,
 )
 from modelhost.kube.operator_settings import OperatorSettings
-from modelhost.kube.operator_support import ReconcileQueue, api_object, carry_out
+from modelhost.kube.operator_support import (
+    ReconcileQueue,
+    api_object,
+    carry_out,
+    list_owned,
+    report_refusal,
+    retry_later,
+    write_status,
+)
 from modelhost.kube.reconcile import ObjectRef, Reconciliation, is_owned_by, reconcile
-from modelhost.kube.status import parse_status, refused_status, status_patch
+from modelhost.kube.status import parse_status, refused_status
 
 __all__ = ["OWNED_KINDS", "Operator", "OperatorSettings", "run_operator"]
 
@@ -279,13 +287,8 @@ class Operator:
         try:
             await self.reconcile_now(namespace, name, indices)
         except KubeApiError as exc:
-            delay = self._queue.backoff(retry)
-            if not exc.retryable:
-                # A refusal that another try will not change soon (RBAC, a webhook, a
-                # missing CRD): retry slowly, and say so where users look.
-                delay = self.settings.retry_backoff_max_s
-                await self._report(namespace, name, exc)
-            raise kopf.TemporaryError(f"{exc} (retrying in {delay:g}s)", delay=delay) from exc
+            report = functools.partial(self._report, namespace, name)
+            raise await retry_later(self._queue, retry, exc, report) from exc
 
     async def _reconcile(
         self, namespace: str, name: str, runtimes: list[AnyRuntime]
@@ -318,10 +321,7 @@ class Operator:
 
     async def _owned(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """Every object of the owned kinds labelled as this InferenceService's."""
-        client = self._client()
-        labels = object_labels(name)
-        found = await asyncio.gather(*(client.list(r, namespace, labels) for r in _OWNED))
-        return [obj for objects in found for obj in objects]
+        return await list_owned(self._client(), _OWNED, namespace, object_labels(name))
 
     async def _write_status(
         self,
@@ -330,27 +330,18 @@ class Operator:
         live: Mapping[str, Any] | None,
         status: control.InferenceServiceStatus,
     ) -> None:
-        patch = status_patch(live, status)
-        if patch is not None:
-            await self._client().merge_patch(
-                _ISVC, namespace, name, {"status": patch}, subresource="status"
-            )
+        await write_status(self._client(), _ISVC, namespace, name, live, status)
 
     async def _report(self, namespace: str, name: str, error: KubeApiError) -> None:
-        """Ready=False with the API server's refusal, when it can be written at all."""
-        try:
-            body = await self._client().get(_ISVC, namespace, name)
-            if body is None:
-                return
-            previous = parse_status(body.get("status")) or control.InferenceServiceStatus()
-            reason = f"Api{error.kube_reason.replace(' ', '')}"
-            previous.conditions = conditions(
-                [Check("Ready", False, reason, str(error))],
-                [c for c in previous.conditions or () if c.type == "Ready"],
-            )
-            await self._write_status(namespace, name, body.get("status"), previous)
-        except KubeApiError as exc:
-            logger.warning("could not report the failure on %s/%s: %s", namespace, name, exc)
+        await report_refusal(
+            self._client(),
+            _ISVC,
+            namespace,
+            name,
+            error,
+            parse_status,
+            control.InferenceServiceStatus,
+        )
 
     # -- plumbing ---------------------------------------------------------------------------
 

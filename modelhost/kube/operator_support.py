@@ -3,7 +3,9 @@
 :class:`ReconcileQueue` runs one reconcile at a time per object and turns the kicks that
 wait for one into one, retrying API errors with back-off; :func:`carry_out` makes a
 decision true in the cluster (server-side apply of what changed, deletes guarded by uid);
-:func:`api_object` copies what kopf hands a handler into the plain dicts the parser takes.
+:func:`list_owned`, :func:`write_status` and :func:`report_refusal` read what an object
+owns and write its status; :func:`api_object` copies what kopf hands a handler into the
+plain dicts the parser takes.
 """
 
 from __future__ import annotations
@@ -11,13 +13,30 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from modelhost.kube.client import KubeApiError, KubeClient, resource_for
+import kopf
+
+from modelhost.control.conditions import Check, conditions
+from modelhost.control.objects import Condition, InferenceGraphStatus, InferenceServiceStatus
+from modelhost.kube.client import KubeApiError, KubeClient, Resource, resource_for
 from modelhost.kube.operator_settings import OperatorSettings
 from modelhost.kube.reconcile import ObjectRef, Scale, needs_apply
+from modelhost.kube.status import status_patch
 
-__all__ = ["ObjectKey", "ReconcileQueue", "api_object", "carry_out"]
+__all__ = [
+    "ObjectKey",
+    "ReconcileQueue",
+    "api_object",
+    "carry_out",
+    "list_owned",
+    "report_refusal",
+    "retry_later",
+    "write_status",
+]
+
+# The status of an object the operator reconciles.
+AnyStatus = TypeVar("AnyStatus", InferenceServiceStatus, InferenceGraphStatus)
 
 logger = logging.getLogger("modelhost.kube")
 
@@ -106,6 +125,71 @@ async def carry_out(
         await client.delete(
             resource_for(ref.api_version, ref.kind), ref.namespace, ref.name, uid=uid
         )
+
+
+async def retry_later(
+    queue: ReconcileQueue,
+    retry: int,
+    error: KubeApiError,
+    report: Callable[[KubeApiError], Awaitable[None]],
+) -> kopf.TemporaryError:
+    """kopf's retry of a handler that failed on the API, after back-off (reported when slow)."""
+    delay = queue.backoff(retry)
+    if not error.retryable:
+        # A refusal that another try will not change soon (RBAC, a webhook, a missing
+        # CRD): retry slowly, and say so where users look.
+        delay = queue.settings.retry_backoff_max_s
+        await report(error)
+    return kopf.TemporaryError(f"{error} (retrying in {delay:g}s)", delay=delay)
+
+
+async def list_owned(
+    client: KubeClient, resources: Iterable[Resource], namespace: str, labels: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Every object of ``resources`` in ``namespace`` with ``labels``."""
+    found = await asyncio.gather(*(client.list(r, namespace, labels) for r in resources))
+    return [obj for objects in found for obj in objects]
+
+
+async def write_status(
+    client: KubeClient,
+    resource: Resource,
+    namespace: str,
+    name: str,
+    live: Mapping[str, Any] | None,
+    status: InferenceServiceStatus | InferenceGraphStatus,
+) -> None:
+    """Patch the status subresource with what changed from ``live`` (nothing: no call)."""
+    patch = status_patch(live, status)
+    if patch is not None:
+        await client.merge_patch(resource, namespace, name, {"status": patch}, subresource="status")
+
+
+async def report_refusal(
+    client: KubeClient,
+    resource: Resource,
+    namespace: str,
+    name: str,
+    error: KubeApiError,
+    parse: Callable[[Any], AnyStatus | None],
+    empty: Callable[[], AnyStatus],
+) -> None:
+    """Ready=False with the API server's refusal, when it can be written at all."""
+    try:
+        body = await client.get(resource, namespace, name)
+        if body is None:
+            return
+        status = parse(body.get("status")) or empty()
+        reason = f"Api{error.kube_reason.replace(' ', '')}"
+        kept: list[Condition] = [c for c in status.conditions or () if c.type != "Ready"]
+        ready: list[Condition] = conditions(
+            [Check("Ready", False, reason, str(error))],
+            [c for c in status.conditions or () if c.type == "Ready"],
+        )
+        status.conditions = sorted([*kept, *ready], key=lambda c: c.type)
+        await write_status(client, resource, namespace, name, body.get("status"), status)
+    except KubeApiError as exc:
+        logger.warning("could not report the failure on %s/%s: %s", namespace, name, exc)
 
 
 def api_object(body: Mapping[str, Any]) -> dict[str, Any]:
