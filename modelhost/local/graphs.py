@@ -18,7 +18,7 @@ from modelhost.control.config import PlatformConfig
 from modelhost.control.objects import AnyRuntime, Condition, InferenceGraphStatus
 from modelhost.local.store import Store
 
-__all__ = ["graph_status", "graphs_calling", "service_plans"]
+__all__ = ["graph_status", "service_plans"]
 
 
 def service_plans(
@@ -37,11 +37,6 @@ def service_plans(
         except errors.ModelhostError:
             continue  # its own status says why; to the graph it is not there
     return found
-
-
-def graphs_calling(store: Store, namespace: str) -> list[str]:
-    """The names of the stored graphs in ``namespace`` (any may name a service there)."""
-    return [stored.name for stored in store.list_objects("InferenceGraph", namespace)]
 
 
 def graph_status(

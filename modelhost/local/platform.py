@@ -106,8 +106,7 @@ class Platform:
         self._payload_logger = PayloadLogger(local_sinks={TRUST_SINK: self.trust.sink})
         await self._payload_logger.start()
         self._forwarder = Forwarder(self.metrics, self._payload_logger)
-        self._mesh = mesh_server(self.traffic, self._forwarder, self.settings.http1_limits())
-        mesh_port = await self._mesh.start("127.0.0.1", 0)
+        mesh_address = ""
         if self.settings.graph_router == "in-process":
             self._graph_host = GraphHost(
                 self.traffic,
@@ -115,6 +114,10 @@ class Platform:
                 GraphMetrics(self.metrics.registry),
                 self.settings.http1_limits(),
             )
+        else:
+            # Only router replicas call services through the mesh; in-process ones do not.
+            self._mesh = mesh_server(self.traffic, self._forwarder, self.settings.http1_limits())
+            mesh_address = f"127.0.0.1:{await self._mesh.start('127.0.0.1', 0)}"
         self._reconciler = Reconciler(
             self.settings,
             self._store,
@@ -122,7 +125,7 @@ class Platform:
             session=self._session,
             traffic=self.traffic,
             ledger=ReplicaLedger(self._store),
-            mesh_address=f"127.0.0.1:{mesh_port}",
+            mesh_address=mesh_address,
             graph_host=self._graph_host,
         )
         self._reconciler.start()
