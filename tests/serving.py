@@ -18,6 +18,7 @@ import uvloop
 
 from modelhost import Model, ModelServer, ServerSettings
 from modelhost.model.repository import ModelRepository
+from modelhost.server.extensions import ServerExtensions
 
 
 @dataclass
@@ -46,13 +47,16 @@ def start_server(
     repository: ModelRepository | None = None,
     *,
     on_uvloop: bool = False,
+    extensions: ServerExtensions | None = None,
     **settings: Any,
 ) -> RunningServer:
     """A ``ModelServer`` serving ``models`` in a thread of its own, on free ports
     (``on_uvloop``: on uvloop's event loop, as ``modelhost serve`` runs it)."""
     options: dict[str, Any] = {"host": "127.0.0.1", "http_port": 0, "grpc_port": 0}
     options.update(settings)
-    server = ModelServer(settings=ServerSettings(**options), registered_models=repository)
+    server = ModelServer(
+        settings=ServerSettings(**options), registered_models=repository, extensions=extensions
+    )
     failure: list[BaseException] = []
 
     def run() -> None:

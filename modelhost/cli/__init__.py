@@ -16,10 +16,14 @@ from modelhost.cli import (
     kube_commands,
     operator_command,
     platform_commands,
+    registry_commands,
     runtime_commands,
+    serve_trust,
+    trust_commands,
 )
 from modelhost.model.repository import ModelRepository
 from modelhost.runtimes import detect, model_folder
+from modelhost.server.extensions import ServerExtensions
 from modelhost.server.model_server import ModelServer, configure_logging
 from modelhost.settings import (
     ServerSettings,
@@ -27,6 +31,8 @@ from modelhost.settings import (
     add_server_arguments,
     settings_from_args,
 )
+from modelhost.trust.explainers.served import explainer_from_settings
+from modelhost.trust.guardrails import detector_guardrails, load_detectors
 
 __all__ = ["build_parser", "main", "runtime_options"]
 
@@ -86,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_runtime_options(serve)
     add_server_arguments(serve)
+    serve_trust.add_arguments(serve)
     plan_command = commands.add_parser(
         "plan",
         help="show what the platform would run for KServe YAML (a dry run)",
@@ -105,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     kube_commands.add_commands(commands)
     operator_command.add_command(commands)
     graph_command.add_command(commands)
+    trust_commands.add_command(commands)
+    registry_commands.add_command(commands)
     return parser
 
 
@@ -213,6 +222,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 
+def _extensions(args: argparse.Namespace) -> ServerExtensions:
+    """What the serve flags plug into the server (``--trust``, ``--explainer``,
+    ``--detectors``)."""
+    mount = serve_trust.trust_mount(args)
+    settings = settings_from_args(args)
+    explainer = explainer_from_settings(settings.explainer, settings.explainer_background)
+    guardrails = (
+        detector_guardrails(load_detectors(Path(settings.detectors))) if settings.detectors else []
+    )
+    return ServerExtensions(
+        explainer=explainer,
+        guardrails=guardrails,
+        mounts=(mount,) if mount is not None else (),
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(settings.log_level)
@@ -220,19 +245,24 @@ def _serve(args: argparse.Namespace) -> int:
     if target is None and args.model_class is None:
         print("modelhost serve: give a model directory (or --model-class)", file=sys.stderr)
         return 2
+    if args.trust and settings.workers > 1:
+        print("modelhost serve: --trust serves from one process; drop --workers", file=sys.stderr)
+        return 2
     try:
         options = runtime_options(args)
         storage_settings = StorageSettings.from_env()
         path = _local_path(target, storage_settings) if target else Path.cwd()
         if target and args.model_class is None and model_folder.is_model_repository(path):
             repository = _load_repository(path, options, settings, storage_settings)
-            ModelServer(settings=settings, registered_models=repository).start()
+            ModelServer(
+                settings=settings, registered_models=repository, extensions=_extensions(args)
+            ).start()
             return 0
         name = args.name or _default_name(target, path)
         model = detect.build_model(
             path, name, runtime=args.runtime, model_class=args.model_class, options=options
         )
-        ModelServer(settings=settings).start([model])
+        ModelServer(settings=settings, extensions=_extensions(args)).start([model])
     except (errors.ModelhostError, OSError) as exc:
         print(f"modelhost serve: {exc}", file=sys.stderr)
         return 1

@@ -74,6 +74,13 @@ def add_commands(commands: Any) -> None:
         default="in-process",
         help="run InferenceGraph routers in the gateway's process (default) or as replicas",
     )
+    up.add_argument(
+        "--registry-db",
+        default=None,
+        metavar="URL",
+        help="the model registry's PostgreSQL database (postgresql://...); "
+        "default: registry.sqlite in the home",
+    )
     down = commands.add_parser("down", help="stop the platform started with `up -d`")
     _home(down)
     apply = commands.add_parser("apply", help="create or change objects from YAML files")
@@ -215,6 +222,7 @@ def _settings(args: argparse.Namespace, home: Path) -> Any:
         workdir=os.getcwd(),
         replica_start_timeout_s=args.replica_start_timeout,
         graph_router=args.graph_router,
+        registry_db=args.registry_db,
         auth=args.auth,
         api_port=args.api_port,
         api_host=args.api_host,

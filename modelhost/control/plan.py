@@ -50,8 +50,11 @@ from modelhost.control.scaling import scaling_policy
 from modelhost.control.validation import validate_inference_service
 from modelhost.errors import Unsupported
 
-__all__ = ["EXPLAIN_PATH", "digest", "ingress_host", "plan"]
+__all__ = ["EXPLAINER_ANNOTATION", "EXPLAIN_PATH", "digest", "ingress_host", "plan"]
 
+# modelhost's own: the predictor answers :explain with SHAP or LIME (``serve --explainer``).
+EXPLAINER_ANNOTATION = "serving.modelhost.dev/explainer"
+EXPLAINER_METHODS = ("shap", "lime")
 # KServe's top-level route sends this to the explainer, everything else to the entry component.
 EXPLAIN_PATH = r"/v1/models/[\w-]+:explain"
 # ProcessSpec fields left out of a revision's digest while unset (see digest).
@@ -213,7 +216,7 @@ def _process(
             )
         storage = _storage_spec(planning, f"spec.{kind}.model", model)
         process = _render.runtime_process(isvc, model, selected, protocol, batcher, storage)
-        return process, protocol
+        return _with_explainer(planning, process, selected), protocol
     if isinstance(spec, ExplainerSpec) and spec.art is not None:
         return _render.art_process(isvc, spec.art), "v1"
     containers = custom_containers(spec)
@@ -230,6 +233,28 @@ def _process(
         container_concurrency=spec.container_concurrency,
     )
     return process, "v1"
+
+
+def _with_explainer(
+    planning: _Planning, process: ProcessSpec, selected: SelectedRuntime
+) -> ProcessSpec:
+    """The predictor answers ``:explain`` itself when the annotation asks (``--explainer``)."""
+    method = planning.isvc.annotations.get(EXPLAINER_ANNOTATION)
+    if method is None:
+        return process
+    field = f"metadata.annotations[{EXPLAINER_ANNOTATION}]"
+    if method not in EXPLAINER_METHODS:
+        raise ValidationError.single(
+            field,
+            f"Unsupported value: {method!r}: supported values: {', '.join(EXPLAINER_METHODS)}",
+            f"InferenceService {planning.isvc.namespace}/{planning.isvc.name}",
+        )
+    if _render.server_type(selected) != "modelhost":
+        planning.warnings.append(
+            f"{field} is ignored: runtime {selected.name} is not modelhost's own server"
+        )
+        return process
+    return dataclasses.replace(process, args=(*process.args, f"--explainer={method}"))
 
 
 def _storage_spec(planning: _Planning, field: str, model: ModelSpec) -> StorageSpecPlan | None:

@@ -56,6 +56,8 @@ STORAGE_URI_PREFIXES = (
     "oci+native://",
     "oci+fetch://",
     "hf://",
+    # Kubeflow Model Registry's storage initializer (a ClusterStorageContainer in KServe).
+    "model-registry://",
 )
 _SCHEME = re.compile(r"\w+?://")
 _ART_TYPES = ("SquareAttack",)

@@ -100,11 +100,17 @@ class ForwardedCall:
         if self.log_plan is not None:
             # The id ties a request's event to its response's (ce-id, else x-request-id),
             # and the replica sees it too.
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
-            self.request_id = request_id_from(headers)
+            given = request.header(b"ce-id") or request.header(b"x-request-id")
+            self.request_id = given.decode("latin-1") if given else request_id_from({})
             if request.header(b"x-request-id") is None:
                 request.headers.append((b"x-request-id", self.request_id.encode("latin-1")))
             if payload_logger is not None:
+                # The whole-exchange sink takes no headers: none are decoded for it.
+                headers = (
+                    {}
+                    if payload_logger.takes_exchange(self.log_plan)
+                    else {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
+                )
                 payload_logger.log_request(
                     self.log_plan, self._context(), self.request_id, headers, request.body
                 )

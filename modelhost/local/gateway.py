@@ -6,7 +6,11 @@ ingress routes) goes to that service, whatever its path. Any other host reaches
 (``/v1/models/<name>:predict``, ``/v2/models/<name>/infer``, ``/openai/...`` by the body's
 ``model``), so that ``curl localhost:8080/v1/models/sklearn-iris:predict`` works too.
 TrustyAI's paths (``/info``, ``/metrics/group/...``, its ingest routes) reach the trust
-service in this process (:mod:`modelhost.local.trust_host`).
+service in this process (:mod:`modelhost.local.trust_host`), and the model registry's
+(``/api/model_registry/...``) the registry (:mod:`modelhost.local.registry_host`).
+The detector API (``/api/v1/text/...``) and the guardrails orchestrator's
+``/api/v2/chat/completions-detection`` reach the guardrails
+(:mod:`modelhost.local.guardrails_host`).
 
 The proxy itself is the transport's (:mod:`modelhost.transport.http1_proxy`); this module
 hands it the platform's callbacks: where a request goes (:func:`resolve`), whether its
@@ -21,7 +25,9 @@ from typing import Any
 
 from modelhost.access import OPEN, Admission, Guard, Role, check_scope, refusal_headers
 from modelhost.local.component import ComponentState
+from modelhost.local.guardrails_host import GUARDRAILS_OWNER, is_guardrails_request
 from modelhost.local.platform import Platform
+from modelhost.local.registry_host import REGISTRY_OWNER, is_registry_request
 from modelhost.local.trust_host import TRUST_OWNER, is_trust_request
 from modelhost.server.http.messages import body_model
 from modelhost.settings import Http1Limits
@@ -69,10 +75,15 @@ def http_admit(guard: Guard) -> Admit:
         # not even which services exist.
         token = guard.authenticate(request.header(b"authorization"))
         if isinstance(destination, InProcess):
-            if destination.owner == TRUST_OWNER:
-                # TrustyAI's API: callers read, deployers (and admins) write.
+            if destination.owner in (TRUST_OWNER, REGISTRY_OWNER):
+                # TrustyAI's and the model registry's APIs: callers read, deployers (and
+                # admins) write.
                 reads = request.method in (b"GET", b"HEAD")
                 check_scope(token, None, None, Role.CALLER if reads else Role.DEPLOYER)
+                return OPEN
+            if destination.owner == GUARDRAILS_OWNER:
+                # Detections are inference, on any service's LLM: platform-wide callers.
+                check_scope(token, None, None, Role.CALLER)
                 return OPEN
             destination = destination.owner
         if isinstance(destination, ComponentState):
@@ -117,6 +128,12 @@ def resolve(platform: Platform, request: ProxiedRequest) -> ComponentState | InP
     trust = platform.trust
     if trust is not None and is_trust_request(request):
         return trust.destination
+    guardrails = platform.guardrails
+    if guardrails is not None and is_guardrails_request(request):
+        return guardrails.destination
+    registry = platform.registry
+    if registry is not None and registry.destination is not None and is_registry_request(request):
+        return registry.destination
     needs_model = routes.needs_model(path)
     if needs_model and not request.complete:
         return BODY  # asked again once the body, which names the model, is in

@@ -45,6 +45,7 @@ from modelhost.control.plan_types import LoggerPlan
 __all__ = [
     "REQUEST_TYPE",
     "RESPONSE_TYPE",
+    "ExchangeSink",
     "LocalSink",
     "LogContext",
     "PayloadLogger",
@@ -80,6 +81,13 @@ class LogContext:
     # ce-source. KServe's agent uses its pod name; empty: ``<service>-<component>``, the
     # prefix of a Standard-mode pod name.
     source: str = ""
+
+
+# A sink in the platform's own process that takes a whole exchange at once, with no event
+# built: (where, request id, request body, response status, response body). Called on the
+# event loop, on the request's path: it must only queue. Used for ``mode: all``, where both
+# halves go to the same sink anyway.
+ExchangeSink = Callable[[LogContext, str, bytes, int, bytes], None]
 
 
 def request_id_from(headers: Mapping[str, str]) -> str:
@@ -142,6 +150,7 @@ class PayloadLogger:
         workers: int = 2,
         timeout_s: float = 5.0,
         local_sinks: Mapping[str, LocalSink] | None = None,
+        exchange_sinks: Mapping[str, ExchangeSink] | None = None,
     ) -> None:
         if queue_size < 1 or workers < 1:
             raise ValueError("queue_size and workers must be at least 1")
@@ -150,6 +159,9 @@ class PayloadLogger:
         self._timeout_s = timeout_s
         # Sinks in this process, by logger URL (the trust service's built-in one).
         self._local_sinks = dict(local_sinks or {})
+        self._exchange_sinks = dict(exchange_sinks or {})
+        # Request bodies of ``mode: all`` exchanges bound for an exchange sink, by request id.
+        self._awaiting_exchange: OrderedDict[str, bytes] = OrderedDict()
         self._session: aiohttp.ClientSession | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
@@ -193,6 +205,10 @@ class PayloadLogger:
             await self._session.close()
             self._session = None
 
+    def takes_exchange(self, plan: LoggerPlan) -> bool:
+        """Whether this plan's events go, as one exchange, to an in-process sink."""
+        return plan.mode == "all" and plan.url in self._exchange_sinks
+
     def log_request(
         self,
         plan: LoggerPlan,
@@ -202,6 +218,13 @@ class PayloadLogger:
         body: bytes,
     ) -> None:
         """Queue the request event when the plan's mode logs requests."""
+        if plan.mode == "all" and plan.url in self._exchange_sinks:
+            # Kept until the response comes; the sink gets both at once.
+            self._awaiting_exchange[request_id] = bytes(body)
+            if len(self._awaiting_exchange) > _MAX_AWAITING_RESPONSE:
+                self._awaiting_exchange.popitem(last=False)
+                self._dropped += 1
+            return
         metadata = _metadata(plan.metadata_headers, headers)
         if metadata and plan.mode in ("all", "response"):
             # KServe's response event carries the request's metadata headers.
@@ -228,6 +251,13 @@ class PayloadLogger:
         :meth:`log_request` took from the request under the same id, as KServe sends it;
         without one, the allow-listed headers are looked up in the response.
         """
+        exchange = self._exchange_sinks.get(plan.url) if plan.mode == "all" else None
+        if exchange is not None:
+            request_body = self._awaiting_exchange.pop(request_id, None)
+            if request_body is not None:
+                exchange(ctx, request_id, request_body, status, bytes(body))
+                self._sent += 2
+            return
         metadata = self._awaiting_response.pop(request_id, None)
         if plan.mode not in ("all", "response"):
             return

@@ -28,11 +28,14 @@ from modelhost.graph import GraphMetrics
 from modelhost.local.component import ComponentState
 from modelhost.local.forwarder import Forwarder
 from modelhost.local.graph_host import GraphHost
+from modelhost.local.guardrails_host import GuardrailsHost
 from modelhost.local.mesh import mesh_server
 from modelhost.local.metrics import GatewayMetrics, ReplicaCount
 from modelhost.local.payload_logger import PayloadLogger
 from modelhost.local.reaper import ReplicaLedger, reap_leftovers
 from modelhost.local.reconciler import GRAPH, SERVICE, Reconciler, stored_runtimes
+from modelhost.local.registry_deploy import RegistryDeployments
+from modelhost.local.registry_host import RegistryHost
 from modelhost.local.revision import RevisionRunner
 from modelhost.local.routing import RouteTable
 from modelhost.local.settings import PlatformSettings
@@ -61,6 +64,10 @@ class Platform:
         self._graph_host: GraphHost | None = None
         # TrustyAI's API and the payload logger's built-in sink (local.trust_host).
         self.trust: TrustHost | None = None
+        # TrustyAI's detector API and guardrails orchestrator (local.guardrails_host).
+        self.guardrails: GuardrailsHost | None = None
+        # Kubeflow Model Registry's API (local.registry_host).
+        self.registry: RegistryHost | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -101,11 +108,17 @@ class Platform:
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
         )
-        self.trust = TrustHost(self.settings.home, self.metrics.registry)
+        self.trust = TrustHost(self.settings.home, self.metrics.registry, self.traffic)
         await self.trust.start()
-        self._payload_logger = PayloadLogger(local_sinks={TRUST_SINK: self.trust.sink})
+        self.registry = RegistryHost(self.settings.home, self.settings.registry_db)
+        await self.registry.start()
+        self._payload_logger = PayloadLogger(
+            local_sinks={TRUST_SINK: self.trust.sink},
+            exchange_sinks={TRUST_SINK: self.trust.record},
+        )
         await self._payload_logger.start()
         self._forwarder = Forwarder(self.metrics, self._payload_logger)
+        self.guardrails = GuardrailsHost(self.settings.home, self.traffic, self._forwarder)
         mesh_address = ""
         if self.settings.graph_router == "in-process":
             self._graph_host = GraphHost(
@@ -127,6 +140,7 @@ class Platform:
             ledger=ReplicaLedger(self._store),
             mesh_address=mesh_address,
             graph_host=self._graph_host,
+            registry=RegistryDeployments(self.registry.store) if self.registry.store else None,
         )
         self._reconciler.start()
 
@@ -142,8 +156,12 @@ class Platform:
             self._forwarder.close()
         if self._payload_logger is not None:
             await self._payload_logger.stop()
+        if self.guardrails is not None:
+            await self.guardrails.stop()
         if self.trust is not None:
             await self.trust.stop()
+        if self.registry is not None:
+            await self.registry.stop()
         if self._session is not None:
             await self._session.close()
         if self._store is not None:

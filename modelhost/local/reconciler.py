@@ -42,11 +42,13 @@ from modelhost.local.graph_host import GraphHost
 from modelhost.local.graphs import graph_status, service_plans
 from modelhost.local.metrics import ReplicaCount
 from modelhost.local.reaper import ReplicaLedger
+from modelhost.local.registry_deploy import RESOLVE_FAILED, RegistryDeployments, describe_failure
 from modelhost.local.replica import ReplicaState
 from modelhost.local.revision import ReplicaSpec, RevisionRunner
 from modelhost.local.settings import PlatformSettings
 from modelhost.local.store import Store, StoredObject
 from modelhost.local.traffic import TrafficRouter, split_traffic
+from modelhost.storage.model_registry import ResolvedArtifact
 from modelhost.transport.http1_proxy import ProxyServer
 
 __all__ = ["GRAPH", "SERVICE", "Reconciler", "ServiceState", "stored_runtimes"]
@@ -87,6 +89,7 @@ class Reconciler:
         ledger: ReplicaLedger | None = None,
         mesh_address: str = "",
         graph_host: GraphHost | None = None,
+        registry: RegistryDeployments | None = None,
     ) -> None:
         self.settings = settings
         self._store = store
@@ -98,6 +101,8 @@ class Reconciler:
         self._mesh_address = mesh_address
         # Builds in-process graph routers (None: graphs run as replicas).
         self._graph_host = graph_host
+        # Resolves model-registry:// storageUris and records deployments (None: no registry).
+        self._registry = registry
         self._services: dict[tuple[str, str, str], ServiceState] = {}
         self._reconciles: set[asyncio.Task[None]] = set()
         # Revisions nothing routes to any more, draining in the background: tracked so that
@@ -175,6 +180,8 @@ class Reconciler:
             async with service.lock:
                 await self._teardown(service)
         self._publish_routes()
+        if self._registry is not None and kind == SERVICE:
+            await self._registry.undeploy(namespace, name)
 
     def replica_counts(self) -> Iterator[ReplicaCount]:
         """Replicas per revision and state, for the gateway's metrics."""
@@ -212,6 +219,13 @@ class Reconciler:
         isvc = control.parse_object(stored.document)
         assert isinstance(isvc, InferenceService)
         previous = _status(stored)
+        resolved: list[ResolvedArtifact] = []
+        try:
+            if self._registry is not None:
+                resolved = await self._registry.resolve(isvc)
+        except errors.ModelhostError as exc:
+            self._plan_failed(stored, previous, RESOLVE_FAILED, str(exc))
+            return
         try:
             plan = control.plan(
                 isvc,
@@ -220,13 +234,7 @@ class Reconciler:
                 previous=previous,
             )
         except errors.ModelhostError as exc:
-            status = previous or InferenceServiceStatus()
-            # Observed, and failed: `apply --wait` stops waiting on this generation.
-            status.observed_generation = stored.generation
-            status.conditions = conditions([Check("Ready", False, "PlanFailed", str(exc))])
-            self._store.set_status(
-                "InferenceService", service.namespace, service.name, msgspec.to_builtins(status)
-            )
+            self._plan_failed(stored, previous, "PlanFailed", str(exc))
             return
         service.plan = plan
         status = control.plan_status(plan, stored.generation)
@@ -250,10 +258,31 @@ class Reconciler:
             previous=previous.conditions if previous else None,
             latest=_latest_check(service, plan),
         )
+        for condition in status.conditions or ():
+            if resolved and condition.reason == "RevisionFailed" and condition.message:
+                condition.message = describe_failure(condition.message, resolved)
         self._store.set_status(
             "InferenceService", service.namespace, service.name, msgspec.to_builtins(status)
         )
         self._publish_routes()
+        if self._registry is not None:
+            await self._registry.record(isvc, resolved, status.url)
+
+    def _plan_failed(
+        self,
+        stored: StoredObject,
+        previous: InferenceServiceStatus | None,
+        reason: str,
+        message: str,
+    ) -> None:
+        """The service cannot be planned: Ready False, and what serves keeps serving."""
+        status = previous or InferenceServiceStatus()
+        # Observed, and failed: `apply --wait` stops waiting on this generation.
+        status.observed_generation = stored.generation
+        status.conditions = conditions([Check("Ready", False, reason, message)])
+        self._store.set_status(
+            "InferenceService", stored.namespace, stored.name, msgspec.to_builtins(status)
+        )
 
     async def _reconcile_graph_locked(self, service: ServiceState) -> None:
         stored = self._store.get(GRAPH, service.namespace, service.name)

@@ -46,6 +46,9 @@ class PlatformSettings:
     # Where InferenceGraph routers run: "in-process" (in the gateway: no hop of their own)
     # or "replica" (a `modelhost graph` process each, scaled as the graph's spec says).
     graph_router: str = "in-process"
+    # The model registry's database: a ``postgresql://`` URL, or None for the SQLite file
+    # ``registry.sqlite`` in the home.
+    registry_db: str | None = None
     # The REST gateway's HTTP/1.1 limits (``modelhost.settings.Http1Limits`` has their
     # reasons; docs/limits.md the table). The same on each component's own loopback port.
     http_header_timeout_s: float = 10.0

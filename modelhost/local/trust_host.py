@@ -11,43 +11,50 @@ built-in sink for KServe's payload logger.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
+from modelhost import errors
+from modelhost.local.payload_logger import LogContext
+from modelhost.local.traffic import TrafficRouter
+from modelhost.local.trust_models import PlatformModelCaller
 from modelhost.transport.http1_proxy import InProcess, ProxiedRequest
 from modelhost.trust import TrustApp, TrustSettings, TrustStore
+from modelhost.trust.paths import is_trust_path
 
 __all__ = ["TRUST_OWNER", "TRUST_SINK", "TrustHost", "is_trust_request"]
+
+logger = logging.getLogger("modelhost.trust")
 
 # The logger URL of the built-in sink (KServe's logger.url: any URL its logger posts to).
 TRUST_SINK = "modelhost://trust"
 # The owner of the trust service's requests at the gateway: tokens are checked by role.
 TRUST_OWNER = "trustyai"
 
-_PATHS = frozenset(
-    {"/consumer/kserve/v2", "/data/upload", "/info", "/info/names", "/info/tags", "/q/metrics"}
-)
-_PREFIXES = ("/metrics/group/", "/metrics/drift/")
-
 
 def is_trust_request(request: ProxiedRequest) -> bool:
     """Whether a request to the gateway (not to a service's host) is for TrustyAI's API."""
     path = request.path.rstrip("/") or "/"
-    if path in _PATHS or path.startswith(_PREFIXES):
-        return True
-    # KServe's logger posts CloudEvents to the sink's root.
-    return path == "/" and request.method == b"POST" and request.header(b"ce-type") is not None
+    if path == "/":
+        # KServe's logger posts CloudEvents to the sink's root; nothing else goes there.
+        return request.method == b"POST" and request.header(b"ce-type") is not None
+    return is_trust_path(request.method.decode("latin-1"), path)
 
 
 class TrustHost:
     """The trust service of one platform: its store, its app, and the logger's sink."""
 
-    def __init__(self, home: Path, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, home: Path, registry: CollectorRegistry, traffic: TrafficRouter | None = None
+    ) -> None:
         self.store = TrustStore(str(home / "trust.sqlite"))
-        self.app = TrustApp(self.store, registry, TrustSettings())
+        # The local explainers call the platform's services (without ``traffic``: 501).
+        self.caller = PlatformModelCaller(traffic) if traffic is not None else None
+        self.app = TrustApp(self.store, registry, TrustSettings(), self.caller)
         self.destination = InProcess(cast(Any, self.app), TRUST_OWNER)
 
     async def start(self) -> None:
@@ -56,27 +63,28 @@ class TrustHost:
 
     async def stop(self) -> None:
         await self.app.settled()
+        if self.caller is not None:
+            await self.caller.close()
         await asyncio.to_thread(self.store.close)
 
     async def sink(self, headers: Mapping[str, str], body: bytes) -> int:
-        """The payload logger's delivery to the store: one CloudEvent; its HTTP status."""
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        raw.append((b"content-length", str(len(body)).encode()))
-        scope = {"type": "http", "method": "POST", "path": "/", "headers": raw}
-        status = 500
-        sent = False
+        """The payload logger's delivery to the store: one CloudEvent; its HTTP status.
 
-        async def receive() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        No HTTP and no ASGI on this path: the event is paired and queued for the store's
+        next group commit (:class:`~modelhost.trust.writer.BatchWriter`).
+        """
+        attributes = {k[3:].lower(): v for k, v in headers.items() if k.lower().startswith("ce-")}
+        try:
+            self.app.ingest_logged(attributes, body)
+        except errors.ModelhostError as exc:
+            logger.warning("trust: a logged event was refused: %s", exc)
+            return errors.http_status(exc)
+        return 202
 
-        async def send(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-
-        await self.app(scope, receive, send)
-        return status
+    def record(
+        self, ctx: LogContext, request_id: str, request: bytes, status: int, response: bytes
+    ) -> None:
+        """The payload logger's delivery of a whole ``mode: all`` exchange: queued as is, and
+        decoded in the store's writer thread. Only answered inferences (2xx) are rows."""
+        if 200 <= status < 300:
+            self.app.writer.add_exchange(ctx.service, request_id, request, response)

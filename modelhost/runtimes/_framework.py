@@ -28,6 +28,11 @@ class FrameworkModel(Model):
         self.model_dir = Path(model_dir)
         self._estimator: Any = None
 
+    @property
+    def estimator(self) -> Any:
+        """The framework's own model object (None until loaded): what explainers look into."""
+        return self._estimator
+
     def unload(self) -> None:
         self._estimator = None
         super().unload()

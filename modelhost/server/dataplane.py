@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from modelhost import errors
@@ -27,14 +28,26 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "model_repository_extens
 
 logger = logging.getLogger("modelhost.server")
 
+# ``ServerExtensions.explainer``'s type (``server.extensions.ModelExplainer``), as a plain
+# callable: the extensions module imports layers the HTTP app must not reach through here.
+Explainer = Callable[[Model, Any, dict[str, str] | None], Any]
+
 
 class DataPlane:
     """Health, metadata, inference and repository operations over a ``ModelRepository``."""
 
-    def __init__(self, repository: ModelRepository, runner: StepRunner, name: str) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        runner: StepRunner,
+        name: str,
+        explainer: Explainer | None = None,
+    ) -> None:
         self.repository = repository
         self.runner = runner
         self.name = name
+        # Explains for the models that have no explain of their own (``serve --explainer``).
+        self.explainer = explainer
         # Set on SIGTERM: readiness turns false while in-flight requests drain.
         self.draining = False
         # Each model object's declared inputs, read from its metadata on its first request
@@ -151,9 +164,17 @@ class DataPlane:
         """Run a v1 ``:predict`` or ``:explain``; the result is encoded by the route."""
         model = await self._acquire(name, None)
         try:
+            step = None
             if verb == "explain" and not model.has_explainer():
-                raise errors.Unsupported(f"Model {name} has no explainer.")
-            return await self.runner.run(model, payload, headers, verb)
+                explainer = self.explainer
+                if explainer is None:
+                    raise errors.Unsupported(f"Model {name} has no explainer.")
+
+                def explain(payload: Any, headers: dict[str, str]) -> Any:
+                    return explainer(model, payload, headers)
+
+                step = explain
+            return await self.runner.run(model, payload, headers, verb, step)
         finally:
             self.repository.release(model)
 

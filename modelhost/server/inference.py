@@ -180,8 +180,13 @@ class StepRunner:
         payload: Any,
         headers: dict[str, str],
         verb: str = "predict",
+        explain: Callable[[Any, dict[str, str]], Any] | None = None,
     ) -> tuple[Any, dict[str, str]]:
-        """The model's result for ``payload``, and any response headers it set."""
+        """The model's result for ``payload``, and any response headers it set.
+
+        ``explain`` is the explain step for a model without one of its own (the server's
+        explainer); it runs as the model's own would, off the loop and timed.
+        """
         response_headers: dict[str, str] = {}
         extra = (response_headers,) if model.return_response_headers else ()
         kind = type(model)
@@ -191,7 +196,8 @@ class StepRunner:
                 model, model.preprocess, metrics.preprocess, (payload, headers)
             )
         if verb == "explain":
-            result = await self._timed(model, model.explain, metrics.explain, (payload, headers))
+            step = model.explain if explain is None else explain
+            result = await self._timed(model, step, metrics.explain, (payload, headers))
         else:
             batcher = self.batcher(model)
             if batcher is not None:

@@ -30,12 +30,13 @@ from modelhost.access.tls import reloader_for
 from modelhost.model.model import Model, PredictorConfig
 from modelhost.model.repository import ModelRepository
 from modelhost.server.dataplane import DataPlane
+from modelhost.server.extensions import ServerExtensions
 from modelhost.server.grpc.server import GrpcServer
 from modelhost.server.http.app import HttpApp
 from modelhost.server.http.protocol import limited_protocol
 from modelhost.server.inference import StepRunner
 from modelhost.server.metrics import Metrics
-from modelhost.server.openai.guardrails import chain_from_names
+from modelhost.server.openai.guardrails import GuardrailChain, chain_from_names
 from modelhost.server.openai.routes import OpenAIRoutes
 from modelhost.server.remote_predictor import PROTOCOLS
 from modelhost.server.scheduling import batch_this_thread, restore_thread_policy, thread_policy
@@ -79,6 +80,7 @@ class ModelServer:
         enable_docs_url: bool | None = None,
         grace_period: float | None = None,
         settings: ServerSettings | None = None,
+        extensions: ServerExtensions | None = None,
         **kserve_options: Any,
     ) -> None:
         base = settings if settings is not None else parse_known_server_args(sys.argv[1:])
@@ -95,6 +97,7 @@ class ModelServer:
         if kserve_options:
             logger.debug("Ignoring KServe options with no effect here: %s", sorted(kserve_options))
         self.repository = registered_models if registered_models is not None else ModelRepository()
+        self.extensions = extensions if extensions is not None else ServerExtensions()
         self.metrics = Metrics()
         self.http_port: int | None = None
         self.grpc_port: int | None = None
@@ -159,15 +162,23 @@ class ModelServer:
             if not model.ready:
                 await runner.call(model.load)
             self.repository.update(model)
-        dataplane = DataPlane(self.repository, runner, settings.server_name)
+        dataplane = DataPlane(
+            self.repository, runner, settings.server_name, self.extensions.explainer
+        )
         guard = guard_for(settings)
         openai = OpenAIRoutes(
             dataplane,
             self.metrics,
-            chain_from_names(settings.guardrails),
+            GuardrailChain(
+                [*chain_from_names(settings.guardrails).guardrails, *self.extensions.guardrails]
+            ),
             request_timeout_s=settings.llm_request_timeout_s,
         )
-        app = HttpApp(dataplane, self.metrics, settings, openai, guard=guard)
+        mounts = self.extensions.mounts
+        for mount in mounts:
+            if mount.on_start is not None:
+                await mount.on_start()
+        app = HttpApp(dataplane, self.metrics, settings, openai, guard=guard, mounts=mounts)
         http_socket = _bind(settings.host, settings.http_port, settings.reuse_port)
         self.http_port = http_socket.getsockname()[1]
         config = uvicorn.Config(
@@ -236,6 +247,12 @@ class ModelServer:
             if grpc_server is not None:
                 drains.append(asyncio.ensure_future(grpc_server.stop(settings.grace_period)))
             await asyncio.gather(*drains, return_exceptions=True)
+            for mount in mounts:
+                if mount.on_stop is not None:
+                    try:
+                        await mount.on_stop()
+                    except Exception:
+                        logger.exception("Stopping %s failed", mount.name)
             await runner.close()
             for model in self.repository.get_models().values():
                 with contextlib.suppress(Exception):

@@ -125,6 +125,26 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="LLM: guardrails on prompts and answers, comma-separated (pii)",
     )
     group.add_argument(
+        "--detectors",
+        dest="detectors",
+        default=None,
+        help="LLM: a detectors YAML file whose detectors run as guardrails too (none)",
+    )
+    group.add_argument(
+        "--explainer",
+        dest="explainer",
+        choices=["shap", "lime"],
+        default=None,
+        help="answer v1 :explain with SHAP or LIME for models without an explainer (none)",
+    )
+    group.add_argument(
+        "--explainer_background",
+        "--explainer-background",
+        dest="explainer_background",
+        default=None,
+        help="reference rows for --explainer, a .npy or .csv file (one row of zeros)",
+    )
+    group.add_argument(
         "--auth",
         dest="auth",
         choices=["tokens", "none"],

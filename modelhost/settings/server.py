@@ -98,6 +98,13 @@ class ServerSettings:
     # answer pass through (comma-separated names: "pii").
     llm_request_timeout_s: float = 600.0
     guardrails: str = ""
+    # A detectors file (the trust layer's guardrails.yaml): its detectors run as guardrails
+    # after the built-in ones. Empty: none.
+    detectors: str = ""
+    # v1 ``:explain`` for models without an explainer of their own: "shap", "lime" or ""
+    # (none), against the rows of ``explainer_background`` (.npy/.csv; empty: a zero row).
+    explainer: str = ""
+    explainer_background: str = ""
     # Access control: "tokens" (every request but the health probes needs a bearer token
     # from ``token_file``) or "none". Off by default, with a warning when bound beyond
     # loopback; the platform turns it on for its gateway (modelhost.access).

@@ -3,7 +3,9 @@
 Local paths, ``file://`` and ``pvc://`` are served where they are. Everything else
 (``s3://``, ``gs://``, ``http(s)://``, Azure Blob, ``hf://``, ``oci://``) is fetched once
 into the machine-wide content-addressed cache (:mod:`modelhost.storage._cache`) and
-served from there by every server that asks again, until the content changes.
+served from there by every server that asks again, until the content changes. A
+``model-registry://`` URI is first resolved to its artifact's URI
+(:mod:`modelhost.storage.model_registry`), which is then fetched the same way.
 Credentials come from ``StorageSettings.environ`` with KServe's variable names.
 """
 
@@ -20,6 +22,8 @@ from modelhost.storage._uri import is_remote, scheme_of, source_for
 
 __all__ = ["Progress", "Source", "download", "is_remote"]
 
+REGISTRY_SCHEME = "model-registry"
+
 
 def download(uri: str, settings: StorageSettings | None = None) -> Path:
     """The local folder (or file) holding the model at ``uri``; fetched into the cache once.
@@ -31,6 +35,10 @@ def download(uri: str, settings: StorageSettings | None = None) -> Path:
     """
     settings = StorageSettings.from_env() if settings is None else settings
     scheme = scheme_of(uri)
+    if scheme == REGISTRY_SCHEME:
+        from modelhost.storage.model_registry import resolve_uri
+
+        return download(resolve_uri(uri, settings).uri, settings)
     if not is_remote(uri):
         return local_path(uri, scheme, settings)
     source = source_for(uri, settings)

@@ -27,6 +27,7 @@ SUPPORTED = (
     "abfs://",
     "hf://",
     "oci://",
+    "model-registry://",
     "pvc://",
     "file://",
     "a local path",

@@ -1,4 +1,4 @@
-"""The ASGI app serving TrustyAI's routes: ingest, data info, fairness and drift metrics.
+"""The ASGI app serving TrustyAI's routes: ingest, data info, metrics and local explainers.
 
 A plain ASGI callable (as the server's own app is) with a small exact-path route table.
 It is self-contained: the platform mounts it on its gateway; a test serves it with uvicorn.
@@ -8,8 +8,10 @@ Store reads and writes, and metric evaluation, run in worker threads, never on t
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
-from collections.abc import Awaitable, Callable
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,8 @@ from modelhost.trust.drift import (
     evaluate_drift,
     parse_drift_request,
 )
+from modelhost.trust.explainers.caller import ModelCaller
+from modelhost.trust.explainers.local import LOCAL_EXPLAINERS, LocalExplainers
 from modelhost.trust.fairness import (
     DEFINITIONS,
     FAIRNESS_METRICS,
@@ -40,6 +44,7 @@ from modelhost.trust.ingest import (
 )
 from modelhost.trust.scheduler import MetricScheduler
 from modelhost.trust.store import Column, InferenceBatch, TrustStore
+from modelhost.trust.writer import BatchWriter
 
 __all__ = ["TrustApp", "TrustSettings"]
 
@@ -49,6 +54,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 logger = logging.getLogger("modelhost.trust")
 
+_IDS_PREFIX = "/info/inference/ids/"
 _BATCH_TYPE = "application/cloudevents-batch+json"
 _STRUCTURED_TYPE = "application/cloudevents+json"
 _TYPE_NAMES = {"number": "DOUBLE", "bool": "BOOL", "string": "STRING"}
@@ -61,6 +67,8 @@ class TrustSettings:
     max_body_bytes: int = 64 * 1024 * 1024
     # Halves of inferences waiting for their other half (a response before its request).
     pending_halves: int = 10_000
+    # Logged rows waiting for the in-process sink's next group commit; past it, dropped.
+    max_pending_rows: int = 100_000
 
 
 @dataclass(slots=True)
@@ -69,6 +77,7 @@ class _Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    query: str = ""
 
     def json(self) -> Any:
         try:
@@ -95,13 +104,18 @@ class TrustApp:
     """ASGI app for TrustyAI's API over one :class:`TrustStore` and one Prometheus registry."""
 
     def __init__(
-        self, store: TrustStore, registry: CollectorRegistry, settings: TrustSettings
+        self,
+        store: TrustStore,
+        registry: CollectorRegistry,
+        settings: TrustSettings,
+        caller: ModelCaller | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
         self._settings = settings
         self._pairing = PairingBuffer(settings.pending_halves)
         self.scheduler = MetricScheduler(store, registry)
+        self.writer = BatchWriter(store, self._evaluate_later, settings.max_pending_rows)
         self._stale: set[str] = set()
         self._evaluator: asyncio.Task[None] | None = None
         self._routes: dict[str, dict[str, Handler]] = {}
@@ -115,10 +129,16 @@ class TrustApp:
         self._add("/info/tags", "GET", self._tags)
         self._add("/info/tags", "POST", self._tag)
         self._add("/q/metrics", "GET", self._prometheus)
+        self._add(_IDS_PREFIX, "GET", self._inference_ids)
+        self._add("/metrics/all/requests", "GET", self._all_requests)
         for metric in FAIRNESS_METRICS:
             self._metric_routes(f"/metrics/group/fairness/{metric}", metric)
         for metric in DRIFT_METRICS:
             self._metric_routes(f"/metrics/drift/{metric}", metric)
+        # Explanations of stored predictions; ``caller`` reaches the models (None: 501).
+        self.explainers = LocalExplainers(store, caller)
+        for method in LOCAL_EXPLAINERS:
+            self._explainer_route(method)
 
     def _add(self, path: str, method: str, handler: Handler) -> None:
         self._routes.setdefault(path, {})[method] = handler
@@ -163,6 +183,12 @@ class TrustApp:
         self._add(f"{base}/request", "DELETE", unschedule)
         self._add(f"{base}/requests", "GET", listed)
 
+    def _explainer_route(self, method: str) -> None:
+        async def explain(request: _Request) -> _Response:
+            return _json(await self.explainers.explain(method, request.json()))
+
+        self._add(f"/explainers/local/{method}", "POST", explain)
+
     def _compute(self, metric: str, body: Any) -> MetricResult:
         if metric in FAIRNESS_METRICS:
             return evaluate_fairness(self._store, metric, parse_fairness_request(body))
@@ -178,7 +204,14 @@ class TrustApp:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            methods = self._routes.get(scope["path"].rstrip("/") or "/")
+            path = scope["path"].rstrip("/") or "/"
+            methods = self._routes.get(path)
+            if (
+                methods is None
+                and path.startswith(_IDS_PREFIX)
+                and "/" not in path[len(_IDS_PREFIX) :]
+            ):
+                methods = self._routes[_IDS_PREFIX]  # TrustyAI's /info/inference/ids/{model}
             if methods is None:
                 response = _json({"error": f"No route {scope['path']}."}, 404)
             elif scope["method"] not in methods:
@@ -187,6 +220,7 @@ class TrustApp:
             else:
                 body = await read_body(receive, headers, self._settings.max_body_bytes)
                 request = _Request(scope["method"], scope["path"], headers, body)
+                request.query = scope.get("query_string", b"").decode("latin-1")
                 response = await methods[scope["method"]](request)
         except errors.ModelhostError as exc:
             response = _json({"error": str(exc)}, errors.http_status(exc))
@@ -301,6 +335,8 @@ class TrustApp:
         One evaluation runs at a time; models that get rows meanwhile wait for the next
         round, so a burst of logged requests costs one evaluation per round, not per request.
         """
+        if not self.scheduler.watches(model_ids):
+            return  # no scheduled metric reads these models' rows
         self._stale |= model_ids
         if self._evaluator is None or self._evaluator.done():
             self._evaluator = asyncio.get_running_loop().create_task(self._evaluate_stale())
@@ -313,8 +349,20 @@ class TrustApp:
             except Exception:
                 logger.exception("trust: evaluating scheduled metrics of %s failed", model_ids)
 
+    def ingest_logged(self, attributes: Mapping[str, str], body: bytes) -> None:
+        """One event of the platform's payload logger, in-process: paired, then queued for a
+        group commit (:class:`BatchWriter`). A malformed event raises ``InvalidInput``."""
+        try:
+            data = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError as exc:
+            raise errors.InvalidInput(f"The event's data is not valid JSON: {exc}.") from None
+        batch = self._pairing.offer(decode_cloudevent(attributes, data))
+        if batch is not None:
+            self.writer.add(batch)
+
     async def settled(self) -> None:
         """Wait until the scheduled metrics reflect every row stored so far."""
+        await self.writer.settled()
         while self._evaluator is not None and not self._evaluator.done():
             await asyncio.shield(self._evaluator)
 
@@ -397,8 +445,35 @@ class TrustApp:
 
         return _json({"modelId": model_id, "tagged": await asyncio.to_thread(blocking)})
 
+    async def _inference_ids(self, request: _Request) -> _Response:
+        """TrustyAI's ``/info/inference/ids/{model}?type=all|organic``: the stored prediction
+        ids (what ``/explainers/local/*`` take), oldest first."""
+        model_id = request.path.rstrip("/")[len(_IDS_PREFIX) :]
+        kind = urllib.parse.parse_qs(request.query).get("type", ["all"])[0]
+        if kind not in ("all", "organic"):
+            raise errors.InvalidInput(f"type must be all or organic, not {kind!r}.")
+        if not model_id:
+            raise errors.InvalidInput("Name the model: /info/inference/ids/<model>.")
+        listed = await asyncio.to_thread(self._store.inference_ids, model_id, kind == "organic")
+        return _json(
+            [
+                {"id": request_id, "timestamp": _iso(ts), "tag": tag}
+                for request_id, ts, tag in listed
+            ]
+        )
+
+    async def _all_requests(self, request: _Request) -> _Response:
+        listed = []
+        for metric in FAIRNESS_METRICS + DRIFT_METRICS:
+            listed += self.scheduler.listed(metric)
+        return _json({"requests": listed})
+
     async def _prometheus(self, request: _Request) -> _Response:
         return _Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat()
 
 
 def _readable_schema(columns: tuple[Column, ...], role: str) -> dict[str, Any]:

@@ -34,7 +34,11 @@ __all__ = [
     "welch_pvalue",
 ]
 
-DRIFT_METRICS = ("meanshift", "kstest", "jensenshannon", "mmd")
+# TrustyAI's names first; ``approxkstest`` and ``fouriermmd`` are its routes for its sketch
+# and random-Fourier-feature approximations: here they compute the exact test they
+# approximate (on the stored rows, which fit in memory), under TrustyAI's route and name.
+DRIFT_METRICS = ("meanshift", "kstest", "approxkstest", "fouriermmd", "jensenshannon", "mmd")
+_TESTS = {"approxkstest": "kstest", "fouriermmd": "mmd"}
 DEFAULT_BATCH_SIZE = 100
 _DEFAULT_DELTA = {"meanshift": 0.05, "kstest": 0.05, "jensenshannon": 0.1, "mmd": 0.05}
 _HISTOGRAM_BINS = 20
@@ -64,6 +68,12 @@ DRIFT_DEFINITIONS = {
         "kernel; its permutation p-value below thresholdDelta (0.05 by default) is drift."
     ),
 }
+DRIFT_DEFINITIONS["approxkstest"] = DRIFT_DEFINITIONS["kstest"].replace(
+    "KSTest:", "ApproxKSTest (computed exactly):"
+)
+DRIFT_DEFINITIONS["fouriermmd"] = DRIFT_DEFINITIONS["mmd"].replace(
+    "MMD:", "FourierMMD (computed exactly, no random features):"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +244,7 @@ def _numeric(store: TrustStore, model_id: str, names: Sequence[str]) -> list[str
 
 def evaluate_drift(store: TrustStore, metric: str, request: DriftRequest) -> MetricResult:
     """The drift metric over the last ``batchSize`` unlabeled rows vs the reference tag."""
+    asked, metric = metric, _TESTS.get(metric, metric)
     schema = store.schema(request.model_id)
     names = request.fit_columns or tuple(
         c.visible_name for c in schema.inputs if c.dtype == "number"
@@ -271,6 +282,6 @@ def evaluate_drift(store: TrustStore, metric: str, request: DriftRequest) -> Met
         drifted = [n for n, v in values.items() if v < delta]
         thresholds = Thresholds(delta, 1.0, bool(drifted))
     definition = (
-        f"{metric}: drift in {', '.join(drifted)}" if drifted else f"{metric}: no drift detected"
+        f"{asked}: drift in {', '.join(drifted)}" if drifted else f"{asked}: no drift detected"
     )
-    return MetricResult(metric.upper(), value, definition, thresholds, values)
+    return MetricResult(asked.upper(), value, definition, thresholds, values)

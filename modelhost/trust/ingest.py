@@ -27,6 +27,7 @@ __all__ = [
     "PairingBuffer",
     "decode_cloudevent",
     "decode_consumer_payload",
+    "decode_exchange",
     "decode_upload",
     "tensor_columns",
 ]
@@ -168,6 +169,23 @@ def decode_cloudevent(attributes: Mapping[str, Any], data: Any) -> LoggedPayload
     is_request = event_type == REQUEST_TYPE
     columns, rows = decode_body(data, is_request)
     return LoggedPayload(event_id, model, is_request, columns, rows)
+
+
+def decode_exchange(
+    model_id: str, request_id: str, request: bytes, response: bytes
+) -> InferenceBatch:
+    """The rows of one logged exchange: its request and response bodies (JSON), paired."""
+    try:
+        request_data, response_data = orjson.loads(request), orjson.loads(response)
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidInput(f"Inference {request_id!r} is not JSON: {exc}.") from None
+    inputs, rows = decode_body(request_data, True)
+    outputs, out_rows = decode_body(response_data, False)
+    if rows != out_rows:
+        raise errors.InvalidInput(
+            f"Inference {request_id!r} has {rows} request rows and {out_rows} response rows."
+        )
+    return InferenceBatch(model_id, inputs, outputs, _row_ids(request_id, rows))
 
 
 def decode_consumer_payload(body: Any) -> LoggedPayload:

@@ -131,6 +131,12 @@ class MetricScheduler:
                 if s.metric == metric
             ]
 
+    def watches(self, model_ids: Iterable[str]) -> bool:
+        """Whether any scheduled request is on one of these models."""
+        wanted = set(model_ids)
+        with self._lock:
+            return any(s.model_id in wanted for s in self._requests.values())
+
     def evaluate(self, model_ids: Iterable[str] | None) -> None:
         """Re-evaluate the requests of these models (all when None) and set their gauges."""
         wanted = None if model_ids is None else set(model_ids)

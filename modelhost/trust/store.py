@@ -136,8 +136,13 @@ class TrustStore:
     def __init__(self, path: str) -> None:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        # Each model's columns, read once (every write checks against them); dropped on change.
+        self._schemas: dict[str, ModelSchema] = {}
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
+            # WAL's usual durability: a commit survives a crash of the process, not of the
+            # machine; no fsync per commit (the payload logger commits many times a second).
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -148,17 +153,30 @@ class TrustStore:
 
     def write(self, batches: Iterable[InferenceBatch]) -> int:
         """Store every batch in one transaction; a batch that does not fit raises first."""
+        with self._lock:
+            return self._write_locked(batches)
+
+    def try_write(self, batches: Iterable[InferenceBatch]) -> int | None:
+        """:meth:`write`, or None at once when another thread holds the store (a long read)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return self._write_locked(batches)
+        finally:
+            self._lock.release()
+
+    def _write_locked(self, batches: Iterable[InferenceBatch]) -> int:
         now = time.time()
         written = 0
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for batch in batches:
-                    written += self._write_one(batch, now)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for batch in batches:
+                written += self._write_one(batch, now)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._schemas.clear()  # it may hold columns this transaction made
+            raise
         return written
 
     def _write_one(self, batch: InferenceBatch, now: float) -> int:
@@ -195,19 +213,14 @@ class TrustStore:
                         f"Column {name!r} of model {batch.model_id!r} holds {column.dtype} "
                         f"values; this payload sends {_dtype_of(values)}."
                     )
-        columns = [values for _, _, values in named]
-        self._db.executemany(
-            "INSERT INTO rows (model, request_id, ts, tag, vals) VALUES (?,?,?,?,?)",
-            (
-                (
-                    batch.model_id,
-                    batch.request_ids[i],
-                    now,
-                    batch.tag,
-                    orjson.dumps([column[i] for column in columns]),
-                )
-                for i in range(len(batch))
-            ),
+        # One statement for every row: sqlite3 lets go of the GIL on each step, so a row at a
+        # time would hand the GIL to and from the serving loop once per row.
+        by_row = zip(*(column for _, _, column in named), strict=True)
+        rows = list(zip(batch.request_ids, by_row, strict=True))
+        self._db.execute(
+            "INSERT INTO rows (model, request_id, ts, tag, vals) SELECT ?, "
+            "json_extract(value, '$[0]'), ?, ?, json_extract(value, '$[1]') FROM json_each(?)",
+            (batch.model_id, now, batch.tag, orjson.dumps(rows)),
         )
         return len(batch)
 
@@ -232,11 +245,13 @@ class TrustStore:
                     [(new, model_id, role, old) for old, new in mapping.items()],
                 )
             self._db.execute("COMMIT")
+            self._schemas.pop(model_id, None)
 
     def clear_name_mapping(self, model_id: str) -> None:
         with self._lock:
             self._require_schema(model_id)
             self._db.execute("UPDATE columns SET mapped = NULL WHERE model = ?", (model_id,))
+            self._schemas.pop(model_id, None)
 
     def tag_rows(self, model_id: str, tag: str, slices: Sequence[tuple[int, int]]) -> int:
         """Tag the rows at ``[start, end)`` positions (in arrival order); returns how many."""
@@ -319,6 +334,29 @@ class TrustStore:
             result[name] = np.array(values, dtype=kind)
         return result
 
+    def row(self, model_id: str, request_id: str) -> list[Any] | None:
+        """The stored values (inputs, then outputs) of one prediction; None if none has that id."""
+        with self._lock:
+            self._require_schema(model_id)
+            found = self._db.execute(
+                "SELECT vals FROM rows WHERE model = ? AND request_id = ? ORDER BY id DESC LIMIT 1",
+                (model_id, request_id),
+            ).fetchone()
+        return None if found is None else list(orjson.loads(found[0]))
+
+    def inference_ids(self, model_id: str, organic_only: bool) -> list[tuple[str, float, str]]:
+        """Every stored row's (request id, time, tag), oldest first; ``organic_only``: not
+        the synthetic rows TrustyAI marks as such."""
+        with self._lock:
+            self._require_schema(model_id)
+            sql = "SELECT request_id, ts, tag FROM rows WHERE model = ?"
+            if organic_only:
+                sql += f" AND tag != '{SYNTHETIC_TAG}'"
+            return [
+                (str(r), float(t), str(g))
+                for r, t, g in self._db.execute(sql + " ORDER BY id", (model_id,))
+            ]
+
     # -- scheduled metric requests --------------------------------------------------------
 
     def save_request(self, request_id: str, model_id: str, metric: str, body: Any) -> None:
@@ -344,12 +382,18 @@ class TrustStore:
     # -- helpers (lock held) --------------------------------------------------------------
 
     def _schema_locked(self, model_id: str) -> ModelSchema | None:
+        cached = self._schemas.get(model_id)
+        if cached is not None:
+            return cached
         cursor = self._db.execute(
             "SELECT name, role, dtype, mapped FROM columns WHERE model = ? ORDER BY position",
             (model_id,),
         )
         columns = tuple(Column(name, role, dtype, mapped) for name, role, dtype, mapped in cursor)
-        return ModelSchema(model_id, columns) if columns else None
+        if not columns:
+            return None
+        self._schemas[model_id] = ModelSchema(model_id, columns)
+        return self._schemas[model_id]
 
     def _require_schema(self, model_id: str) -> ModelSchema:
         schema = self._schema_locked(model_id)

@@ -62,6 +62,9 @@ class FakeRunner:
 class FakePayloadLogger:
     events: list[tuple[Any, ...]] = field(default_factory=list)
 
+    def takes_exchange(self, plan: Any) -> bool:
+        return False  # the CloudEvent path: both halves, with the request's headers
+
     def log_request(self, plan: Any, ctx: Any, request_id: str, headers: Any, body: bytes) -> None:
         self.events.append(("request", request_id, body))
 

@@ -37,7 +37,9 @@ async def _drift(client: httpx.AsyncClient, metric: str, body: dict[str, Any]) -
     return response.json()
 
 
-@pytest.mark.parametrize("metric", ["meanshift", "kstest", "jensenshannon", "mmd"])
+@pytest.mark.parametrize(
+    "metric", ["meanshift", "kstest", "approxkstest", "fouriermmd", "jensenshannon", "mmd"]
+)
 async def test_drift_fires_on_a_shifted_slice_and_not_on_an_unshifted_one(metric: str) -> None:
     reference, reference_approved = credit_rows(300, seed=31)
     same, same_approved = credit_rows(300, seed=32)

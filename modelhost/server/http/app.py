@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from modelhost import errors
@@ -37,6 +37,7 @@ from modelhost.server.http.messages import (
     json_response,
     read_body,
 )
+from modelhost.server.http.mount import Mount
 from modelhost.server.http.streaming import StreamingResponse
 from modelhost.server.http.v1_routes import V1Routes
 from modelhost.server.http.v2_routes import V2Routes
@@ -61,7 +62,8 @@ class HttpApp:
 
     ``routes`` adds a protocol's routes (OpenAI's API, vLLM's LoRA endpoints and v2
     generate, from ``modelhost.server.openai``; None: v1 and v2 only); ``guard`` checks
-    bearer tokens on every route but the health probes (None: no checks).
+    bearer tokens on every route but the health probes (None: no checks). ``mounts`` answer
+    what no route of the server's own answers (TrustyAI's API with ``serve --trust``).
     """
 
     def __init__(
@@ -71,8 +73,10 @@ class HttpApp:
         settings: ServerSettings,
         routes: RouteProvider | None = None,
         guard: Guard | None = None,
+        mounts: Sequence[Mount] = (),
     ) -> None:
         self.dataplane = dataplane
+        self.mounts = tuple(mounts)
         self.metrics = metrics
         self.settings = settings
         self.guard = guard
@@ -171,11 +175,16 @@ class HttpApp:
         path: str = scope["path"]
         method: str = scope["method"]
         found = self.route(path)
+        if self.mounts and (found is None or not _allows(found[0], method)):
+            mount = self._mount(method, path)
+            if mount is not None:
+                await self._serve_mount(mount, scope, receive, send)
+                return
         if found is None:
             await _send(send, _error(404, f"No route for {method} {path}."), method)
             return
         route, model, version = found
-        if method != route.method and not (method == "HEAD" and route.method == "GET"):
+        if not _allows(route, method):
             response = _error(405, f"Method {method} not allowed on {path}.")
             response.headers["allow"] = route.method
             await _send(send, response, method)
@@ -297,6 +306,35 @@ class HttpApp:
             return self.guard.enter(token, None, model or None, role)
         return self.guard.hold(token)  # the body names the model: checked in _handle
 
+    # -- mounted apps --------------------------------------------------------------
+
+    def _mount(self, method: str, path: str) -> Mount | None:
+        for mount in self.mounts:
+            if mount.matches(method, path):
+                return mount
+        return None
+
+    async def _serve_mount(self, mount: Mount, scope: Scope, receive: Receive, send: Send) -> None:
+        """Hand the request to ``mount``; with tokens on, GETs need a caller, writes a deployer."""
+        method: str = scope["method"]
+        if self.guard is not None:
+            authorization = None
+            for key, value in scope["headers"]:
+                if key == b"authorization":
+                    authorization = value
+                    break
+            try:
+                token = self.guard.authenticate(authorization)
+                reads = method in ("GET", "HEAD")
+                check_scope(token, None, None, Role.CALLER if reads else Role.DEPLOYER)
+            except errors.ModelhostError as exc:
+                response = _error(exc.status_code, errors.error_message(exc))
+                response.headers.update(refusal_headers(exc))
+                await _send(send, response, method)
+                self.metrics.observe_request("", "http", mount.name, exc.status_code, 0.0)
+                return
+        await mount.app(scope, receive, send)
+
     # -- non-protocol endpoints ----------------------------------------------------
 
     async def _metrics(self, request: HttpRequest) -> HttpResponse:
@@ -320,6 +358,10 @@ class HttpApp:
         if isinstance(exc, errors.ServerBusy):
             response.headers["retry-after"] = retry_after_header(exc.retry_after)
         return response
+
+
+def _allows(route: Route, method: str) -> bool:
+    return method == route.method or (method == "HEAD" and route.method == "GET")
 
 
 def _error(status: int, message: str) -> HttpResponse:

@@ -1,0 +1,33 @@
+"""An ASGI app of a layer above the server, answering some paths on the server's port."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["AsgiApp", "Mount"]
+
+AsgiApp = Callable[
+    [
+        dict[str, Any],
+        Callable[[], Awaitable[dict[str, Any]]],
+        Callable[[dict[str, Any]], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """An ASGI app answering the requests ``matches`` accepts (given method and path).
+
+    With tokens on, a GET needs a caller token and anything else a deployer token. The
+    server awaits ``on_start`` before it listens and ``on_stop`` once its requests drained.
+    """
+
+    matches: Callable[[str, str], bool]
+    app: AsgiApp
+    name: str
+    on_start: Callable[[], Awaitable[None]] | None = None
+    on_stop: Callable[[], Awaitable[None]] | None = None
