@@ -6,6 +6,10 @@ it would against Kubeflow's own server; each test runs on SQLite and on PostgreS
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from official_registry_client import official_client
 from registry_support import serve_registry
@@ -97,3 +101,27 @@ def test_listing_and_paging_with_the_official_client(database_url: str) -> None:
         assert newest_first == list(reversed(names))
         versions = [v.name for v in registry.get_model_versions("model-0").page_size(2)]
         assert versions == ["v1", "v2", "v3"]
+
+
+def test_the_client_with_its_own_default_runner(tmp_path: Path) -> None:
+    """The client as a user runs it, with no ``async_runner`` (it then applies nest_asyncio
+    to its process: so in a process of its own, not this one)."""
+    script = """
+import sys
+from model_registry import ModelRegistry
+registry = ModelRegistry("http://127.0.0.1", int(sys.argv[1]), author="ada", is_secure=False)
+registry.register_model(
+    "mnist", "s3://models/mnist/1", model_format_name="onnx", model_format_version="1",
+    version="v1",
+)
+print(registry.get_model_artifact("mnist", "v1").uri)
+"""
+    with serve_registry(str(tmp_path / "registry.sqlite")) as port:
+        done = subprocess.run(
+            [sys.executable, "-W", "ignore", "-c", script, str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "s3://models/mnist/1"

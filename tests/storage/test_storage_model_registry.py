@@ -187,3 +187,25 @@ def test_an_s3_artifact_is_fetched_into_the_cache(
     folder = storage.download("model-registry://iris/v1", settings)
     assert (folder / "model.joblib").is_file()
     assert folder.is_relative_to(tmp_path / "cache")
+
+
+def test_the_pods_storage_initializer_resolves_through_the_environment(
+    registry: tuple[str, RegistryRestClient], tmp_path: Path
+) -> None:
+    """``modelhost fetch`` (the init container the rendered pods run) with Kubeflow's
+    ``MODEL_REGISTRY_BASE_URL`` in its environment, as on Kubernetes."""
+    from modelhost.cli.kube_commands import fetch
+
+    url, client = registry
+    folder = tmp_path / "iris-v3"
+    folder.mkdir()
+    (folder / "model.joblib").write_bytes(b"weights v3")
+    _register(client, "iris", "v3", f"file://{folder}")
+    dest = tmp_path / "mnt-models"
+    host = url.removeprefix("http://")
+    fetch(
+        "model-registry://iris/v3",
+        dest,
+        environ={"MODEL_REGISTRY_BASE_URL": host, "MODEL_REGISTRY_TOKEN": TOKEN},
+    )
+    assert (dest / "model.joblib").read_bytes() == b"weights v3"
