@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -52,31 +53,17 @@ GRAPH_HOST = "iris-chain.default.example.com"
 TARGET = 0.20
 MODES = os.environ.get("MODES", "in-process replica").split()
 
-OBJECTS = """
-apiVersion: serving.kserve.io/v1beta1
-kind: InferenceService
-metadata: {{name: iris-a}}
-spec:
-  predictor:
-    model: {{modelFormat: {{name: sklearn}}, storageUri: "file://{model}"}}
----
-apiVersion: serving.kserve.io/v1beta1
-kind: InferenceService
-metadata: {{name: iris-b}}
-spec:
-  predictor:
-    model: {{modelFormat: {{name: sklearn}}, storageUri: "file://{model}"}}
----
+GRAPH = """
 apiVersion: serving.kserve.io/v1alpha1
 kind: InferenceGraph
-metadata: {{name: iris-chain}}
+metadata: {name: iris-chain}
 spec:
   nodes:
     root:
       routerType: Sequence
       steps:
-        - {{serviceName: iris-a, name: iris-a}}
-        - {{serviceName: iris-b, name: iris-b, data: $request}}
+        - {serviceName: iris-a, name: iris-a}
+        - {serviceName: iris-b, name: iris-b, data: $request}
 """
 
 LOADS = {
@@ -102,6 +89,17 @@ def iris_model(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     joblib.dump(LogisticRegression(max_iter=1000).fit(x, y), folder / "model.joblib")
     return folder
+
+
+def iris_service(name: str, model: Path, *predictor_lines: str) -> str:
+    """An InferenceService ``name`` serving the sklearn model in ``model``, with
+    ``predictor_lines`` (YAML, e.g. a logger) added to its predictor."""
+    extra = "".join(f"    {line}\n" for line in predictor_lines)
+    return (
+        "\napiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\n"
+        f"metadata: {{name: {name}}}\nspec:\n  predictor:\n{extra}"
+        f'    model: {{modelFormat: {{name: sklearn}}, storageUri: "file://{model}"}}\n'
+    )
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -136,10 +134,13 @@ def wrk(port: int, paths: str, host: str, conns: int, seconds: int, body: Path) 
 
 
 def parse(out: str) -> dict[str, float]:
+    """wrk's report: req/s, requests completed, p50/p99 ms, non-2xx answers, socket errors."""
+
     def ms(value: str, unit: str) -> float:
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
     pct = {
         m.group(1): ms(m.group(2), m.group(3))
         for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -148,6 +149,7 @@ def parse(out: str) -> dict[str, float]:
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {
         "rps": float(rps.group(1)) if rps else 0.0,
+        "requests": float(total.group(1)) if total else 0.0,
         "p50_ms": pct.get("50", float("nan")),
         "p99_ms": pct.get("99", float("nan")),
         "non2xx": float(non2.group(1)) if non2 else 0.0,
@@ -155,14 +157,52 @@ def parse(out: str) -> dict[str, float]:
     }
 
 
-def main() -> int:
+@contextlib.contextmanager
+def platform_up(home: Path, objects: Path, *options: str) -> Iterator[int]:
+    """``modelhost up`` on SERVER_CPU with ``objects`` applied and ready; yields its port."""
+    port, grpc_port = free_port(), free_port()
+    platform = subprocess.Popen(
+        ["taskset", "-c", SERVER_CPU, *MODELHOST, "up", "--home", str(home),
+         "--port", str(port), "--grpc-port", str(grpc_port), *options],
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", platform)
+        subprocess.run(
+            [*MODELHOST, "apply", "-f", str(objects), "--server", f"unix:{home / 'api.sock'}",
+             "--wait", "--timeout", "120"],
+            check=True,
+        )  # fmt: skip
+        yield port
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(platform.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            platform.wait(30)
+
+
+def results_folder(scenario: str) -> Path:
+    """Where a scenario's results go: ``OUT``, or ``bench/results/<UTC time>-<scenario>``."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out_dir = Path(os.environ.get("OUT", HERE / "results" / f"{stamp}-graph"))
+    out_dir = Path(os.environ.get("OUT", HERE / "results" / f"{stamp}-{scenario}"))
     out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def publish(out_dir: Path, name: str, text: str) -> None:
+    """``text`` written to ``out_dir / name``, and printed with where it went."""
+    (out_dir / name).write_text(text)
+    print(text)
+    print(f"written to {out_dir}")
+
+
+def main() -> int:
+    out_dir = results_folder("graph")
     work = Path(tempfile.mkdtemp(prefix="graph-bench-"))
     model = iris_model(work / "iris")
     objects = work / "objects.yaml"
-    objects.write_text(OBJECTS.format(model=model))
+    services = [iris_service("iris-a", model), iris_service("iris-b", model)]
+    objects.write_text("---".join([*services, GRAPH]))
     body = work / "body.json"
     body.write_bytes(BODY)
     rows: list[dict[str, object]] = []
@@ -177,20 +217,8 @@ def measure(
     mode: str, pass_number: int, home: Path, objects: Path, body: Path
 ) -> list[dict[str, object]]:
     """Every load on a platform whose graph routers run ``mode``."""
-    port, grpc_port = free_port(), free_port()
-    platform = subprocess.Popen(
-        ["taskset", "-c", SERVER_CPU, *MODELHOST, "up", "--home", str(home),
-         "--port", str(port), "--grpc-port", str(grpc_port), "--graph-router", mode],
-        start_new_session=True,
-    )  # fmt: skip
     rows: list[dict[str, object]] = []
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", platform)
-        subprocess.run(
-            [*MODELHOST, "apply", "-f", str(objects), "--server", f"unix:{home / 'api.sock'}",
-             "--wait", "--timeout", "120"],
-            check=True,
-        )  # fmt: skip
+    with platform_up(home, objects, "--graph-router", mode) as port:
         # The graph's answer is iris-b's answer to the graph's request: check it first.
         expected = call(port, "/v1/models/iris-b:predict", "")
         got = call(port, "/", GRAPH_HOST)
@@ -203,11 +231,6 @@ def measure(
                 row = {"pass": pass_number, "mode": mode, "load": load, "conns": conns}
                 rows.append({**row, **measured})
                 print(f"pass {pass_number} {mode:10} {load:6} c={conns:<3} {measured}", flush=True)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(platform.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            platform.wait(30)
     return rows
 
 
@@ -248,10 +271,7 @@ def write(out_dir: Path, rows: list[dict[str, object]]) -> None:
                 median = statistics.median(added_per_pass)
                 verdict = "met" if median <= TARGET else "not met"
                 summary.append(f"| {mode} | {conns} | {median:+.0%} | {verdict} |")
-    text = "\n".join(lines) + "\n\n" + "\n".join(summary) + "\n"
-    (out_dir / "graph.md").write_text(text)
-    print(text)
-    print(f"written to {out_dir}")
+    publish(out_dir, "graph.md", "\n".join(lines) + "\n\n" + "\n".join(summary) + "\n")
 
 
 if __name__ == "__main__":

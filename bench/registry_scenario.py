@@ -20,6 +20,7 @@ import functools
 import os
 import socket
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -29,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from graph_scenario import publish, results_folder
 
 from modelhost.local.registry_deploy import ServiceLookup
 from modelhost.registry import RegistryApp, RegistryService, RegistrySettings, RegistryStore
@@ -40,10 +44,9 @@ from modelhost.storage.model_registry import (
     resolve_uri,
 )
 
-HERE = Path(__file__).resolve().parent
+MODEL = "bench-model"
 VERSIONS = int(os.environ.get("VERSIONS", "10000"))
 RESOLVES = int(os.environ.get("RESOLVES", "50"))
-MODEL = "bench-model"
 
 
 def seed(path: Path) -> None:
@@ -163,9 +166,7 @@ def resolving(url: str, store: RegistryStore) -> list[str]:
 
 
 def main() -> int:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out_dir = Path(os.environ.get("OUT", HERE / "results" / f"{stamp}-registry"))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = results_folder("registry")
     work = Path(tempfile.mkdtemp(prefix="registry-bench-"))
     database = work / "registry.sqlite"
     start = time.perf_counter()
@@ -180,10 +181,7 @@ def main() -> int:
         sections += ["", f"## Resolving model-registry:// ({RESOLVES} times each)\n"]
         sections += resolving(url, store)
     store.close()
-    text = "\n".join(sections) + "\n"
-    (out_dir / "registry.md").write_text(text)
-    print(text)
-    print(f"written to {out_dir}")
+    publish(out_dir, "registry.md", "\n".join(sections) + "\n")
     return 0
 
 

@@ -18,13 +18,9 @@ taskset for part 1 (``PARTS="metrics"`` runs part 2 only).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,16 +29,21 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from graph_scenario import free_port, iris_model, wait_http
+from graph_scenario import (
+    iris_model,
+    iris_service,
+    parse,
+    platform_up,
+    publish,
+    results_folder,
+    wrk,
+)
 
-HERE = Path(__file__).resolve().parent
 DUR = int(os.environ.get("DUR", "10"))
 WARM = int(os.environ.get("WARM", "3"))
 PASSES = int(os.environ.get("PASSES", "1"))
 CONNS = [int(c) for c in os.environ.get("CONNS", "1 8").split()]
 PARTS = os.environ.get("PARTS", "logging metrics").split()
-SERVER_CPU, LOAD_CPU = os.environ.get("SERVER_CPU", "0"), os.environ.get("LOAD_CPU", "1")
-MODELHOST = [sys.executable, "-m", "modelhost"]
 BODY = json.dumps(
     {
         "inputs": [
@@ -52,52 +53,13 @@ BODY = json.dumps(
 ).encode()
 ROWS = 100_000
 
-OBJECTS = """
-apiVersion: serving.kserve.io/v1beta1
-kind: InferenceService
-metadata: {{name: iris-plain}}
-spec:
-  predictor:
-    model: {{modelFormat: {{name: sklearn}}, storageUri: "file://{model}"}}
----
-apiVersion: serving.kserve.io/v1beta1
-kind: InferenceService
-metadata: {{name: iris-logged}}
-spec:
-  predictor:
-    logger: {{mode: all, url: "modelhost://trust"}}
-    model: {{modelFormat: {{name: sklearn}}, storageUri: "file://{model}"}}
-"""
-
-
-def wrk(port: int, path: str, conns: int, seconds: int, body: Path) -> str:
-    env = {**os.environ, "BODY_FILE": str(body), "PATHS": path, "HOST_HEADER": ""}
-    command = [
-        "taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s",
-        "--timeout", "10s", "--latency", "-s", str(HERE / "lua" / "paths.lua"),
-        f"http://127.0.0.1:{port}",
-    ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
-
-
-def parse(out: str) -> dict[str, float]:
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    non2 = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-    return {
-        "rps": float(rps.group(1)) if rps else 0.0,
-        "requests": float(total.group(1)) if total else 0.0,
-        "non2xx": float(non2.group(1)) if non2 else 0.0,
-        "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan"),
-    }
-
 
 def logging_overhead(work: Path) -> list[str]:
     model = iris_model(work / "iris")
     objects = work / "objects.yaml"
-    objects.write_text(OBJECTS.format(model=model))
+    logger = 'logger: {mode: all, url: "modelhost://trust"}'
+    services = [iris_service("iris-plain", model), iris_service("iris-logged", model, logger)]
+    objects.write_text("---".join(services))
     body = work / "body.json"
     body.write_bytes(BODY)
     lines = [
@@ -109,26 +71,13 @@ def logging_overhead(work: Path) -> list[str]:
     answered = 0.0
     stored = 0
     for pass_number in range(1, PASSES + 1):
-        home = work / f"home-{pass_number}"
-        port, grpc_port = free_port(), free_port()
-        platform = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, *MODELHOST, "up", "--home", str(home),
-             "--port", str(port), "--grpc-port", str(grpc_port)],
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            wait_http(f"http://127.0.0.1:{port}/healthz", platform)
-            subprocess.run(
-                [*MODELHOST, "apply", "-f", str(objects), "--server", f"unix:{home / 'api.sock'}",
-                 "--wait", "--timeout", "120"],
-                check=True,
-            )  # fmt: skip
+        with platform_up(work / f"home-{pass_number}", objects) as port:
             for conns in CONNS:
-                results = {}
+                results: dict[str, dict[str, float]] = {}
                 for name in ("plain", "logged", "plain", "logged"):
                     path = f"/v2/models/iris-{name}/infer"
-                    warm = parse(wrk(port, path, conns, WARM, body))
-                    measured = parse(wrk(port, path, conns, DUR, body))
+                    warm = parse(wrk(port, path, "", conns, WARM, body))
+                    measured = parse(wrk(port, path, "", conns, DUR, body))
                     if name == "logged":  # every answered request is a row, warm-up ones too
                         answered += warm["requests"] - warm["non2xx"]
                         answered += measured["requests"] - measured["non2xx"]
@@ -147,11 +96,6 @@ def logging_overhead(work: Path) -> list[str]:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=10) as answer:
                 info = json.loads(answer.read())
             stored += int(info.get("iris-logged", {}).get("data", {}).get("observations", 0))
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(platform.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                platform.wait(30)
     lines.append("")
     for conns, values in ratios.items():
         median = statistics.median(values)
@@ -232,9 +176,7 @@ def metric_timings(work: Path) -> list[str]:
 
 
 def main() -> int:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out_dir = Path(os.environ.get("OUT", HERE / "results" / f"{stamp}-trust"))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = results_folder("trust")
     work = Path(tempfile.mkdtemp(prefix="trust-bench-"))
     sections = []
     if "logging" in PARTS:
@@ -244,10 +186,7 @@ def main() -> int:
     if "metrics" in PARTS:
         sections.append("## Metrics over 100,000 stored rows\n")
         sections += metric_timings(work)
-    text = "\n".join(sections) + "\n"
-    (out_dir / "trust.md").write_text(text)
-    print(text)
-    print(f"written to {out_dir}")
+    publish(out_dir, "trust.md", "\n".join(sections) + "\n")
     return 0
 
 

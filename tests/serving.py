@@ -1,4 +1,4 @@
-"""Test helpers: a real ``ModelServer`` in a thread, on loopback ports the kernel picks."""
+"""Test helpers: a real ``ModelServer`` or ASGI app in a thread, on free loopback ports."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 import uvloop
 
 from modelhost import Model, ModelServer, ServerSettings
@@ -82,6 +85,33 @@ def stop_server(running: RunningServer) -> None:
     running.server.stop()
     running.thread.join(30)
     assert not running.thread.is_alive(), "the test server did not stop"
+
+
+@contextmanager
+def serve_asgi(app: Any, **uvicorn_options: Any) -> Iterator[int]:
+    """``app`` under uvicorn in a thread, on a free loopback port; yields the port.
+
+    The socket listens before uvicorn starts, so connections made at once wait in its
+    backlog. ``uvicorn_options`` override the defaults (lifespan on, httptools, no logging
+    set-up) for ``uvicorn.Config``.
+    """
+    options: dict[str, Any] = {"lifespan": "on", "log_config": None, "http": "httptools"}
+    options.update(uvicorn_options)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="asgi-test-server", daemon=True
+    )
+    thread.start()
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+        assert not thread.is_alive(), "the ASGI test server did not stop"
 
 
 READY_LINE = re.compile(r"HTTP on [\d.]+:(\d+)(?:, gRPC on [\d.]+:(\d+))?")

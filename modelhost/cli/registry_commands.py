@@ -19,9 +19,12 @@ from typing import Any
 import yaml
 
 from modelhost import errors
+from modelhost.cli.gateway_options import add_gateway_options, gateway_url, home_of
 from modelhost.storage.model_registry import RegistryRequestFailed, RegistryRestClient
 
 __all__ = ["add_command", "inference_service", "register", "run"]
+
+_URL_VARIABLE = "MODELHOST_REGISTRY_URL"
 
 _LABELS = (
     "modelregistry.kubeflow.org/registered-model-id",
@@ -71,21 +74,14 @@ def add_command(commands: Any) -> None:
         "--server", default=None, help="the control API ($MODELHOST_SERVER; default: the home's)"
     )
     for parser in (register_verb, list_verb, show, deploy):
-        parser.add_argument(
-            "--url", default=None, help="the registry ($MODELHOST_REGISTRY_URL; the platform)"
-        )
-        parser.add_argument("--token", default=None, help="bearer token ($MODELHOST_TOKEN)")
-        parser.add_argument("--home", default=None, help="the platform's home, to find it")
-        parser.add_argument(
-            "-o", "--output", dest="format_out", choices=["text", "json"], default="text"
-        )
+        add_gateway_options(parser, "registry", _URL_VARIABLE)
     registry.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("MODELHOST_TOKEN") or None
     try:
-        client = RegistryRestClient(_url(args), token)
+        client = RegistryRestClient(gateway_url(args, _URL_VARIABLE), token)
         try:
             answer = _VERBS[args.registry_command](client, args)
         finally:
@@ -100,26 +96,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(_text(args.registry_command, answer))
     return 0
-
-
-def _home(args: argparse.Namespace) -> Path:
-    from modelhost.local.settings import default_home
-
-    return Path(args.home) if args.home else default_home()
-
-
-def _url(args: argparse.Namespace) -> str:
-    if args.url:
-        return str(args.url)
-    if os.environ.get("MODELHOST_REGISTRY_URL"):
-        return os.environ["MODELHOST_REGISTRY_URL"]
-    home = _home(args)
-    try:
-        return str(json.loads((home / "platform.json").read_text())["url"])
-    except (OSError, ValueError, KeyError):
-        raise errors.ServerNotReady(
-            f"no running platform in {home}: start one (modelhost up -d) or give --url"
-        ) from None
 
 
 # -- the verbs --------------------------------------------------------------------------------
@@ -249,7 +225,7 @@ def _deploy(client: RegistryRestClient, args: argparse.Namespace) -> Any:
         return text
     from modelhost.local.client import PlatformClient, platform_url
 
-    server = platform_url(args.server, _home(args), dict(os.environ))
+    server = platform_url(args.server, home_of(args), dict(os.environ))
     token = args.token or os.environ.get("MODELHOST_TOKEN") or None
     results = PlatformClient(server, token=token).apply(text.encode(), source="registry deploy")
     return "\n".join(

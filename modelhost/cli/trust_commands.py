@@ -11,10 +11,10 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from modelhost import errors
+from modelhost.cli.gateway_options import add_gateway_options, gateway_url
 from modelhost.trust.client import TrustClient, typed_value
 
 __all__ = ["add_command"]
@@ -67,45 +67,23 @@ def add_command(commands: Any) -> None:
     unschedule.add_argument("metric", choices=_FAIRNESS + _DRIFT)
     unschedule.add_argument("request_id")
     for parser in (info, names, tag, fairness, drift, requests, unschedule):
-        parser.add_argument(
-            "--url", default=None, help="the service ($MODELHOST_TRUST_URL; default: the platform)"
-        )
-        parser.add_argument("--token", default=None, help="bearer token ($MODELHOST_TOKEN)")
-        parser.add_argument("--home", default=None, help="the platform's home, to find it")
-        parser.add_argument(
-            "-o", "--output", dest="format", choices=["text", "json"], default="text"
-        )
+        add_gateway_options(parser, "trust service", "MODELHOST_TRUST_URL")
     trust.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        client = TrustClient(_url(args), args.token or os.environ.get("MODELHOST_TOKEN") or None)
-        answer = _VERBS[args.trust_command](client, args)
+        token = args.token or os.environ.get("MODELHOST_TOKEN") or None
+        with TrustClient(gateway_url(args, "MODELHOST_TRUST_URL"), token) as client:
+            answer = _VERBS[args.trust_command](client, args)
     except errors.ModelhostError as exc:
         print(f"modelhost trust: {exc}", file=sys.stderr)
         return 1
-    if args.format == "json":
+    if args.format_out == "json":
         print(json.dumps(answer, indent=2))
     else:
         print(_text(args.trust_command, answer))
     return 0
-
-
-def _url(args: argparse.Namespace) -> str:
-    if args.url:
-        return str(args.url)
-    if os.environ.get("MODELHOST_TRUST_URL"):
-        return os.environ["MODELHOST_TRUST_URL"]
-    from modelhost.local.settings import default_home
-
-    home = Path(args.home) if args.home else default_home()
-    try:
-        return str(json.loads((home / "platform.json").read_text())["url"])
-    except (OSError, ValueError, KeyError):
-        raise errors.ServerNotReady(
-            f"no running platform in {home}: start one (modelhost up -d) or give --url"
-        ) from None
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:

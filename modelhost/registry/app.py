@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -21,13 +20,11 @@ from modelhost import errors
 from modelhost.registry.resources import check_id
 from modelhost.registry.service import ListRequest, RegistryService
 from modelhost.registry.store import RegistryStore
+from modelhost.server.http.asgi import Receive, Scope, Send, send_answer, serve_lifespan
 from modelhost.server.http.messages import read_body
 
 __all__ = ["API_PREFIXES", "RegistryApp", "RegistrySettings"]
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 logger = logging.getLogger("modelhost.registry")
 
@@ -188,7 +185,7 @@ class RegistryApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -212,18 +209,7 @@ class RegistryApp:
         except Exception:
             logger.exception("registry: %s %s failed", method, scope["path"])
             status, document = 500, {"code": "500", "message": "Internal error."}
-        payload = orjson.dumps(document)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else payload})
+        await send_answer(send, status, orjson.dumps(document), head=method == "HEAD")
 
 
 class _NoRoute(errors.ModelhostError):
@@ -243,13 +229,3 @@ def _params(query_string: bytes) -> dict[str, str]:
         raise errors.InvalidInput("The query string is not UTF-8.") from None
     # A repeated parameter keeps its first value.
     return {name: values[0] for name, values in parse_qs(text, keep_blank_values=True).items()}
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

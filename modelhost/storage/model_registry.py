@@ -19,9 +19,6 @@ them, ``MODEL_REGISTRY_TOKEN``), else from the URI's host.
 
 from __future__ import annotations
 
-import http.client
-import json
-import ssl
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +26,7 @@ from typing import Any, Protocol
 
 from modelhost import errors
 from modelhost.settings import StorageSettings
+from modelhost.transport.json_http import JsonHttpClient, error_message
 
 __all__ = [
     "API_PREFIX",
@@ -165,33 +163,11 @@ def resolve_reference(reference: RegistryReference, lookup: RegistryLookup) -> R
 # -- over the REST API ------------------------------------------------------------------------
 
 
-class RegistryRestClient:
+class RegistryRestClient(JsonHttpClient):
     """JSON calls to a registry's REST API at ``url`` (``http(s)://host:port``), one at a time.
 
     One connection is kept and reused: a resolve makes three calls.
     """
-
-    def __init__(
-        self,
-        url: str,
-        token: str | None = None,
-        timeout: float = 30.0,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise errors.InvalidInput(f"not a model registry URL: {url!r} (http:// or https://)")
-        self.url = url.rstrip("/")
-        self._parts = parts
-        self.token = token
-        self.timeout = timeout
-        self.ssl_context = ssl_context
-        self._connection: http.client.HTTPConnection | None = None
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         return self.call("GET", path, params=params)
@@ -206,56 +182,14 @@ class RegistryRestClient:
         self, method: str, path: str, body: Any = None, params: Mapping[str, str] | None = None
     ) -> Any:
         """One call under the API's prefix; the decoded answer, or ``RegistryRequestFailed``."""
-        headers = {"Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        target = self._parts.path.rstrip("/") + API_PREFIX + path
-        if params:
-            target += "?" + urllib.parse.urlencode(params)
         try:
-            status, raw = self._exchange(method, target, data, headers)
+            status, answer = self.exchange(method, API_PREFIX + path, body, params)
         except OSError as exc:
             raise errors.StorageUnreachable(f"no model registry at {self.url} ({exc})") from None
-        try:
-            answer: Any = json.loads(raw) if raw else None
-        except ValueError:
-            answer = raw.decode(errors="replace")
         if status >= 400:
-            message = answer.get("message") if isinstance(answer, dict) else answer
-            raise RegistryRequestFailed(status, f"{method} {path}: {status} {message or ''}")
+            message = error_message(answer)
+            raise RegistryRequestFailed(status, f"{method} {path}: {status} {message}")
         return answer
-
-    def _exchange(
-        self, method: str, target: str, data: bytes | None, headers: dict[str, str]
-    ) -> tuple[int, bytes]:
-        # A kept connection the server closed meanwhile fails once: retry on a fresh one.
-        for attempt in (1, 2):
-            connection = self._connection or self._connect()
-            self._connection = connection
-            try:
-                connection.request(method, target, body=data, headers=headers)
-                response = connection.getresponse()
-                return response.status, response.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self.close()
-                if attempt == 2:
-                    raise
-            except OSError:
-                self.close()
-                raise
-        raise AssertionError("unreachable")
-
-    def _connect(self) -> http.client.HTTPConnection:
-        host, port = self._parts.hostname or "", self._parts.port
-        if self._parts.scheme == "https":
-            return http.client.HTTPSConnection(
-                host, port, timeout=self.timeout, context=self.ssl_context
-            )
-        return http.client.HTTPConnection(host, port, timeout=self.timeout)
 
 
 class RegistryRequestFailed(errors.StorageError):

@@ -19,6 +19,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from modelhost import errors
+from modelhost.server.http.asgi import Receive, Scope, Send, send_answer, serve_lifespan
 from modelhost.server.http.messages import read_body
 from modelhost.trust.drift import (
     DRIFT_DEFINITIONS,
@@ -48,9 +49,6 @@ from modelhost.trust.writer import BatchWriter
 
 __all__ = ["TrustApp", "TrustSettings"]
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 logger = logging.getLogger("modelhost.trust")
 
@@ -198,7 +196,7 @@ class TrustApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await serve_lifespan(receive, send, self._restore, self.settled)
             return
         if scope["type"] != "http":
             return
@@ -227,28 +225,10 @@ class TrustApp:
         except Exception:
             logger.exception("trust: %s %s failed", scope["method"], scope["path"])
             response = _json({"error": "Internal error."}, 500)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": [
-                    (b"content-type", response.content_type.encode()),
-                    (b"content-length", str(len(response.body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": response.body})
+        await send_answer(send, response.status, response.body, response.content_type)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await asyncio.to_thread(self.scheduler.restore)
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.settled()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _restore(self) -> None:
+        await asyncio.to_thread(self.scheduler.restore)
 
     # -- ingest ---------------------------------------------------------------------------
 

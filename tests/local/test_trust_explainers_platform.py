@@ -14,22 +14,8 @@ import urllib.request
 from typing import Any
 
 from platform_fixtures import RunningPlatform
+from trust_platform_support import SERVICE
 
-SERVICE = """
-apiVersion: serving.kserve.io/v1beta1
-kind: InferenceService
-metadata:
-  name: credit
-spec:
-  predictor:
-    logger:
-      mode: all
-      url: modelhost://trust
-    model:
-      modelFormat: {name: sklearn}
-      protocolVersion: v2
-      storageUri: gs://kfserving-examples/models/sklearn/1.0/model
-"""
 ROWS = [[5.0 + i / 10, 3.0, 1.4 + (i % 5), 0.2 + (i % 3)] for i in range(20)]
 
 

@@ -19,22 +19,7 @@ from typing import Any
 import numpy as np
 from fairlearn.metrics import MetricFrame, selection_rate
 from platform_fixtures import RunningPlatform
-
-SERVICE = """
-apiVersion: serving.kserve.io/v1beta1
-kind: InferenceService
-metadata:
-  name: credit
-spec:
-  predictor:
-    logger:
-      mode: all
-      url: modelhost://trust
-    model:
-      modelFormat: {name: sklearn}
-      protocolVersion: v2
-      storageUri: gs://kfserving-examples/models/sklearn/1.0/model
-"""
+from trust_platform_support import SERVICE
 
 # Two groups by the first feature (7.0 is "privileged"); the model's class depends on the rest.
 SMALL = [1.4, 0.2]  # petals of a setosa: class 0
@@ -101,6 +86,16 @@ def scheduled_value(platform: RunningPlatform, request_id: str) -> float | None:
     return None
 
 
+def assert_drift(platform: RunningPlatform, drift: dict[str, Any], outside_bounds: bool) -> None:
+    """Mean shift and the KS test over the latest 200 rows: both outside bounds, or neither."""
+    for metric in ("meanshift", "kstest"):
+        status, measured = call(
+            platform, "POST", f"/metrics/drift/{metric}", {**drift, "batchSize": 200}
+        )
+        assert status == 200, measured
+        assert measured["thresholds"]["outsideBounds"] is outside_bounds, (metric, measured)
+
+
 def test_logged_traffic_is_stored_and_measured(platform: RunningPlatform) -> None:
     platform.apply(SERVICE)
     platform.wait_ready("credit")
@@ -159,23 +154,13 @@ def test_logged_traffic_is_stored_and_measured(platform: RunningPlatform) -> Non
     drift = {"modelId": "credit", "referenceTag": "TRAINING", "fitColumns": ["input-0-1"]}
     send(platform, biased(200, 0.75, 0.25, seed=3))
     wait_stored(platform, 1400)
-    for metric in ("meanshift", "kstest"):
-        status, quiet = call(
-            platform, "POST", f"/metrics/drift/{metric}", {**drift, "batchSize": 200}
-        )
-        assert status == 200, quiet
-        assert quiet["thresholds"]["outsideBounds"] is False, (metric, quiet)
+    assert_drift(platform, drift, outside_bounds=False)
     shifted = biased(200, 0.75, 0.25, seed=4)
     for row in shifted:
         row[1] += 0.5  # five standard deviations
     send(platform, shifted)
     wait_stored(platform, 1600)
-    for metric in ("meanshift", "kstest"):
-        status, loud = call(
-            platform, "POST", f"/metrics/drift/{metric}", {**drift, "batchSize": 200}
-        )
-        assert status == 200, loud
-        assert loud["thresholds"]["outsideBounds"] is True, (metric, loud)
+    assert_drift(platform, drift, outside_bounds=True)
 
     # Bad input through the gateway: a clear 4xx.
     status, refused = call(

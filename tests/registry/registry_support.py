@@ -8,13 +8,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import uvicorn
+from serving import serve_asgi
 
 from modelhost.registry import RegistryApp, RegistrySettings, RegistryStore
 
@@ -23,30 +21,11 @@ API = "/api/model_registry/v1"
 
 
 @contextmanager
-def serve_asgi(app: Any) -> Iterator[int]:
-    """``app`` under uvicorn on a free loopback port (the listening socket is bound first)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    config = uvicorn.Config(app, lifespan="off", log_config=None, http="httptools")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield int(sock.getsockname()[1])
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-        assert not thread.is_alive()
-
-
-@contextmanager
 def serve_registry(url: str) -> Iterator[int]:
     """A registry over the database at ``url``, served on a free port."""
     store = RegistryStore(url)
     try:
-        with serve_asgi(RegistryApp(store, RegistrySettings())) as port:
+        with serve_asgi(RegistryApp(store, RegistrySettings()), lifespan="off") as port:
             yield port
     finally:
         store.close()

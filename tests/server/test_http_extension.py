@@ -8,7 +8,6 @@ shape, and serves v1 and v2 alone without one.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
+from serving import serve_asgi
 
 from modelhost import errors
 from modelhost.model.repository import ModelRepository
@@ -113,20 +112,8 @@ def serving(routes: RouteProvider | None) -> Iterator[str]:
     with ThreadPoolExecutor(1) as pool:
         dataplane = DataPlane(ModelRepository(), StepRunner(pool, metrics), "modelhost")
         app = HttpApp(dataplane, metrics, ServerSettings(), routes)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()  # connections wait in the backlog until uvicorn accepts them
-        config = uvicorn.Config(app, lifespan="off", log_config=None, http="httptools")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-        finally:
-            server.should_exit = True
-            thread.join(10)
-            sock.close()
-            assert not thread.is_alive()
+        with serve_asgi(app, lifespan="off") as port:
+            yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,18 @@ artifacts it names are a local folder and an object on the moto S3 server.
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import joblib
 import pytest
+from serving import serve_asgi
 from sklearn.dummy import DummyClassifier
 from storage_servers import S3Server
 
 from modelhost import errors, storage
+from modelhost.registry import RegistryApp, RegistrySettings, RegistryStore
 from modelhost.settings import StorageSettings
 from modelhost.storage.model_registry import (
     RegistryReference,
@@ -25,11 +26,6 @@ from modelhost.storage.model_registry import (
     parse_reference,
     resolve_uri,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
-from registry_support import serve_asgi
-
-from modelhost.registry import RegistryApp, RegistrySettings, RegistryStore
 
 TOKEN = "registry-secret"
 
@@ -80,7 +76,7 @@ class _TokenGate:
 def registry(tmp_path: Path) -> Iterator[tuple[str, RegistryRestClient]]:
     """A token-guarded registry on a free port, and a client of it."""
     store = RegistryStore(str(tmp_path / "registry.sqlite"))
-    with serve_asgi(_TokenGate(RegistryApp(store, RegistrySettings()))) as port:
+    with serve_asgi(_TokenGate(RegistryApp(store, RegistrySettings())), lifespan="off") as port:
         url = f"http://127.0.0.1:{port}"
         client = RegistryRestClient(url, TOKEN)
         yield url, client

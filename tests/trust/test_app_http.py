@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +10,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
+from serving import serve_asgi
 
 from modelhost.trust import TrustApp, TrustSettings, TrustStore
 from tests.trust.trust_support import (
@@ -37,20 +35,8 @@ def served(tmp_path: Path) -> Iterator[str]:
         CollectorRegistry(),
         TrustSettings(max_body_bytes=4096),
     )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    config = uvicorn.Config(app, lifespan="on", log_config=None, http="httptools")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-        assert not thread.is_alive()
+    with serve_asgi(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def _structured(event_id: str, event_type: str, data: Any) -> dict[str, Any]:

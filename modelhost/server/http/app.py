@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from modelhost import errors
@@ -27,6 +27,7 @@ from modelhost.access import (
 from modelhost.server.dataplane import DataPlane
 from modelhost.server.endpoint_roles import OPEN_ENDPOINTS, role_for
 from modelhost.server.http import docs
+from modelhost.server.http.asgi import Receive, Scope, Send, send_answer, serve_lifespan
 from modelhost.server.http.extension import RouteProvider
 from modelhost.server.http.limits import BytesInFlight, Reservation
 from modelhost.server.http.messages import (
@@ -45,10 +46,6 @@ from modelhost.server.metrics import Metrics
 from modelhost.settings import ServerSettings
 
 __all__ = ["HttpApp"]
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 access_logger = logging.getLogger("modelhost.access")
 logger = logging.getLogger("modelhost.server")
@@ -168,7 +165,7 @@ class HttpApp:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await serve_lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -392,21 +389,12 @@ def _charged(receive: Receive, reservation: Reservation) -> Receive:
 
 
 async def _send(send: Send, response: HttpResponse, method: str) -> None:
-    headers = [
-        (b"content-type", response.content_type.encode("latin-1")),
-        (b"content-length", str(len(response.body)).encode("latin-1")),
-    ]
-    headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items())
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    body = b"" if method == "HEAD" else response.body
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
+    await send_answer(
+        send,
+        response.status,
+        response.body,
+        response.content_type,
+        headers,
+        head=method == "HEAD",
+    )

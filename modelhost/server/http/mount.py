@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+
+from modelhost.server.http.asgi import AsgiApp
 
 __all__ = ["AsgiApp", "Mount"]
-
-AsgiApp = Callable[
-    [
-        dict[str, Any],
-        Callable[[], Awaitable[dict[str, Any]]],
-        Callable[[dict[str, Any]], Awaitable[None]],
-    ],
-    Awaitable[None],
-]
 
 
 @dataclass(frozen=True, slots=True)

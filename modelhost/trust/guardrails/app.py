@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from modelhost import errors
+from modelhost.server.http.asgi import Receive, Scope, Send, send_answer, serve_lifespan
 from modelhost.server.http.messages import read_body
 from modelhost.trust.guardrails.config import DetectorRegistry
 from modelhost.trust.guardrails.detection import Detection
@@ -28,9 +29,6 @@ from modelhost.trust.guardrails.orchestrator import Orchestrator
 
 __all__ = ["GUARDRAILS_PATHS", "GuardrailsApp", "GuardrailsSettings"]
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 logger = logging.getLogger("modelhost.trust.guardrails")
 
@@ -73,7 +71,7 @@ class GuardrailsApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await serve_lifespan(receive, send, on_stop=self.close)
             return
         if scope["type"] != "http":
             return
@@ -99,33 +97,12 @@ class GuardrailsApp:
         except Exception:
             logger.exception("guardrails: %s %s failed", method, path)
             status, content = 500, _error(500, "Internal error.")
-        payload = orjson.dumps(content)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_answer(send, status, orjson.dumps(content))
 
     async def close(self) -> None:
         """Close the detectors' and the LLM backend's clients."""
         await self.detectors.close()
         await self.orchestrator.llm.close()
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     async def _contents(self, headers: dict[str, str], body: Any) -> Any:
         detector = self.detectors.get(_detector_id(headers))

@@ -1,16 +1,10 @@
-"""Shared helpers of the guardrails tests: a tiny classifier folder and a served ASGI app."""
+"""Shared helpers of the guardrails tests: a tiny toxicity classifier saved in a folder."""
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import joblib
-import uvicorn
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -40,22 +34,3 @@ def train_toxicity(folder: Path) -> Path:
     pipeline.fit(TOXIC + KIND, [1] * len(TOXIC) + [0] * len(KIND))
     joblib.dump(pipeline, folder / "model.joblib")
     return folder
-
-
-@contextmanager
-def serve_asgi(app: Any) -> Iterator[str]:
-    """``app`` under uvicorn on a free loopback port; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    config = uvicorn.Config(app, lifespan="on", log_config=None, http="httptools")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-        assert not thread.is_alive()

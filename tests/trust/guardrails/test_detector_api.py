@@ -7,9 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from serving import serve_asgi
 
 from modelhost.trust.guardrails import GuardrailsApp, HttpLLMBackend, load_detectors
-from tests.trust.guardrails.guardrails_support import serve_asgi, train_toxicity
+from tests.trust.guardrails.guardrails_support import train_toxicity
 
 EMAIL_TEXT = "Write to jane.doe@example.com today."
 
@@ -23,7 +24,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
         "toxicity:\n  kind: classifier\n  params: {path: tox, detection_type: toxicity}\n"
     )
     app = GuardrailsApp(load_detectors(home / "guardrails.yaml"), HttpLLMBackend("http://unused"))
-    with serve_asgi(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with (
+        serve_asgi(app) as port,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client,
+    ):
         yield client
 
 

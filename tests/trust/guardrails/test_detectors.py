@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from serving import serve_asgi
 
 from modelhost import errors
 from modelhost.trust.guardrails import Detection, load_detectors, redact
@@ -13,7 +14,7 @@ from modelhost.trust.guardrails.classifier import ClassifierDetector
 from modelhost.trust.guardrails.pii import PresidioDetector
 from modelhost.trust.guardrails.regex import RegexDetector
 from modelhost.trust.guardrails.served import ServedModelDetector
-from tests.trust.guardrails.guardrails_support import serve_asgi, train_toxicity
+from tests.trust.guardrails.guardrails_support import train_toxicity
 
 TEXT = "Mail jane.doe@example.com or call 212-555-0199; SSN 536-22-8726."
 
@@ -122,8 +123,9 @@ class _V2Scorer:
 
 async def test_served_model_as_a_detector() -> None:
     scorer = _V2Scorer()
-    with serve_asgi(scorer) as url:
-        detector = ServedModelDetector({"url": f"{url}/v2/models/judge/infer", "label": "bad"})
+    with serve_asgi(scorer) as port:
+        url = f"http://127.0.0.1:{port}/v2/models/judge/infer"
+        detector = ServedModelDetector({"url": url, "label": "bad"})
         try:
             found = await detector.detect(["a bad thing", "a good thing"])
         finally:

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from serving import StartServer
+from serving import StartServer, serve_asgi
 
 from modelhost.trust.guardrails import GuardrailsApp, HttpLLMBackend, load_detectors
 from tests.server.openai.openai_fakes import SECRET, FakeLLM
-from tests.trust.guardrails.guardrails_support import serve_asgi
 
 ROUTE = "/api/v2/chat/completions-detection"
 PII_CHAT = "repeat: I am jane.doe@example.com, phone 212-555-0199"
@@ -33,7 +32,10 @@ def orchestrated(serve: StartServer) -> Iterator[Orchestrated]:
     llm = FakeLLM()
     running = serve([llm], enable_grpc=False)
     app = GuardrailsApp(load_detectors(), HttpLLMBackend(running.http_url + "/v1"))
-    with serve_asgi(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with (
+        serve_asgi(app) as port,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client,
+    ):
         yield Orchestrated(client, llm)
 
 
