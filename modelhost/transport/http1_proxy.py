@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import http
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping
 from ssl import SSLContext
-from typing import Any, cast
+from typing import cast
 
 import httptools
 import orjson
 
 from modelhost import errors
 from modelhost.settings import Http1Limits
+from modelhost.transport.http1_in_process import ASGIApp, InProcess, answer_in_process
 from modelhost.transport.http1_limits import DeadlineSweeper, capped_connections, error_response
 from modelhost.transport.http1_upstream import BODY, LOCAL, Forwarding, ProxiedRequest, ProxyPool
 from modelhost.transport.target import Admission
@@ -56,31 +56,10 @@ __all__ = [
 
 logger = logging.getLogger("modelhost.transport")
 
-ASGIApp = Callable[
-    [
-        MutableMapping[str, Any],
-        Callable[[], Awaitable[MutableMapping[str, Any]]],
-        Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ],
-    Awaitable[None],
-]
-
 Resolver = Callable[[ProxiedRequest], object]
 """``resolve(request)``: where it goes: a destination for ``forward``, LOCAL (the owner's
 ASGI app), an :class:`InProcess` app, BODY (asked before the body is in: ask again with it)
 or None (404). It may raise ``modelhost.errors`` to refuse the request."""
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class InProcess:
-    """A destination answered in this process by ``app`` (ASGI), not relayed to a target.
-
-    ``owner`` is what the destination belongs to, for ``admit`` (a service, to check a token
-    against). The request reaches ``app`` whole, as the owner's own routes do.
-    """
-
-    app: ASGIApp
-    owner: object = None
 
 
 Admit = Callable[[ProxiedRequest, object], Admission]
@@ -549,14 +528,14 @@ class ProxyServer:
             if admission is not None:
                 admission.release()  # nothing is held for the owner's own routes
             if destination is LOCAL and self.local_app is not None:
-                self.spawn(self._local(client, request, self.local_app, "the platform's API"))
+                self.spawn(answer_in_process(client, request, self.local_app, "the platform's API"))
             else:
                 self._not_found(client, request)
             return
         if isinstance(destination, InProcess):
             if admission is not None:
                 admission.release()
-            self.spawn(self._local(client, request, destination.app, "an in-process app"))
+            self.spawn(answer_in_process(client, request, destination.app, "an in-process app"))
             return
         if self.forward is None:
             self._not_found(client, request)
@@ -582,51 +561,6 @@ class ProxyServer:
     def _not_found(self, client: ProxyClient, request: ProxiedRequest) -> None:
         message = self.not_found.format(host=request.host or "-", path=request.path)
         client.respond_error(404, message, request.keep_alive)
-
-    async def _local(
-        self, client: ProxyClient, request: ProxiedRequest, app: ASGIApp, what: str
-    ) -> None:
-        """A whole request through an ASGI app: the owner's routes, or an InProcess one."""
-        path, _, query = request.url.partition(b"?")
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": request.method.decode("latin-1"),
-            "path": path.decode("latin-1"),
-            "raw_path": path,
-            "query_string": query,
-            "headers": request.headers,
-            "client": (client.peer.decode(), 0),
-        }
-        sent = False
-        status = 500
-        headers: list[tuple[bytes, bytes]] = []
-        chunks: list[bytes] = []
-
-        async def receive() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": request.body, "more_body": False}
-
-        async def send(message: MutableMapping[str, Any]) -> None:
-            nonlocal status, headers
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", ())]
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-
-        try:
-            await app(scope, receive, send)
-        except Exception:
-            logger.exception("the proxy's route %s to %s failed", scope["path"], what)
-            client.respond_error(500, f"internal error in {what}", request.keep_alive)
-            return
-        content_type = next((v for k, v in headers if k == b"content-type"), b"application/json")
-        client.respond(status, b"".join(chunks), content_type, request.keep_alive, headers)
 
 
 def _reason(status: int) -> bytes:

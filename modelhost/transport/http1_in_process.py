@@ -1,0 +1,104 @@
+"""Requests the HTTP/1.1 proxy answers in its own process, through an ASGI app.
+
+The gateway relays most requests to replicas byte for byte; a few it answers itself: the
+platform's own routes, and destinations served in-process (an InferenceGraph's router,
+TrustyAI's API, the guardrails, the model registry). Those get the request whole, as one ASGI
+call, and their answer goes back as one response.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
+
+from modelhost.transport.http1_upstream import ProxiedRequest
+
+__all__ = ["ASGIApp", "InProcess", "Responder", "answer_in_process"]
+
+logger = logging.getLogger("modelhost.transport")
+
+ASGIApp = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[MutableMapping[str, Any]]],
+        Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class InProcess:
+    """A destination answered in this process by ``app`` (ASGI), not relayed to a target.
+
+    ``owner`` is what the destination belongs to, for ``admit`` (a service, to check a token
+    against). The request reaches ``app`` whole, as the owner's own routes do.
+    """
+
+    app: ASGIApp
+    owner: object = None
+
+
+class Responder(Protocol):
+    """The client connection's side that writes one whole answer."""
+
+    peer: bytes
+
+    def respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes,
+        keep_alive: bool = True,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None: ...
+
+    def respond_error(self, status: int, message: str, keep_alive: bool = True) -> None: ...
+
+
+async def answer_in_process(
+    client: Responder, request: ProxiedRequest, app: ASGIApp, what: str
+) -> None:
+    """A whole request through ``app``; its answer written to ``client`` (500 if it fails)."""
+    path, _, query = request.url.partition(b"?")
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": request.method.decode("latin-1"),
+        "path": path.decode("latin-1"),
+        "raw_path": path,
+        "query_string": query,
+        "headers": request.headers,
+        "client": (client.peer.decode(), 0),
+    }
+    sent = False
+    status = 500
+    headers: list[tuple[bytes, bytes]] = []
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": request.body, "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        nonlocal status, headers
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", ())]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    try:
+        await app(scope, receive, send)
+    except Exception:
+        logger.exception("the proxy's route %s to %s failed", scope["path"], what)
+        client.respond_error(500, f"internal error in {what}", request.keep_alive)
+        return
+    content_type = next((v for k, v in headers if k == b"content-type"), b"application/json")
+    client.respond(status, b"".join(chunks), content_type, request.keep_alive, headers)
