@@ -10,6 +10,7 @@ tensor; a tensor of shape ``[rows, k]`` is ``k`` columns ``<name>-0`` … ``<nam
 from __future__ import annotations
 
 import base64
+import functools
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,8 +50,14 @@ class LoggedPayload:
     rows: int
 
 
+# What a stored value may be (type() is checked, not isinstance: one set lookup per value,
+# done in C by map, as the logger's sink decodes every logged request).
+_SCALARS = frozenset({int, float, str, bool})
+_SIZES = frozenset({int})
+
+
 def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list) and any(isinstance(item, list) for item in data):
+    if type(data) is list and list in set(map(type, data)):
         flat: list[Any] = []
         for item in data:
             flat.extend(_flatten(item) if isinstance(item, list) else [item])
@@ -73,9 +80,10 @@ def tensor_columns(tensors: Any, where: str) -> tuple[Columns, int]:
         if not isinstance(name, str) or not name:
             raise errors.InvalidInput(f"{where}[{index}].name must be a non-empty string.")
         if (
-            not isinstance(shape, list)
+            type(shape) is not list
             or not shape
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+            or not set(map(type, shape)) <= _SIZES
+            or min(shape) < 0
         ):
             raise errors.InvalidInput(f"{where}[{index}].shape must be a list of sizes.")
         values = _flatten(tensor.get("data"))
@@ -86,12 +94,13 @@ def tensor_columns(tensors: Any, where: str) -> tuple[Columns, int]:
             raise errors.InvalidInput(
                 f"{where}[{index}] ({name!r}) has {len(values)} values for shape {shape}."
             )
-        for value in values:
-            if not isinstance(value, (int, float, str, bool)):
-                raise errors.InvalidInput(
-                    f"{where}[{index}] ({name!r}) holds a {type(value).__name__}; "
-                    "numbers, strings and booleans are stored."
-                )
+        kinds = set(map(type, values))
+        if not kinds <= _SCALARS:
+            odd = next(iter(kinds - _SCALARS))
+            raise errors.InvalidInput(
+                f"{where}[{index}] ({name!r}) holds a {odd.__name__}; "
+                "numbers, strings and booleans are stored."
+            )
         if rows is not None and rows != shape[0]:
             raise errors.InvalidInput(
                 f"{where}[{index}] ({name!r}) has {shape[0]} rows, the tensors before it {rows}."
@@ -100,9 +109,14 @@ def tensor_columns(tensors: Any, where: str) -> tuple[Columns, int]:
         if width == 1:
             _add(columns, name, values, where)
         else:
-            for k in range(width):
-                _add(columns, f"{name}-{k}", values[k::width], where)
+            for k, column in enumerate(_column_names(name, width)):
+                _add(columns, column, values[k::width], where)
     return columns, rows or 0
+
+
+@functools.lru_cache(maxsize=1024)
+def _column_names(name: str, width: int) -> tuple[str, ...]:
+    return tuple(f"{name}-{k}" for k in range(width))
 
 
 def _add(columns: Columns, name: str, values: list[Any], where: str) -> None:

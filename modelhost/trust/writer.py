@@ -3,8 +3,8 @@
 The built-in sink sees every logged request. Decoding and writing each in its own
 transaction costs the serving process more than the request itself; here exchanges wait,
 undecoded, and are decoded and stored together, one transaction per round, one statement per
-model. Under light load each exchange is written at once; under heavy load a round starts at
-most every ``linger_s``, so that one commit serves many requests.
+model. A lone exchange is written at once; then a round starts at most every ``linger_s``, so
+that under load one commit serves many requests.
 
 Where the round runs was measured (bench/trust_scenario.py, gateway CPU per logged request):
 in a worker thread it cost the serving loop about twice what the same work costs on the loop
@@ -102,8 +102,10 @@ class BatchWriter:
                 models = set()
             if models:
                 self._on_written(models)
-            if self._pending:
-                await asyncio.sleep(max(0.0, started + self._linger_s - loop.time()))
+            # The round's window stays open: what arrives in it waits for the next round, so
+            # that under load a round takes many exchanges, not the one or two that came
+            # while the last one ran (measured: 4 a round at 1,300 requests/s without this).
+            await asyncio.sleep(max(0.0, started + self._linger_s - loop.time()))
 
     def _write(
         self, merged: list[tuple[InferenceBatch, list[InferenceBatch]]], inline: bool = False
