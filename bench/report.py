@@ -69,6 +69,39 @@ TARGETS = [
         "<=",
     ),
     (
+        "v2 REST iris, batching, 64 conns: modelhost / minimal uvicorn",
+        "iris",
+        "modelhost-batch",
+        "uvicorn-min",
+        "v2",
+        64,
+        "rps",
+        0.5,
+        ">=",
+    ),
+    (
+        "v1 REST iris, batching, 64 conns: modelhost / minimal uvicorn",
+        "iris",
+        "modelhost-batch",
+        "uvicorn-min",
+        "v1",
+        64,
+        "rps",
+        0.5,
+        ">=",
+    ),
+    (
+        "v2 REST iris, batching, 64 conns: modelhost / KServe (round two)",
+        "iris",
+        "modelhost-batch",
+        "kserve",
+        "v2",
+        64,
+        "rps",
+        12.0,
+        ">=",
+    ),
+    (
         "gRPC iris, batching, 64 conns: modelhost / minimal grpc.aio",
         "iris",
         "modelhost-batch",
@@ -300,6 +333,7 @@ def render(rows: list[dict], servers: list[dict], env: str) -> str:
             f"{'yes' if mine <= theirs else 'no'} |"
         )
     out += _access(avg)
+    out += _tails(avg)
     out += [
         "",
         "## Every load",
@@ -339,6 +373,38 @@ def render(rows: list[dict], servers: list[dict], env: str) -> str:
         )
     out += ["", "## Environment", "", "```", env.rstrip(), "```", ""]
     return "\n".join(out)
+
+
+TAIL_SERVERS = ("modelhost", "modelhost-batch")
+TAIL_CONNS = (8, 64)
+TAIL_GOAL = 3.0
+
+
+def _tails(avg: dict) -> list[str]:
+    """p99 over p50 of each REST load at 8 and 64 connections, batched and not (<= 3)."""
+    rows = []
+    for server in TAIL_SERVERS:
+        for proto in ("v2", "v1"):
+            for conns in TAIL_CONNS:
+                v = avg.get(("iris", server, proto, conns))
+                if v is None or not v["p50_ms"]:
+                    continue
+                ratio = v["p99_ms"] / v["p50_ms"]
+                rows.append(
+                    f"| {server} | {LOAD_NAMES[proto]} | {conns} | {v['p50_ms']:.2f} | "
+                    f"{v['p99_ms']:.2f} | {ratio:.2f} | <= {TAIL_GOAL} | "
+                    f"{'yes' if ratio <= TAIL_GOAL else 'no'} |"
+                )
+    if not rows:
+        return []
+    return [
+        "",
+        "### Tails: p99 / p50 on REST",
+        "",
+        "| server | load | conns | p50 ms | p99 ms | p99 / p50 | goal | met |",
+        "|---|---|---:|---:|---:|---:|---:|:-:|",
+        *rows,
+    ]
 
 
 def _access(avg: dict) -> list[str]:

@@ -7,9 +7,9 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from modelhost import errors, storage
+from modelhost import errors
 from modelhost._version import __version__
 from modelhost.cli import (
     graph_command,
@@ -21,18 +21,19 @@ from modelhost.cli import (
     serve_trust,
     trust_commands,
 )
-from modelhost.model.repository import ModelRepository
-from modelhost.runtimes import detect, model_folder
-from modelhost.server.extensions import ServerExtensions
-from modelhost.server.model_server import ModelServer, configure_logging
+from modelhost.runtimes.names import RUNTIME_NAMES
 from modelhost.settings import (
-    ServerSettings,
     StorageSettings,
     add_server_arguments,
     settings_from_args,
 )
-from modelhost.trust.explainers.served import explainer_from_settings
-from modelhost.trust.guardrails import detector_guardrails, load_detectors
+
+if TYPE_CHECKING:
+    from modelhost.server.extensions import ServerExtensions
+
+# Every command builds the whole parser, so this module and the command modules import
+# only what the parser needs; a command imports the rest when it runs (``serve`` is ready
+# sooner, ``apply`` and ``get`` pay for no server).
 
 __all__ = ["build_parser", "main", "runtime_options"]
 
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-format",
         dest="runtime",
         default=None,
-        help=f"framework: {', '.join(detect.RUNTIMES)} (default: detected from the files)",
+        help=f"framework: {', '.join(RUNTIME_NAMES)} (default: detected from the files)",
     )
     serve.add_argument(
         "--model-class",
@@ -225,12 +226,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _extensions(args: argparse.Namespace) -> ServerExtensions:
     """What the serve flags plug into the server (``--trust``, ``--explainer``,
     ``--detectors``)."""
+    from modelhost.server.extensions import ServerExtensions
+
     mount = serve_trust.trust_mount(args)
     settings = settings_from_args(args)
-    explainer = explainer_from_settings(settings.explainer, settings.explainer_background)
-    guardrails = (
-        detector_guardrails(load_detectors(Path(settings.detectors))) if settings.detectors else []
-    )
+    explainer = None
+    if settings.explainer or settings.explainer_background:  # the latter alone is an error
+        from modelhost.trust.explainers.served import explainer_from_settings
+
+        explainer = explainer_from_settings(settings.explainer, settings.explainer_background)
+    guardrails = []
+    if settings.detectors:
+        from modelhost.trust.guardrails import detector_guardrails, load_detectors
+
+        guardrails = detector_guardrails(load_detectors(Path(settings.detectors)))
     return ServerExtensions(
         explainer=explainer,
         guardrails=guardrails,
@@ -239,6 +248,9 @@ def _extensions(args: argparse.Namespace) -> ServerExtensions:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from modelhost.runtimes import detect, model_folder
+    from modelhost.server.model_server import ModelServer, configure_logging
+
     settings = settings_from_args(args)
     configure_logging(settings.log_level)
     target = args.model_dir or args.model_dir_flag
@@ -253,10 +265,9 @@ def _serve(args: argparse.Namespace) -> int:
         storage_settings = StorageSettings.from_env()
         path = _local_path(target, storage_settings) if target else Path.cwd()
         if target and args.model_class is None and model_folder.is_model_repository(path):
-            repository = _load_repository(path, options, settings, storage_settings)
-            ModelServer(
-                settings=settings, registered_models=repository, extensions=_extensions(args)
-            ).start()
+            from modelhost.cli.serve_repository import serve_repository
+
+            serve_repository(path, options, settings, storage_settings, _extensions(args))
             return 0
         name = args.name or _default_name(target, path)
         model = detect.build_model(
@@ -306,6 +317,8 @@ def _plan(args: argparse.Namespace) -> int:
 def _local_path(target: str, storage_settings: StorageSettings) -> Path:
     """The local folder or file for a path or a storageUri (fetched into the cache)."""
     if "://" in target:
+        from modelhost import storage  # its cache's file locks: only for a storageUri
+
         return storage.download(target, storage_settings)
     return Path(target).expanduser()
 
@@ -317,41 +330,6 @@ def _default_name(target: str | None, path: Path) -> str:
         last = last.split("@", 1)[0].split(":", 1)[0]
         return Path(last).stem or path.name
     return path.stem if path.is_file() else path.resolve().name
-
-
-def _load_repository(
-    root: Path,
-    options: dict[str, Any],
-    settings: ServerSettings,
-    storage_settings: StorageSettings,
-) -> ModelRepository:
-    """A repository over ``root``'s model folders, loaded up to the memory budget.
-
-    A model that fails to load is reported (and shown in the repository index with its
-    reason) without stopping the others; models past the budget load on first request.
-    """
-    folder = model_folder.ModelFolder(
-        root, options, resolve=lambda uri: storage.download(uri, storage_settings)
-    )
-    repository = ModelRepository(
-        loader=folder.build,
-        lister=folder.names,
-        max_loaded_models=settings.max_loaded_models,
-        max_loaded_bytes=settings.max_loaded_bytes,
-    )
-    names = folder.names()
-    if not names:
-        raise errors.ModelLoadError(f"No model folder in {root}.")
-    for index, name in enumerate(names):
-        full = bool(settings.max_loaded_models) and index >= settings.max_loaded_models
-        if full or any(repository.is_deferred(n) for n in names[:index]):
-            repository.defer(name)
-            continue
-        try:
-            repository.load(name)
-        except errors.ModelhostError as exc:
-            logger.error("Model %s did not load: %s", name, exc)
-    return repository
 
 
 if __name__ == "__main__":  # pragma: no cover

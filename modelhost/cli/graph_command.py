@@ -8,19 +8,17 @@ Deployment's container, both with ``--spec`` holding the router config
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import sys
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelhost import errors
-from modelhost.graph.config import load_router_config
-from modelhost.graph.router import RouterSettings
-from modelhost.graph.server import GraphServer, GraphServerSettings, run_graph_server
-from modelhost.server.model_server import configure_logging
 from modelhost.settings import Http1Limits
+
+if TYPE_CHECKING:
+    from modelhost.graph.server import GraphServerSettings
 
 __all__ = ["COMMAND", "add_command", "graph_settings", "run"]
 
@@ -91,6 +89,10 @@ def add_command(commands: Any) -> None:
 
 def graph_settings(args: argparse.Namespace) -> GraphServerSettings:
     """The router process's settings from the command line and ``MODELHOST_HOST``."""
+    # The router's modules load when it runs: every other command builds this parser too.
+    from modelhost.graph.router import RouterSettings
+    from modelhost.graph.server import GraphServerSettings
+
     gateway = (args.gateway or "").strip() or None
     if gateway is not None and ("/" in gateway or any(c.isspace() for c in gateway)):
         raise errors.InvalidInput(f"--gateway takes HOST:PORT, not {args.gateway!r}")
@@ -115,6 +117,10 @@ def graph_settings(args: argparse.Namespace) -> GraphServerSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    from modelhost.graph.config import load_router_config
+    from modelhost.graph.server import GraphServer, run_graph_server
+    from modelhost.server.model_server import configure_logging
+
     configure_logging(args.log_level)
     try:
         settings = graph_settings(args)
@@ -135,6 +141,8 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        import asyncio
+
         asyncio.run(main)
     else:
         uvloop.run(main)

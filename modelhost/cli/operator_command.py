@@ -7,7 +7,6 @@ imported only when the command runs, so the rest of the CLI works without it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    import asyncio
+
     from modelhost.server.model_server import configure_logging
 
     configure_logging(args.log_level)

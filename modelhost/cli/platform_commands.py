@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import os
@@ -13,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from modelhost import errors
 from modelhost.cli import platform_views
@@ -67,6 +64,12 @@ def add_commands(commands: Any) -> None:
     )
     up.add_argument(
         "--replica-start-timeout", type=float, default=300.0, help="seconds to become ready"
+    )
+    up.add_argument(
+        "--no-zygote",
+        dest="zygote",
+        action="store_false",
+        help="spawn every replica (default: fork tabular ones from a pre-imported interpreter)",
     )
     up.add_argument(
         "--graph-router",
@@ -188,6 +191,8 @@ def _up(args: argparse.Namespace) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard] on Linux
+        import asyncio
+
         asyncio.run(server.run(settings))
     else:
         uvloop.run(server.run(settings))
@@ -200,6 +205,8 @@ def _settings(args: argparse.Namespace, home: Path) -> Any:
 
     overrides: dict[str, Any] = {}
     if args.config:
+        import yaml
+
         loaded = yaml.safe_load(Path(args.config).read_text()) or {}
         if not isinstance(loaded, dict):
             raise errors.InvalidInput(f"{args.config}: expected a mapping of settings")
@@ -221,6 +228,7 @@ def _settings(args: argparse.Namespace, home: Path) -> Any:
         config=PlatformConfig(**overrides),
         workdir=os.getcwd(),
         replica_start_timeout_s=args.replica_start_timeout,
+        zygote=args.zygote,
         graph_router=args.graph_router,
         registry_db=args.registry_db,
         auth=args.auth,
@@ -370,6 +378,8 @@ def _client_command(args: argparse.Namespace) -> int:
 def _wait_ready(client: Any, services: list[dict[str, Any]], timeout: float) -> int:
     """Poll until every service serves what was applied; 1 on a failure or at time-out."""
     deadline = time.monotonic() + timeout
+    # A forked replica is Ready in about 0.1 s: poll closely at first, then gently.
+    close_until = time.monotonic() + 2.0
     waiting = list(services)
     why = {item["name"]: "no status yet" for item in services}
     while waiting:
@@ -385,7 +395,7 @@ def _wait_ready(client: Any, services: list[dict[str, Any]], timeout: float) -> 
             continue
         if time.monotonic() >= deadline:
             break
-        time.sleep(0.2)
+        time.sleep(0.02 if time.monotonic() < close_until else 0.2)
     for item in waiting:
         print(
             f"modelhost apply: {item['name']} not Ready in {timeout:.0f}s: {why[item['name']]}",

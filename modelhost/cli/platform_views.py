@@ -7,8 +7,6 @@ import datetime
 import json
 from typing import Any
 
-import yaml
-
 __all__ = ["describe", "get"]
 
 _SERVICE_KINDS = ("isvc", "inferenceservice", "inferenceservices")
@@ -25,6 +23,8 @@ def get(client: Any, args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     if args.output == "yaml":
+        import yaml  # here, as the other outputs need none
+
         data = items[0] if args.name else {"items": items}
         print(yaml.safe_dump(data, sort_keys=False), end="")
         return 0
@@ -62,6 +62,8 @@ def get(client: Any, args: argparse.Namespace) -> int:
 
 
 def describe(client: Any, args: argparse.Namespace) -> int:
+    import yaml  # here, not with the parser that every command builds
+
     item = client.get(args.kind, args.namespace, args.name)
     print(yaml.safe_dump(item, sort_keys=False), end="")
     kind = args.kind.lower()

@@ -14,13 +14,13 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from modelhost import errors
 from modelhost.cli.gateway_options import add_gateway_options, gateway_url, home_of
-from modelhost.storage.model_registry import RegistryRequestFailed, RegistryRestClient
+
+if TYPE_CHECKING:
+    from modelhost.storage.model_registry import RegistryRestClient
 
 __all__ = ["add_command", "inference_service", "register", "run"]
 
@@ -79,6 +79,9 @@ def add_command(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not with the parser that every command builds.
+    from modelhost.storage.model_registry import RegistryRestClient
+
     token = args.token or os.environ.get("MODELHOST_TOKEN") or None
     try:
         client = RegistryRestClient(gateway_url(args, _URL_VARIABLE), token)
@@ -220,6 +223,8 @@ def _deploy(client: RegistryRestClient, args: argparse.Namespace) -> Any:
     document = inference_service(
         service, args.namespace, model, version, str(model_format), args.runtime
     )
+    import yaml
+
     text = yaml.safe_dump(document, sort_keys=False)
     if args.dry_run:
         return text
@@ -242,6 +247,8 @@ _VERBS = {"register": _register, "list": _list, "show": _show, "deploy": _deploy
 
 
 def _find(client: RegistryRestClient, path: str, params: dict[str, str]) -> dict[str, Any] | None:
+    from modelhost.storage.model_registry import RegistryRequestFailed
+
     try:
         found: dict[str, Any] = client.get(path, params)
     except RegistryRequestFailed as exc:

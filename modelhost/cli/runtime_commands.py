@@ -16,11 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from modelhost import control
 from modelhost._version import __version__
-from modelhost.control.runtimes import DEFAULT_IMAGE_REGISTRY
 
 __all__ = [
     "COMMAND",
@@ -62,7 +58,7 @@ def add_command(commands: Any) -> None:
         "--image_registry",
         dest="image_registry",
         type=_registry,
-        default=DEFAULT_IMAGE_REGISTRY,
+        default=None,
         metavar="PREFIX",
         help="registry and path in place of `modelhost/` (e.g. registry.example.com/ml)",
     )
@@ -97,21 +93,31 @@ def run(args: argparse.Namespace) -> int:
         # One object, as `kubectl get -o json` prints many: a List.
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}, indent=2))
     else:
+        import yaml
+
         print(yaml.safe_dump_all(documents, sort_keys=False), end="")
     return 0
 
 
 def runtime_documents(
-    image_registry: str = DEFAULT_IMAGE_REGISTRY, tag: str = __version__
+    image_registry: str | None = None, tag: str = __version__
 ) -> list[dict[str, Any]]:
-    """The built-in ClusterServingRuntimes as plain data, with KServe's field names."""
-    return [control.to_dict(runtime) for runtime in control.builtin_runtimes(image_registry, tag)]
+    """The built-in ClusterServingRuntimes as plain data, with KServe's field names.
+
+    ``image_registry`` None: the images' own registry (``control.runtimes``'s default).
+    """
+    # The control plane is imported here, not with the parser that every command builds.
+    from modelhost import control
+    from modelhost.control.runtimes import DEFAULT_IMAGE_REGISTRY
+
+    runtimes = control.builtin_runtimes(image_registry or DEFAULT_IMAGE_REGISTRY, tag)
+    return [control.to_dict(runtime) for runtime in runtimes]
 
 
-def folder_files(
-    image_registry: str = DEFAULT_IMAGE_REGISTRY, tag: str = __version__
-) -> dict[str, str]:
+def folder_files(image_registry: str | None = None, tag: str = __version__) -> dict[str, str]:
     """File name → text: ``<runtime>.yaml`` for each runtime, and the kustomization listing them."""
+    import yaml
+
     files: dict[str, str] = {}
     for document in runtime_documents(image_registry, tag):
         text = yaml.safe_dump(document, sort_keys=False)

@@ -9,14 +9,10 @@ with the server's tokens (GETs a caller token, writes a deployer token) when tok
 from __future__ import annotations
 
 import argparse
-import asyncio
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from prometheus_client import CollectorRegistry
-
-from modelhost.server.http.mount import Mount
-from modelhost.trust import TrustApp, TrustSettings, TrustStore
-from modelhost.trust.paths import is_trust_path
+if TYPE_CHECKING:
+    from modelhost.server.http.mount import Mount
 
 __all__ = ["add_arguments", "trust_mount"]
 
@@ -45,6 +41,15 @@ def trust_mount(args: argparse.Namespace) -> Mount | None:
     """
     if not getattr(args, "trust", False):
         return None
+    # Imported here: a server without --trust never loads the trust layer.
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from modelhost.server.http.mount import Mount
+    from modelhost.trust import TrustApp, TrustSettings, TrustStore
+    from modelhost.trust.paths import is_trust_path
+
     store = TrustStore(args.trust_store)
     app = TrustApp(store, CollectorRegistry(), TrustSettings())
 

@@ -11,11 +11,13 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelhost import errors
 from modelhost.cli.gateway_options import add_gateway_options, gateway_url
-from modelhost.trust.client import TrustClient, typed_value
+
+if TYPE_CHECKING:
+    from modelhost.trust.client import TrustClient
 
 __all__ = ["add_command"]
 
@@ -72,6 +74,9 @@ def add_command(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, as the trust package brings the trust app: the parser is every command's.
+    from modelhost.trust.client import TrustClient
+
     try:
         token = args.token or os.environ.get("MODELHOST_TOKEN") or None
         with TrustClient(gateway_url(args, "MODELHOST_TRUST_URL"), token) as client:
@@ -110,6 +115,8 @@ def _ranges(items: list[str]) -> list[list[int]]:
 
 
 def _metric_body(args: argparse.Namespace) -> dict[str, Any]:
+    from modelhost.trust.client import typed_value
+
     body: dict[str, Any] = {"modelId": args.model}
     if args.trust_command == "fairness":
         body.update(

@@ -33,7 +33,7 @@ from modelhost.local.mesh import mesh_server
 from modelhost.local.metrics import GatewayMetrics, ReplicaCount
 from modelhost.local.payload_logger import PayloadLogger
 from modelhost.local.reaper import ReplicaLedger, reap_leftovers
-from modelhost.local.reconciler import GRAPH, SERVICE, Reconciler, stored_runtimes
+from modelhost.local.reconciler import GRAPH, SERVICE, Reconciler, replica_env, stored_runtimes
 from modelhost.local.registry_deploy import RegistryDeployments
 from modelhost.local.registry_host import RegistryHost
 from modelhost.local.revision import RevisionRunner
@@ -42,6 +42,7 @@ from modelhost.local.settings import PlatformSettings
 from modelhost.local.store import Store, StoredObject
 from modelhost.local.traffic import TrafficRouter
 from modelhost.local.trust_host import TRUST_SINK, TrustHost
+from modelhost.local.zygote import Zygote
 from modelhost.transport.http1_proxy import ProxyServer
 from modelhost.transport.target import Target
 
@@ -62,6 +63,8 @@ class Platform:
         self._reconciler: Reconciler | None = None
         self._mesh: ProxyServer | None = None
         self._graph_host: GraphHost | None = None
+        # The fork-server tabular replicas start from (local.zygote); None when turned off.
+        self.zygote: Zygote | None = None
         # TrustyAI's API and the payload logger's built-in sink (local.trust_host).
         self.trust: TrustHost | None = None
         # TrustyAI's detector API and guardrails orchestrator (local.guardrails_host).
@@ -102,6 +105,10 @@ class Platform:
         self._store = Store(self.settings.state_path)
         # What a platform killed on this home left running goes before anything starts.
         await asyncio.to_thread(reap_leftovers, self._store)
+        if self.settings.zygote:
+            # First: its imports run while the rest starts; replicas spawn until it is ready.
+            self.zygote = Zygote(self.settings.home, replica_env(self.settings))
+            await self.zygote.start()
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -141,6 +148,7 @@ class Platform:
             mesh_address=mesh_address,
             graph_host=self._graph_host,
             registry=RegistryDeployments(self.registry.store) if self.registry.store else None,
+            zygote=self.zygote,
         )
         self._reconciler.start()
 
@@ -148,6 +156,9 @@ class Platform:
         """Stop every replica (they drain) and close what was opened."""
         if self._reconciler is not None:
             await self._reconciler.stop()
+        if self.zygote is not None:
+            # After the replicas: those it forked die with it.
+            await self.zygote.stop()
         if self._mesh is not None:
             await self._mesh.stop()
         if self._graph_host is not None:
@@ -171,6 +182,8 @@ class Platform:
         """At interpreter exit after a failure: no replica may outlive the platform."""
         if self._reconciler is not None:
             self._reconciler.kill_now()
+        if self.zygote is not None:
+            self.zygote.kill_now()
 
     # -- the API --------------------------------------------------------------------------
 

@@ -48,10 +48,11 @@ from modelhost.local.revision import ReplicaSpec, RevisionRunner
 from modelhost.local.settings import PlatformSettings
 from modelhost.local.store import Store, StoredObject
 from modelhost.local.traffic import TrafficRouter, split_traffic
+from modelhost.local.zygote import Zygote
 from modelhost.storage.model_registry import ResolvedArtifact
 from modelhost.transport.http1_proxy import ProxyServer
 
-__all__ = ["GRAPH", "SERVICE", "Reconciler", "ServiceState", "stored_runtimes"]
+__all__ = ["GRAPH", "SERVICE", "Reconciler", "ServiceState", "replica_env", "stored_runtimes"]
 
 logger = logging.getLogger("modelhost.local")
 
@@ -90,6 +91,7 @@ class Reconciler:
         mesh_address: str = "",
         graph_host: GraphHost | None = None,
         registry: RegistryDeployments | None = None,
+        zygote: Zygote | None = None,
     ) -> None:
         self.settings = settings
         self._store = store
@@ -103,6 +105,8 @@ class Reconciler:
         self._graph_host = graph_host
         # Resolves model-registry:// storageUris and records deployments (None: no registry).
         self._registry = registry
+        # Forks the replicas it can (modelhost.local.zygote); None: every replica is spawned.
+        self._zygote = zygote
         self._services: dict[tuple[str, str, str], ServiceState] = {}
         self._reconciles: set[asyncio.Task[None]] = set()
         # Revisions nothing routes to any more, draining in the background: tracked so that
@@ -432,12 +436,7 @@ class Reconciler:
         return component_status, Check(condition, False, reason, message)
 
     def _replica_spec(self, service: ServiceState, plan: ComponentPlan) -> ReplicaSpec:
-        env = {**os.environ, **self.settings.replica_env}
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        # Replicas are reached through the gateway only, which checked the caller and
-        # ended TLS: loopback, clear text, no tokens, whatever the platform's environment.
-        env.update(MODELHOST_HOST="127.0.0.1", MODELHOST_AUTH="none", MODELHOST_SSL_CERTFILE="")
-        env.update(MODELHOST_SSL_KEYFILE="", MODELHOST_SSL_CA_CERTS="")
+        env = replica_env(self.settings)
         calls = plan.calls
 
         def predictor_host() -> str:
@@ -454,6 +453,7 @@ class Reconciler:
             stop_grace_s=self.settings.replica_stop_grace_s,
             predictor_host=predictor_host,
             ledger=self._ledger,
+            zygote=self._zygote,
         )
 
     def _log_dir(self, namespace: str, name: str) -> Path:
@@ -501,6 +501,17 @@ class Reconciler:
         for service in self._services.values():
             for component in service.components.values():
                 yield from component.runners.values()
+
+
+def replica_env(settings: PlatformSettings) -> dict[str, str]:
+    """The environment every replica starts with, its component's own variables aside."""
+    env = {**os.environ, **settings.replica_env}
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # Replicas are reached through the gateway only, which checked the caller and
+    # ended TLS: loopback, clear text, no tokens, whatever the platform's environment.
+    env.update(MODELHOST_HOST="127.0.0.1", MODELHOST_AUTH="none", MODELHOST_SSL_CERTFILE="")
+    env.update(MODELHOST_SSL_KEYFILE="", MODELHOST_SSL_CA_CERTS="")
+    return env
 
 
 def stored_runtimes(store: Store) -> list[ServingRuntime | ClusterServingRuntime]:

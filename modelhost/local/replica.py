@@ -8,6 +8,10 @@ probe), or, for a custom server that has no such route, until its HTTP port acce
 A replica must not outlive the platform, even one killed at once: on Linux the kernel sends
 it SIGKILL when the platform dies (``PR_SET_PDEATHSIG``), and a ledger records it so that
 the next platform kills what it spawned (:mod:`modelhost.local.reaper`).
+
+A local ``modelhost serve`` of a tabular runtime is forked from the platform's zygote when one
+is up (:mod:`modelhost.local.zygote`): the same argv, environment, folder and log file,
+without the seconds of imports; any other argv, or a zygote that is down, is spawned.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from typing import Protocol
 
 import aiohttp
 
+from modelhost.local.zygote import Zygote, ZygoteUnavailable
+
 __all__ = [
     "REPLICA_ID_VARIABLE",
     "Replica",
@@ -42,6 +48,10 @@ logger = logging.getLogger("modelhost.local")
 
 _PROBE_PATH = "/v2/health/ready"
 _PROBE_INTERVAL_S = 0.05
+# A forked replica is probed this often for its first seconds: it is ready in tens of
+# milliseconds, and a refused connection costs next to nothing. A spawned one takes seconds.
+_FIRST_PROBES_INTERVAL_S = 0.005
+_FIRST_PROBES_S = 2.0
 # What whatever a replica spawns inherits too: how the reaper knows a process is ours.
 REPLICA_ID_VARIABLE = "MODELHOST_REPLICA_ID"
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -53,6 +63,18 @@ class ReplicaLedger(Protocol):
     def started(self, replica: Replica) -> None: ...
 
     def ended(self, replica: Replica) -> None: ...
+
+
+class ReplicaProcess(Protocol):
+    """A replica's process: spawned (asyncio's) or forked by the zygote."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
 
 
 class ReplicaState(enum.Enum):
@@ -102,6 +124,7 @@ class Replica:
         log_path: Path,
         cwd: str | None = None,
         ledger: ReplicaLedger | None = None,
+        zygote: Zygote | None = None,
     ) -> None:
         self.name = name
         self.id = uuid.uuid4().hex
@@ -115,7 +138,9 @@ class Replica:
         self.in_flight = 0
         self.started_at = 0.0
         self.ready_at: float | None = None
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: ReplicaProcess | None = None
+        self._zygote = zygote
+        self.forked = False
         self._stopping = False
         self._ledger = ledger
         self._recorded = False
@@ -161,16 +186,18 @@ class Replica:
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
                 log.write(f"--- {stamp} {self.name}: start\n".encode())
                 log.flush()
-                self._process = await asyncio.create_subprocess_exec(
-                    *self.argv,
-                    env=self.env,
-                    cwd=self.cwd,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=_die_with(os.getpid()) if _PRCTL is not None else None,
-                )
+                self._process = await self._fork(log.fileno())
+                if self._process is None:
+                    self._process = await asyncio.create_subprocess_exec(
+                        *self.argv,
+                        env=self.env,
+                        cwd=self.cwd,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=asyncio.subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=_die_with(os.getpid()) if _PRCTL is not None else None,
+                    )
         finally:
             self._spawning = False
         self.started_at = time.monotonic()
@@ -181,13 +208,33 @@ class Replica:
             # stop() ran while the process was being created: it found nothing to stop.
             await self._terminate()
             return
-        logger.info("replica %s started: pid %s, port %s", self.name, self.pid, self.http_port)
+        logger.info(
+            "replica %s %s: pid %s, port %s",
+            self.name,
+            "forked" if self.forked else "started",
+            self.pid,
+            self.http_port,
+        )
+
+    async def _fork(self, log_fd: int) -> ReplicaProcess | None:
+        """The process forked from the zygote; None: spawn it (no zygote, or it failed)."""
+        zygote = self._zygote
+        if zygote is None or not zygote.accepts(self.argv, self.env):
+            return None
+        try:
+            process = await zygote.fork(self.argv, self.env, self.cwd, log_fd)
+        except ZygoteUnavailable as exc:
+            logger.warning("replica %s: %s; spawning it", self.name, exc)
+            return None
+        self.forked = True
+        return process
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> bool:
         """Probe until the server is ready; False when the process exits or time runs out."""
         deadline = time.monotonic() + timeout
         url = f"http://{self.http_address}{_PROBE_PATH}"
         probe_timeout = aiohttp.ClientTimeout(total=2.0)
+        fast_until = time.monotonic() + (_FIRST_PROBES_S if self.forked else 0.0)
         while time.monotonic() < deadline:
             if self._process is None or self._process.returncode is not None or self._stopping:
                 return False
@@ -201,7 +248,8 @@ class Replica:
                         return True
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 pass
-            await asyncio.sleep(_PROBE_INTERVAL_S)
+            fast = time.monotonic() < fast_until
+            await asyncio.sleep(_FIRST_PROBES_INTERVAL_S if fast else _PROBE_INTERVAL_S)
         return False
 
     async def wait_exit(self) -> int:

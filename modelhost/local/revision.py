@@ -25,6 +25,7 @@ from modelhost import errors
 from modelhost.control import Revision, ScalingPolicy
 from modelhost.local.autoscaler import Autoscaler
 from modelhost.local.replica import Replica, ReplicaLedger, ReplicaState, free_port, local_argv
+from modelhost.local.zygote import Zygote
 
 __all__ = ["ReplicaSpec", "RevisionRunner"]
 
@@ -50,6 +51,8 @@ class ReplicaSpec:
     predictor_host: Callable[[], str]
     # Where the replicas are written down while they run (so a killed platform's are found).
     ledger: ReplicaLedger | None = None
+    # Forks the replicas it can (a local tabular ``modelhost serve``); None: all are spawned.
+    zygote: Zygote | None = None
 
 
 class RevisionRunner:
@@ -291,6 +294,7 @@ class RevisionRunner:
             log_path=self.spec.log_dir / f"{self.name}.log",
             cwd=self.spec.cwd,
             ledger=self.spec.ledger,
+            zygote=self.spec.zygote,
         )
         self.replicas.append(replica)
         self._spawn(self._run(replica))

@@ -43,6 +43,9 @@ class PlatformSettings:
     replica_start_timeout_s: float = 300.0
     replica_stop_grace_s: float = 10.0
     autoscale_tick_s: float = 1.0
+    # Fork tabular replicas from a pre-imported interpreter (modelhost.local.zygote) instead
+    # of spawning each: a cold start without seconds of imports. Off: every replica spawns.
+    zygote: bool = True
     # Where InferenceGraph routers run: "in-process" (in the gateway: no hop of their own)
     # or "replica" (a `modelhost graph` process each, scaled as the graph's spec says).
     graph_router: str = "in-process"

@@ -11,11 +11,18 @@ used ones. An evicted model stays known and servable: the data plane loads it ag
 its next request (:meth:`ensure_loaded`). Requests hold a model with :meth:`acquire` /
 :meth:`release`, so a model evicted or unloaded while requests run on it is unloaded
 only when the last of them is done: no request is lost to an unload.
+
+Serving a large folder at once (``modelhost serve`` of a repository): every model is
+known and deferred at start (:meth:`defer_all`), and a background loader fills the
+budget with :meth:`preload` while requests load what they need first. A model's
+unload tells the ``unload listeners`` (the server's metrics forget its label children),
+so what the server keeps per model is bounded by the models loaded, not by those known.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -27,12 +34,16 @@ from modelhost.model.model import Model
 
 __all__ = ["ModelRepository", "ModelState", "RepositoryEntry", "size_on_disk"]
 
+logger = logging.getLogger("modelhost.model")
+
 Loader = Callable[[str], Model]
 Lister = Callable[[], list[str]]
 Sizer = Callable[[Model], int]
+UnloadListener = Callable[[str], None]
 
 EVICTED = "evicted (least recently used); loads again on its next request"
 NOT_LOADED = "not loaded"
+QUEUED = "not loaded yet; loads in the background or on its first request"
 
 
 class ModelState(str, enum.Enum):
@@ -92,6 +103,9 @@ class ModelRepository:
         self.max_loaded_bytes = max_loaded_bytes
         self._sizer = sizer
         self._sizes: dict[str, int] = {}
+        self._loaded_bytes = 0
+        self._evictions = 0
+        self._unload_listeners: list[UnloadListener] = []
         # Ready models, least recently used first.
         self._recent: OrderedDict[str, None] = OrderedDict()
         # Known models that load on their next request (evicted, or past the budget at start).
@@ -184,14 +198,58 @@ class ModelRepository:
             self._inflight.pop(key, None)
             retired = self._retired.pop(key, None)
         if retired is not None:
-            retired.unload()
+            self._unload_instance(retired)
 
     def defer(self, name: str) -> None:
         """Leave ``name`` unloaded for now; it loads on its first request."""
+        self.defer_all([name], NOT_LOADED)
+
+    def defer_all(self, names: list[str], reason: str = QUEUED) -> None:
+        """:meth:`defer` each of ``names`` (one lock for all: a folder of 10,000 at start)."""
         with self._lock:
-            if name not in self._models:
-                self._deferred.add(name)
-                self._states[name] = (ModelState.UNAVAILABLE, NOT_LOADED)
+            for name in names:
+                if name not in self._models:
+                    self._deferred.add(name)
+                    self._states[name] = (ModelState.UNAVAILABLE, reason)
+
+    def has_room(self) -> bool:
+        """Whether one more model may load without evicting another (no budget: always).
+
+        A byte budget cannot tell before a load whether the next model fits: once a load
+        has evicted one, the budget is full.
+        """
+        with self._lock:
+            if self.max_loaded_models > 0 and len(self._recent) >= self.max_loaded_models:
+                return False
+            if self.max_loaded_bytes <= 0:
+                return True
+            return self._evictions == 0 and self._loaded_bytes < self.max_loaded_bytes
+
+    def preload(self, name: str) -> bool:
+        """Load ``name`` if it is still deferred (the background loader's step).
+
+        A request that loads it first makes this a no-op (one lock per name); a model
+        that fails here stays in the index with its reason and is no longer deferred,
+        so its requests answer at once instead of failing the same load again. True
+        when this call loaded it.
+        """
+        with self._name_lock(name):
+            if name not in self._deferred or name in self._models:
+                return False
+            try:
+                self._load(name, hold=False)
+            except errors.ModelhostError:
+                with self._lock:
+                    self._deferred.discard(name)
+                raise
+            return True
+
+    def add_unload_listener(self, listener: UnloadListener) -> None:
+        """Call ``listener(name)`` when a model's last instance unloads (evicted, unloaded).
+
+        A reload that swaps instances does not count: the name is still served.
+        """
+        self._unload_listeners.append(listener)
 
     def ensure_loaded(self, name: str) -> Model:
         """The ready model, loading it first if it is deferred; one load per name at once."""
@@ -243,6 +301,7 @@ class ModelRepository:
                 self._states[name] = (ModelState.READY, "")
                 self._recent[name] = None
                 self._recent.move_to_end(name)
+                self._loaded_bytes += size - self._sizes.get(name, 0)
                 self._sizes[name] = size
                 if hold:
                     self._inflight[id(model)] = self._inflight.get(id(model), 0) + 1
@@ -252,7 +311,7 @@ class ModelRepository:
                     if replaced is not None:
                         victims.append(replaced)
             for victim in victims:
-                victim.unload()
+                self._unload_instance(victim)
             return model
 
     def unload(self, name: str) -> None:
@@ -270,7 +329,7 @@ class ModelRepository:
             self._unloaded[name] = model
             model = self._retire(model)
         if model is not None:
-            model.unload()
+            self._unload_instance(model)
 
     # -- internals -----------------------------------------------------------------
 
@@ -303,7 +362,18 @@ class ModelRepository:
 
     def _forget(self, name: str) -> None:
         self._recent.pop(name, None)
-        self._sizes.pop(name, None)
+        self._loaded_bytes -= self._sizes.pop(name, 0)
+
+    def _unload_instance(self, model: Model) -> None:
+        """Unload a retired instance; tell the listeners when its name is no longer served."""
+        model.unload()
+        if self._models.get(model.name) is not None:
+            return
+        for listener in self._unload_listeners:
+            try:
+                listener(model.name)
+            except Exception:
+                logger.exception("An unload listener failed for model %s", model.name)
 
     def _retire(self, model: Model) -> Model | None:
         """``model`` to unload now, or None when requests still hold it (they unload it)."""
@@ -321,6 +391,7 @@ class ModelRepository:
             if name is None:
                 break
             model = self._models.pop(name)
+            self._evictions += 1
             self._forget(name)
             self._deferred.add(name)
             self._unloaded[name] = model
@@ -333,4 +404,4 @@ class ModelRepository:
     def _exceeds_budget(self) -> bool:
         if self.max_loaded_models > 0 and len(self._recent) > self.max_loaded_models:
             return True
-        return self.max_loaded_bytes > 0 and sum(self._sizes.values()) > self.max_loaded_bytes
+        return self.max_loaded_bytes > 0 and self._loaded_bytes > self.max_loaded_bytes

@@ -2,21 +2,21 @@
 
 Decoding and encoding go through the ``cloudevents`` SDK; the response event's type and
 source follow KServe (``io.kserve.inference.response``, ``io.kserve.inference.<model>``).
+The SDK is imported by the first event: a server that never sees one (most) starts without it.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from cloudevents.core.base import BaseCloudEvent
-from cloudevents.core.bindings import http
-from cloudevents.core.exceptions import BaseCloudEventException
-from cloudevents.core.v1.event import CloudEvent
 
 from modelhost import errors
+
+if TYPE_CHECKING:
+    from cloudevents.core.base import BaseCloudEvent
 
 __all__ = ["RESPONSE_TYPE", "STRUCTURED_TYPE", "decode", "encode_response", "is_cloudevent"]
 
@@ -32,6 +32,9 @@ def is_cloudevent(headers: Mapping[str, str]) -> bool:
 
 def decode(headers: Mapping[str, str], body: bytes) -> tuple[BaseCloudEvent, Any]:
     """The event, and its data decoded from JSON where it is JSON."""
+    from cloudevents.core.bindings import http
+    from cloudevents.core.exceptions import BaseCloudEventException
+
     try:
         event = http.from_http_event(http.HTTPMessage(dict(headers), body))
     except (BaseCloudEventException, ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -58,6 +61,9 @@ def encode_response(
     request_event: BaseCloudEvent, model_name: str, data: Any, structured: bool
 ) -> tuple[dict[str, str], bytes]:
     """Headers and body of the response event, in the mode the request used."""
+    from cloudevents.core.bindings import http
+    from cloudevents.core.v1.event import CloudEvent
+
     plain = orjson.loads(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY))
     attributes = {
         "type": RESPONSE_TYPE,

@@ -18,15 +18,17 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Histogram
 
 from modelhost.model.model import Model
 from modelhost.server.batcher import Batcher
 from modelhost.server.metrics import Metrics
-from modelhost.server.remote_predictor import RemotePredictor, RemotePredictors
 from modelhost.settings import BatchSettings
+
+if TYPE_CHECKING:
+    from modelhost.server.remote_predictor import RemotePredictor, RemotePredictors
 
 __all__ = ["StepRunner"]
 
@@ -74,7 +76,9 @@ class StepRunner:
         )
         # Keyed by the model object: a reloaded model gets a fresh batcher.
         self._batchers: weakref.WeakKeyDictionary[Model, Batcher] = weakref.WeakKeyDictionary()
-        self._remote = RemotePredictors()
+        # Made for the first transformer: a plain model's server does not import the REST
+        # and gRPC clients (and gRPC's stubs) that forwarding needs.
+        self._remote: RemotePredictors | None = None
         # Decided once per model object: its forwarder, or None for the model's own predict.
         self._forwarders: weakref.WeakKeyDictionary[Model, RemotePredictor | None] = (
             weakref.WeakKeyDictionary()
@@ -104,7 +108,7 @@ class StepRunner:
         try:
             forwarder = self._forwarders[model]
         except KeyError:
-            forwarder = self._forwarders[model] = self._remote.for_model(model)
+            forwarder = self._forwarders[model] = self._forwarder(model)
         # Without a predictor_host the base predict raises NotImplementedError: a 501.
         return model.predict if forwarder is None else forwarder.predict
 
@@ -112,7 +116,18 @@ class StepRunner:
         """Stop every batcher's queue tasks and close the predictor clients (at shutdown)."""
         for batcher in list(self._batchers.values()):
             await batcher.close()
-        await self._remote.close()
+        if self._remote is not None:
+            await self._remote.close()
+
+    def _forwarder(self, model: Model) -> RemotePredictor | None:
+        config = model.predictor_config
+        if config is None or not config.predictor_host:
+            return None
+        if self._remote is None:
+            from modelhost.server.remote_predictor import RemotePredictors
+
+            self._remote = RemotePredictors()
+        return self._remote.for_model(model)
 
     async def _timed(
         self,

@@ -3,10 +3,17 @@
 Request counters, latency histograms and in-flight gauges carry ``model``, ``protocol``
 and ``endpoint`` labels; KServe's step histograms keep KServe's names and its single
 ``model_name`` label so existing dashboards keep working.
+
+A server of 10,000 models must not keep 10,000 models' label children: a model's
+children are made on its first request and removed when it unloads
+(:meth:`Metrics.forget_model`, called by the repository), so they are bounded by the
+models loaded (plus, for a moment, one evicted while a request of its ran). Its series
+then restart from zero on its next load, which Prometheus reads as a counter reset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -56,10 +63,11 @@ class Metrics:
         else:
             self.registry = registry if registry is not None else CollectorRegistry()
         # prometheus-client's labels() costs microseconds per call; the hot path looks
-        # children up here instead. Callers pass only known model names, which bounds it.
-        self._request_counters: dict[tuple[str, str, str, str], Any] = {}
-        self._request_durations: dict[tuple[str, str, str], Any] = {}
-        self._step_children: dict[tuple[int, str], Any] = {}
+        # children up here instead, by model, so that a model's are forgotten in one step.
+        # Callers pass only known model names; forget_model bounds them to loaded ones.
+        self._request_counters: dict[str, dict[tuple[str, str, str], Any]] = {}
+        self._request_durations: dict[str, dict[tuple[str, str], Any]] = {}
+        self._step_children: dict[str, dict[int, Any]] = {}
         labels = ("model", "protocol", "endpoint")
         self.requests = Counter(
             "modelhost_requests",
@@ -121,23 +129,61 @@ class Metrics:
         self, model: str, protocol: str, endpoint: str, status: str | int, seconds: float
     ) -> None:
         """Count one finished request and its latency (the hot path: children are cached)."""
-        key = (model, protocol, endpoint, str(status))
-        counter = self._request_counters.get(key)
+        key = (protocol, endpoint, str(status))
+        counters = self._request_counters.get(model)
+        if counters is None:
+            counters = self._request_counters[model] = {}
+        counter = counters.get(key)
         if counter is None:
-            counter = self._request_counters[key] = self.requests.labels(*key)
+            counter = counters[key] = self.requests.labels(model, *key)
         counter.inc()
-        duration = self._request_durations.get(key[:3])
+        durations = self._request_durations.get(model)
+        if durations is None:
+            durations = self._request_durations[model] = {}
+        duration = durations.get(key[:2])
         if duration is None:
-            duration = self._request_durations[key[:3]] = self.request_duration.labels(*key[:3])
+            duration = durations[key[:2]] = self.request_duration.labels(model, *key[:2])
         duration.observe(seconds)
 
     def observe_step(self, histogram: Histogram, model: str, seconds: float) -> None:
         """Record one model step (preprocess, predict, ...) in one of KServe's histograms."""
-        key = (id(histogram), model)
-        child = self._step_children.get(key)
+        children = self._step_children.get(model)
+        if children is None:
+            children = self._step_children[model] = {}
+        child = children.get(id(histogram))
         if child is None:
-            child = self._step_children[key] = histogram.labels(model)
+            child = children[id(histogram)] = histogram.labels(model)
         child.observe(seconds)
+
+    def forget_model(self, model: str) -> None:
+        """Remove ``model``'s label children (it unloaded): the label set stays bounded.
+
+        The batcher's histograms are removed too; a batcher made for the model's next
+        load makes its children again.
+        """
+        for counted in self._request_counters.pop(model, {}):
+            _remove(self.requests, model, *counted)
+        for timed in self._request_durations.pop(model, {}):
+            _remove(self.request_duration, model, *timed)
+        self._step_children.pop(model, None)
+        for histogram in (self.preprocess, self.predict, self.postprocess, self.explain):
+            _remove(histogram, model)
+        for histogram in (self.batch_size, self.batch_queue_seconds):
+            _remove(histogram, model)
+
+    def model_label_children(self) -> int:
+        """How many children carry a model label now (what ``forget_model`` bounds)."""
+        per_model = (
+            self.requests,
+            self.request_duration,
+            self.batch_size,
+            self.batch_queue_seconds,
+            self.preprocess,
+            self.predict,
+            self.postprocess,
+            self.explain,
+        )
+        return sum(len(metric._metrics) for metric in per_model)
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The metrics in the format ``accept`` asks for (Prometheus text by default)."""
@@ -149,3 +195,9 @@ class Metrics:
             # Engine gauges are read at scrape time, from this worker's models.
             registry.register(self.llm.stats_collector)
         return encoder(registry), content_type
+
+
+def _remove(metric: Counter | Histogram, *labels: str) -> None:
+    """``metric.remove(*labels)``, for a child that may not exist."""
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -21,7 +22,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import uvicorn
 
@@ -31,14 +32,12 @@ from modelhost.model.model import Model, PredictorConfig
 from modelhost.model.repository import ModelRepository
 from modelhost.server.dataplane import DataPlane
 from modelhost.server.extensions import ServerExtensions
-from modelhost.server.grpc.server import GrpcServer
 from modelhost.server.http.app import HttpApp
 from modelhost.server.http.protocol import limited_protocol
 from modelhost.server.inference import StepRunner
 from modelhost.server.metrics import Metrics
 from modelhost.server.openai.guardrails import GuardrailChain, chain_from_names
 from modelhost.server.openai.routes import OpenAIRoutes
-from modelhost.server.remote_predictor import PROTOCOLS
 from modelhost.server.scheduling import batch_this_thread, restore_thread_policy, thread_policy
 from modelhost.server.workers import WorkerPool, reserve_port
 from modelhost.settings import (
@@ -47,6 +46,11 @@ from modelhost.settings import (
     add_server_arguments,
     parse_known_server_args,
 )
+
+if TYPE_CHECKING:
+    # Imported when the server starts gRPC: without it (--enable_grpc false) a server does not
+    # pay for gRPC's and HTTP/2's modules.
+    from modelhost.server.grpc.server import GrpcServer
 
 __all__ = ["ModelServer", "predictor_config_from_args", "server_parser"]
 
@@ -99,6 +103,8 @@ class ModelServer:
         self.repository = registered_models if registered_models is not None else ModelRepository()
         self.extensions = extensions if extensions is not None else ServerExtensions()
         self.metrics = Metrics()
+        # A model's metric label children go when it unloads: bounded by the loaded models.
+        self.repository.add_unload_listener(self._forget_model_metrics)
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self._started = threading.Event()
@@ -184,7 +190,12 @@ class ModelServer:
         config = uvicorn.Config(
             app,
             # httptools with the header and body deadlines and caps uvicorn lacks.
-            http=cast(Any, limited_protocol(settings.http1_limits())),
+            http=cast(
+                Any,
+                limited_protocol(settings.http1_limits(), app if settings.direct_http else None),
+            ),
+            # The client in the access log is the socket's peer, on both paths.
+            proxy_headers=False,
             ws="none",
             lifespan="off",
             log_config=None,
@@ -205,6 +216,8 @@ class ModelServer:
         http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
         grpc_server: GrpcServer | None = None
         if settings.enable_grpc:
+            from modelhost.server.grpc.server import GrpcServer
+
             grpc_server = GrpcServer(dataplane, self.metrics, settings, guard=guard, tls=tls)
             try:
                 self.grpc_port = await grpc_server.start(settings.host, settings.grpc_port)
@@ -232,6 +245,10 @@ class ModelServer:
         if settings.batch_scheduling:
             batch_this_thread()  # after gRPC started its threads, which stay SCHED_OTHER
         watch = asyncio.create_task(tls.watch()) if tls is not None else None
+        # What start-up built (modules, the models) lives as long as the server: out of the
+        # collector's sight, a full collection scans the requests' objects only, not ~150,000
+        # long-lived ones (~100 ms each, the REST p99 under load: bench/RESULTS.md, run 13).
+        gc.freeze()
         self._started.set()
         try:
             await self._stop.wait()
@@ -272,6 +289,14 @@ class ModelServer:
     def wait_started(self, timeout: float | None = None) -> bool:
         """Block until both ports serve (for embedding and tests)."""
         return self._started.wait(timeout)
+
+    def _forget_model_metrics(self, name: str) -> None:
+        # Unloads run in the model threads; the metrics are observed on the loop.
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self.metrics.forget_model(name)
+        else:
+            loop.call_soon_threadsafe(self.metrics.forget_model, name)
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -337,6 +362,8 @@ def server_parser() -> argparse.ArgumentParser:
     Server flags default to None (not given: the environment's or the default setting,
     see ``settings_from_args``); the model flags have KServe's defaults.
     """
+    from modelhost.server.remote_predictor import PROTOCOLS
+
     parser = argparse.ArgumentParser(add_help=False)
     add_server_arguments(parser)
     group = parser.add_argument_group("model")

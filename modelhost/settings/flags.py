@@ -204,6 +204,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer ModelInfer on modelhost's own HTTP/2, not grpc.aio (true)",
     )
     group.add_argument(
+        "--direct_http",
+        "--direct-http",
+        dest="direct_http",
+        type=_bool_flag,
+        default=None,
+        help="answer small REST inference requests without uvicorn's ASGI cycle (true)",
+    )
+    group.add_argument(
         "--grpc_max_concurrent_streams",
         "--grpc-max-concurrent-streams",
         dest="grpc_max_concurrent_streams",

@@ -69,6 +69,9 @@ class ServerSettings:
     # ModelInfer answered on modelhost's own HTTP/2 in front of grpc.aio, which keeps every
     # other gRPC method (modelhost.server.grpc.native_infer). False: grpc.aio on the port.
     native_grpc: bool = True
+    # Small v1 predict and v2 infer requests answered without uvicorn's ASGI cycle, in one
+    # socket write (modelhost.server.http.direct). False: every request takes uvicorn's path.
+    direct_http: bool = True
     enable_docs: bool = True
     access_log: bool = False
     log_level: str = "info"

@@ -95,6 +95,42 @@ def test_layouts_names_versions_and_settings(tmp_path: Path) -> None:
         folder.build("nope")
 
 
+def test_the_listing_is_cached_and_follows_folders_added_on_disk(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    _constant_model(root / "a", 1)
+    _constant_model(root / "b", 2)
+    folder = ModelFolder(root)
+    assert folder.names() == ["a", "b"]
+    _constant_model(root / "c", 3)
+    assert folder.names() == ["a", "b", "c"]  # found without a restart
+    model = folder.build("c")
+    assert model.load()
+    assert model.predict({"instances": ROW}) == {"predictions": [3]}
+    (root / "b").rename(root / "_b")
+    assert folder.names() == ["a", "c"]
+    with pytest.raises(errors.ModelNotFound):
+        folder.build("b")
+    with pytest.raises(errors.ModelNotFound):
+        folder.build("../models/a")  # a name is one folder of the root, never a path
+
+
+def test_one_model_builds_without_reading_the_other_folders(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    _constant_model(root / "good", 4)
+    _constant_model(root / "bad", 5)
+    (root / "bad" / "model-settings.json").write_text("{not json")
+    folder = ModelFolder(root)
+    # The scan of all folders fails on the bad one; building another reads only its own.
+    with pytest.raises(errors.ModelLoadError, match="Cannot read"):
+        folder.names()
+    assert folder.build("good").load()
+    # A settings file changed on disk counts from the model's next build.
+    (root / "good" / "model-settings.json").write_text(
+        json.dumps({"parameters": {"version": "v2"}})
+    )
+    assert folder.build("good").version == "v2"  # type: ignore[attr-defined]
+
+
 def test_bad_settings_and_duplicate_names_are_load_errors(tmp_path: Path) -> None:
     root = tmp_path / "models"
     _constant_model(root / "a", 1)
@@ -202,13 +238,19 @@ def test_serve_a_repository_folder_from_the_command_line(repo: Path, tmp_path: P
     server = ServeProcess(serve_command(str(repo), "--max-loaded-models", "2"), cwd=tmp_path)
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
+            # Listed at once; loaded in the background, in order, up to the budget.
             index = {e["name"]: e for e in client.post("/v2/repository/index", json={}).json()}
             assert sorted(index) == ["one", "three", "two"]
-            assert [index[n]["state"] for n in ("one", "three", "two")] == [
-                "READY",
-                "READY",
-                "UNAVAILABLE",
-            ]
+            assert client.get("/v2/health/ready").status_code == 200
+            deadline = time.monotonic() + 30
+            states: list[str] = []
+            while time.monotonic() < deadline:
+                entries = client.post("/v2/repository/index", json={}).json()
+                states = [e["state"] for e in sorted(entries, key=lambda e: e["name"])]
+                if states.count("READY") == 2:
+                    break
+                time.sleep(0.05)  # polling the background loader, not waiting out a race
+            assert states == ["READY", "READY", "UNAVAILABLE"]
             assert _infer(client, "two") == 2  # past the budget at start: loads on request
             assert _infer(client, "one") == 1
             assert _infer(client, "three") == 3

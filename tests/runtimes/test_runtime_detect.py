@@ -12,6 +12,7 @@ import pytest
 from modelhost import errors
 from modelhost.runtimes import RUNTIMES, build_model, detect_runtime
 from modelhost.runtimes.lightgbm import LightGBMModel
+from modelhost.runtimes.names import RUNTIME_NAMES
 from modelhost.runtimes.sklearn import SKLearnModel
 from modelhost.runtimes.xgboost import XGBoostModel
 
@@ -177,3 +178,7 @@ def test_a_folder_format_wins_over_the_files_inside_it(tmp_path: Path) -> None:
     folder = touch(tmp_path / "m", "model.pkl")
     (folder / "MLmodel").write_text("flavors: {}\n")
     assert detect_runtime(folder) == "mlflow"
+
+
+def test_the_names_the_command_line_lists_are_the_registered_runtimes() -> None:
+    assert RUNTIME_NAMES == RUNTIMES

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from modelhost import errors
 from modelhost.access import (
@@ -52,6 +52,9 @@ logger = logging.getLogger("modelhost.server")
 
 # What stays open with tokens on: the probes, and the API's own docs.
 _OPEN_ENDPOINTS = OPEN_ENDPOINTS | {"docs"}
+
+# The routes a small request may take past the ASGI messages: their answers are whole.
+_DIRECT_ENDPOINTS = frozenset(("infer", "predict"))
 
 
 class HttpApp:
@@ -186,27 +189,11 @@ class HttpApp:
             response.headers["allow"] = route.method
             await _send(send, response, method)
             return
-        admission = OPEN
-        if self.guard is not None and route.endpoint not in _OPEN_ENDPOINTS:
-            try:
-                admission = self._admit(scope, route, model)
-            except errors.ModelhostError as exc:
-                await _send(send, self._refusal(exc, route), method)
-                self.metrics.observe_request(
-                    "", route.protocol, route.endpoint, exc.status_code, 0.0
-                )
-                return
-        reservation = None
-        if route.method == "POST" and self.settings.max_bytes_in_flight:
-            # Charged before the body is read; GETs (the health probes) carry none.
-            reservation = self.budget.reserve(route.protocol)
-            try:
-                reservation.cover(_content_length(scope, self.settings.max_request_bytes))
-            except errors.ServerBusy as exc:
-                admission.release()
-                await _send(send, self._refusal(exc, route), method)
-                self.metrics.observe_request("", route.protocol, route.endpoint, 503, 0.0)
-                return
+        entered = self._enter(scope, route, model)
+        if isinstance(entered, HttpResponse):
+            await _send(send, entered, method)
+            return
+        admission, reservation = entered
         gauge = self._in_flight[route.protocol]
         gauge.inc()
         try:
@@ -226,6 +213,71 @@ class HttpApp:
         finally:
             if reservation is not None:
                 reservation.release()
+        self._observe(scope, route, model, status, started)
+
+    def direct_route(self, path: str) -> object | None:
+        """The route of a POST to ``path`` if :meth:`answer_directly` answers it, else None."""
+        found = self.route(path)
+        return found if found is not None and found[0].endpoint in _DIRECT_ENDPOINTS else None
+
+    async def answer_directly(self, scope: Scope, found: object, body: bytes) -> HttpResponse:
+        """A POST on a :meth:`direct_route`, its body whole: the answer, not streamed.
+
+        The same checks, limits, metrics and errors as through ASGI; what it skips is the
+        ASGI messages (``modelhost.server.http.direct``).
+        """
+        started = time.perf_counter()
+        route, model, version = cast(tuple[Route, str, "str | None"], found)
+        entered = self._enter(scope, route, model, len(body))
+        if isinstance(entered, HttpResponse):
+            return entered
+        admission, reservation = entered
+        gauge = self._in_flight[route.protocol]
+        gauge.inc()
+        try:
+            result = await self._handle(
+                scope, _no_receive, route, model, version, admission, reservation, body
+            )
+        finally:
+            gauge.dec()
+            admission.release()
+            if reservation is not None:
+                reservation.release()
+        assert isinstance(result, HttpResponse)  # the direct routes never stream
+        self._observe(scope, route, model, result.status, started)
+        return result
+
+    def _enter(
+        self, scope: Scope, route: Route, model: str, body_bytes: int = -1
+    ) -> tuple[Admission, Reservation | None] | HttpResponse:
+        """The caller's admission and the request's share of the byte budget, or a refusal."""
+        admission = OPEN
+        if self.guard is not None and route.endpoint not in _OPEN_ENDPOINTS:
+            try:
+                admission = self._admit(scope, route, model)
+            except errors.ModelhostError as exc:
+                self.metrics.observe_request(
+                    "", route.protocol, route.endpoint, exc.status_code, 0.0
+                )
+                return self._refusal(exc, route)
+        reservation = None
+        if route.method == "POST" and self.settings.max_bytes_in_flight:
+            # Charged before the body is read; GETs (the health probes) carry none.
+            reservation = self.budget.reserve(route.protocol)
+            try:
+                declared = (
+                    _content_length(scope, self.settings.max_request_bytes)
+                    if body_bytes < 0
+                    else body_bytes
+                )
+                reservation.cover(declared)
+            except errors.ServerBusy as exc:
+                admission.release()
+                self.metrics.observe_request("", route.protocol, route.endpoint, 503, 0.0)
+                return self._refusal(exc, route)
+        return admission, reservation
+
+    def _observe(self, scope: Scope, route: Route, model: str, status: int, started: float) -> None:
         elapsed = time.perf_counter() - started
         if model and not self.dataplane.repository.has_model(model):
             model = ""  # an unknown name from a client must not grow the label set
@@ -236,8 +288,8 @@ class HttpApp:
                 '%s:%s - "%s %s" %d %.2fms',
                 client[0],
                 client[1],
-                method,
-                path,
+                scope["method"],
+                scope["path"],
                 status,
                 elapsed * 1000,
             )
@@ -251,14 +303,23 @@ class HttpApp:
         version: str | None,
         admission: Admission = OPEN,
         reservation: Reservation | None = None,
+        whole_body: bytes | None = None,
     ) -> HttpResponse | StreamingResponse:
         try:
             headers = {
                 k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
             }
-            if reservation is not None and "content-length" not in headers:
-                receive = _charged(receive, reservation)  # chunked: charged as it comes
-            body = await read_body(receive, headers, self.settings.max_request_bytes)
+            if whole_body is not None:
+                body = whole_body
+                limit = self.settings.max_request_bytes
+                if len(body) > limit:
+                    raise errors.PayloadTooLarge(
+                        f"Request body of {len(body)} bytes exceeds the limit of {limit} bytes."
+                    )
+            else:
+                if reservation is not None and "content-length" not in headers:
+                    receive = _charged(receive, reservation)  # chunked: charged as it comes
+                body = await read_body(receive, headers, self.settings.max_request_bytes)
             if reservation is not None:
                 reservation.cover(len(body))  # decompressed past its Content-Length
             if self.guard is not None:
@@ -372,6 +433,11 @@ def _content_length(scope: Scope, limit: int) -> int:
             size = int(value) if value.isdigit() else 0
             return size if size <= limit else 0
     return 0
+
+
+async def _no_receive() -> dict[str, Any]:
+    """A direct request's body came whole: there is nothing more to read."""
+    return {"type": "http.disconnect"}
 
 
 def _charged(receive: Receive, reservation: Reservation) -> Receive:

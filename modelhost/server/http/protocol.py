@@ -13,13 +13,14 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from modelhost import errors
+from modelhost.server.http.direct import DirectApp, DirectCycle, direct_body_length, direct_path
 from modelhost.settings import Http1Limits
 from modelhost.transport.http1_limits import DeadlineSweeper, capped_connections, error_response
 
@@ -33,8 +34,9 @@ _IDLE, _HEADERS, _BODY, _APP, _CLOSED = range(5)
 class _Shared:
     """One listener's limits and sweep, shared by its connections."""
 
-    def __init__(self, limits: Http1Limits) -> None:
+    def __init__(self, limits: Http1Limits, direct: DirectApp | None) -> None:
         self.limits = limits
+        self.direct = direct
         self.max_connections = capped_connections(limits.max_connections)
         self.sweeper = DeadlineSweeper((limits.header_timeout_s, limits.body_timeout_s))
 
@@ -43,9 +45,15 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing; the refusal is on the protocol."""
 
 
-def limited_protocol(limits: Http1Limits) -> Callable[..., asyncio.Protocol]:
-    """What ``uvicorn.Config(http=...)`` takes: it builds each connection's protocol."""
-    return functools.partial(LimitedHttpToolsProtocol, _Shared(limits))
+def limited_protocol(
+    limits: Http1Limits, direct: DirectApp | None = None
+) -> Callable[..., asyncio.Protocol]:
+    """What ``uvicorn.Config(http=...)`` takes: it builds each connection's protocol.
+
+    With ``direct``, small inference requests are answered by that app without uvicorn's
+    cycle (:mod:`modelhost.server.http.direct`); it must be the app uvicorn serves.
+    """
+    return functools.partial(LimitedHttpToolsProtocol, _Shared(limits, direct))
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -128,7 +136,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 f"A request may have at most {self._limits.max_header_count} header lines."
             )
             raise _Refused
-        super().on_headers_complete()
+        if self._shared.direct is None or not self._start_direct():
+            super().on_headers_complete()
         self._phase = _BODY
         self.deadline = time.monotonic() + self._limits.body_timeout_s
 
@@ -136,6 +145,45 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._phase = _APP
         self.deadline = 0.0
+        cycle: object = self.cycle
+        if type(cycle) is DirectCycle and not cycle.response_complete:
+            assert self._shared.direct is not None
+            task = self.loop.create_task(cycle.run(self._shared.direct))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+
+    def _start_direct(self) -> bool:
+        """Take a small inference request past uvicorn's cycle; False: uvicorn takes it."""
+        existing = self.cycle
+        if existing is not None and not existing.response_complete:
+            return False  # pipelined behind an answer in progress: uvicorn queues it
+        parser = self.parser
+        if parser.get_method() != b"POST" or parser.get_http_version() != "1.1":
+            return False
+        path = direct_path(self.url)
+        if path is None or direct_body_length(self.headers) < 0 or parser.should_upgrade():
+            return False
+        assert self._shared.direct is not None
+        route = self._shared.direct.direct_route(path)
+        if route is None:
+            return False
+        scope = self.scope
+        scope["method"] = "POST"
+        scope["path"] = path
+        scope["raw_path"] = self.url
+        scope["query_string"] = b""
+        flow = self.flow
+        self.cycle = DirectCycle(  # type: ignore[assignment]
+            cast(Any, scope),
+            route,
+            self.transport,
+            parser.should_keep_alive(),
+            self.server_state.default_headers,
+            self.on_response_complete,
+            flow.drain,
+            lambda: flow.write_paused,
+        )
+        return True
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

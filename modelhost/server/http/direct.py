@@ -1,0 +1,167 @@
+"""Small inference requests answered on their connection, without uvicorn's ASGI cycle.
+
+uvicorn gives each request a ``RequestResponseCycle``: an ASGI task wrapper, a receive and
+send pair that check every message, and one socket write for the status line and headers
+and another for the body. For a small v1 ``:predict`` or v2 ``/infer`` that is a large part
+of the request's cost (bench/RESULTS.md, run 13). A request that qualifies (a POST to one
+of those routes with a Content-Length body of at most :data:`DIRECT_BODY_LIMIT` bytes and
+nothing unusual about it) gets a :class:`DirectCycle` instead: the same ``HttpApp`` answers
+it (tokens, limits, metrics and errors are the app's, unchanged), its body is handed over
+whole, and the answer goes out in one write. Everything else takes uvicorn's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Protocol
+
+from modelhost.server.http.asgi import Scope
+from modelhost.server.http.messages import HttpResponse
+
+__all__ = [
+    "DIRECT_BODY_LIMIT",
+    "DirectApp",
+    "DirectCycle",
+    "direct_body_length",
+    "direct_path",
+]
+
+logger = logging.getLogger("modelhost.server")
+
+# uvicorn stops reading a body past 64 KiB until the app asks for it; a direct request's
+# body is read whole before the app sees it, so only bodies under that take this path.
+DIRECT_BODY_LIMIT = 64 * 1024
+
+# Header names and values the app writes come from its own code and the model's outputs'
+# names; checked as uvicorn checks them, so that no answer can split into two.
+_BAD_NAME = re.compile(rb"[\x00-\x1F\x7F()<>@,;:\[\]={} \t\\\"]")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0A-\x1F\x7F]")
+
+_STATUS_LINES = {
+    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus
+}
+
+# A request with one of these headers takes uvicorn's path (its body is streamed, needs
+# an interim answer, or comes compressed).
+_NOT_DIRECT = frozenset((b"transfer-encoding", b"expect", b"upgrade", b"content-encoding"))
+
+
+def direct_path(url: bytes) -> str | None:
+    """The path of a v1 predict or v2 infer URL with no query or escapes; None otherwise."""
+    if b"?" in url or b"%" in url:
+        return None
+    if url.endswith(b"/infer") and url.startswith(b"/v2/models/"):
+        return url.decode("ascii", "replace")
+    if url.endswith(b":predict") and url.startswith(b"/v1/models/"):
+        return url.decode("ascii", "replace")
+    return None
+
+
+def direct_body_length(headers: list[tuple[bytes, bytes]]) -> int:
+    """The request's Content-Length when it may take the direct path; -1 when it may not."""
+    length = -1
+    for name, value in headers:
+        if name == b"content-length":
+            if length >= 0 or not value.isdigit():
+                return -1
+            length = int(value)
+        elif name in _NOT_DIRECT:
+            return -1
+    return length if length <= DIRECT_BODY_LIMIT else -1
+
+
+class DirectApp(Protocol):
+    """The app that answers direct requests (``HttpApp``)."""
+
+    def direct_route(self, path: str) -> object | None: ...
+
+    async def answer_directly(self, scope: Scope, found: object, body: bytes) -> HttpResponse: ...
+
+
+class DirectCycle:
+    """One request answered directly: what uvicorn's protocol reads of a cycle, and the call.
+
+    The protocol keeps using its own callbacks for the body (``body``, ``more_body``,
+    ``message_event``) and for a lost connection (``disconnected``); ``response_complete``
+    tells it when the next request may start. ``run`` is started once the body is whole.
+    """
+
+    def __init__(
+        self,
+        scope: Scope,
+        route: object,
+        transport: asyncio.Transport,
+        keep_alive: bool,
+        default_headers: list[tuple[bytes, bytes]],
+        on_response: Callable[[], None],
+        drain: Callable[[], Awaitable[None]],
+        write_paused: Callable[[], bool],
+    ) -> None:
+        self.scope = scope
+        self.route = route
+        self.transport = transport
+        self.keep_alive = keep_alive
+        self.default_headers = default_headers
+        self.on_response = on_response
+        self._drain = drain
+        self._write_paused = write_paused
+        self.body = bytearray()
+        self.more_body = True
+        self.disconnected = False
+        self.response_started = False
+        self.response_complete = False
+        self.message_event = self  # uvicorn calls message_event.set(): nothing waits here
+
+    def set(self) -> None:
+        """uvicorn's protocol signals body progress; the app reads the body only whole."""
+
+    async def run(self, app: DirectApp) -> None:
+        try:
+            response = await app.answer_directly(self.scope, self.route, bytes(self.body))
+            head = self._encode_head(response)
+        except Exception:
+            logger.exception("Unhandled error answering %s", self.scope.get("path"))
+            response = HttpResponse(500, b"Internal Server Error", "text/plain; charset=utf-8")
+            self.keep_alive = False
+            head = self._encode_head(response)
+        if self.disconnected or self.transport.is_closing():
+            self.response_complete = True
+            return
+        if self._write_paused():
+            await self._drain()
+        self.response_started = True
+        self.transport.write(head + response.body)
+        self.response_complete = True
+        self.on_response()
+        if not self.keep_alive and not self.transport.is_closing():
+            self.transport.close()
+
+    def _encode_head(self, response: HttpResponse) -> bytes:
+        status = response.status
+        line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} \r\n".encode()
+        parts = [line]
+        for name, value in self.default_headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts += (
+            b"content-type: ",
+            response.content_type.encode("latin-1"),
+            b"\r\ncontent-length: ",
+            str(len(response.body)).encode(),
+            b"\r\n",
+        )
+        for key, text in response.headers.items():
+            name = key.encode("latin-1").lower()
+            value = text.encode("latin-1")
+            if _BAD_NAME.search(name) or _BAD_VALUE.search(value):
+                raise RuntimeError("Invalid HTTP header in the answer.")
+            if name == b"connection" and b"close" in value.lower():
+                self.keep_alive = False
+            parts += (name, b": ", value, b"\r\n")
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
