@@ -42,7 +42,6 @@ import http.client
 import json
 import os
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -62,6 +61,7 @@ from graph_scenario import (  # noqa: E402
     iris_service,
     publish,
     results_folder,
+    stop_process_group,
 )
 
 ROOT = HERE.parent
@@ -229,7 +229,7 @@ def start_once(server: Server, workdir: Path, log: Path) -> Start:
         cpu = _tree_ticks(process.pid) / HZ
         return Start(listening - started, answered - started, cpu)
     finally:
-        _stop(process)
+        stop_process_group(process)
 
 
 def _until(process: subprocess.Popen[bytes], started: float, check: Callable[[], bool]) -> float:
@@ -290,17 +290,6 @@ def _tree_ticks(pid: int) -> int:
         total += times.get(current, 0)
         todo.extend(child for child, parent in parents.items() if parent == current)
     return total
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def server_starts(out_dir: Path, work: Path, iris: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -371,7 +360,7 @@ def platform(home: Path, mode: str) -> Iterator[tuple[int, Path]]:
             print(f"platform {mode}: {_zygote_state(log)}", flush=True)
         yield port, log
     finally:
-        _stop(process)
+        stop_process_group(process)
 
 
 def _gets(port: int, path: str) -> bool:

@@ -34,7 +34,6 @@ import http.client
 import json
 import os
 import random
-import signal
 import socket
 import statistics
 import subprocess
@@ -48,6 +47,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from graph_scenario import stop_process_group  # noqa: E402
+
 N = int(os.environ.get("N", "10000"))
 REQUESTS = int(os.environ.get("REQUESTS", "1000"))
 BUDGET = int(os.environ.get("BUDGET", "1000"))
@@ -220,14 +222,7 @@ def modelhost_serve(target: Path, *flags: str) -> Iterator[Server]:
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+    stop_process_group(process, grace=20.0)
 
 
 def listening(client: Client) -> bool:

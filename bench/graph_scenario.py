@@ -276,3 +276,15 @@ def write(out_dir: Path, rows: list[dict[str, object]]) -> None:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """SIGTERM to a server's process group, SIGKILL after ``grace`` seconds (the benches')."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)

@@ -185,3 +185,12 @@ def run_modelhost(
         text=True,
         timeout=120,
     )
+
+
+def process_alive(pid: int) -> bool:
+    """Runs: a zombie (killed, not yet reaped by whoever adopted it) does not."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from platform_fixtures import run_modelhost
+from platform_fixtures import process_alive, run_modelhost
 
 from modelhost.local.client import PlatformClient
 from modelhost.local.reaper import reap_leftovers, start_ticks
@@ -50,15 +50,6 @@ def _modelhost(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess
     return run_modelhost(*args, home=home, cwd=cwd)
 
 
-def _alive(pid: int) -> bool:
-    """Runs: a zombie (killed, not yet reaped by whoever adopted it) does not."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(2)
@@ -66,7 +57,7 @@ def _listening(port: int) -> bool:
 
 
 def _gone(pid: int, port: int) -> bool:
-    return not _alive(pid) and not _listening(port)
+    return not process_alive(pid) and not _listening(port)
 
 
 def _eventually(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
@@ -136,7 +127,7 @@ def test_kill_9_of_the_platform_leaves_no_replica_running(tmp_path: Path, home: 
     # other threads may still be exiting, holding the process's files a moment longer.
     _eventually(lambda: _gone(replica, replica_port), f"replica {replica} gone")
     # What it spawned is still there: the next platform on this home must kill it.
-    assert _alive(helper)
+    assert process_alive(helper)
 
     again = _modelhost("up", "-d", "--port", "0", "--grpc-port", "0", home=home, cwd=tmp_path)
     assert again.returncode == 0, again.stderr + again.stdout
@@ -203,9 +194,9 @@ def test_the_reaper_kills_only_what_carries_a_dead_platforms_replica_id(tmp_path
         killed = reap_leftovers(store)
         assert sorted(killed) == sorted([ours.pid, ours_child])
         assert ours.wait(10) == -signal.SIGKILL
-        assert not _alive(ours_child)
-        assert all(_alive(pid) for pid in (stranger.pid, stranger_child, running.pid))
-        assert _alive(running_child)
+        assert not process_alive(ours_child)
+        assert all(process_alive(pid) for pid in (stranger.pid, stranger_child, running.pid))
+        assert process_alive(running_child)
         # The dead platform's records are crossed out; the running one's are kept.
         assert [r.id for r in store.replica_records()] == ["running"]
     finally:

@@ -26,7 +26,7 @@ import grpc
 import joblib
 import pytest
 import uvloop
-from platform_fixtures import start_platform, stop_platform
+from platform_fixtures import process_alive, start_platform, stop_platform
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
@@ -311,15 +311,15 @@ def test_forked_replicas_die_with_the_platform(model_folder: Path, tmp_path: Pat
         assert owner.stdout is not None
         started = json.loads(owner.stdout.readline())
         assert started["forked"]
-        assert _alive(started["zygote"])
-        assert _alive(started["replica"])
+        assert process_alive(started["zygote"])
+        assert process_alive(started["replica"])
     finally:
         owner.kill()
         owner.wait()
         if owner.stdout is not None:
             owner.stdout.close()
-    _eventually(lambda: not _alive(started["zygote"]), "the zygote gone")
-    _eventually(lambda: not _alive(started["replica"]), "the forked replica gone")
+    _eventually(lambda: not process_alive(started["zygote"]), "the zygote gone")
+    _eventually(lambda: not process_alive(started["replica"]), "the forked replica gone")
 
 
 def test_the_first_request_after_scale_to_zero_is_answered_by_a_forked_replica(
@@ -383,15 +383,6 @@ def _runner(platform: Any) -> Any:
 
 def _replica_rows(platform: Any) -> list[Any]:
     return [r for row in platform.revisions("sklearn-iris") for r in row["replicas"]]
-
-
-def _alive(pid: int) -> bool:
-    """Runs: a zombie (killed, not yet reaped by whoever adopted it) does not."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def _eventually(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
