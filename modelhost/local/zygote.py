@@ -215,19 +215,32 @@ class Zygote:
         return self.running
 
     async def _await_ready(self, ready_read: int, started: float) -> None:
+        # The descriptor has one owner, this coroutine, and is closed once: a pipe transport
+        # and a file object over it would both close its number, and the second close could
+        # hit whatever socket the platform accepted under that number meanwhile.
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        pipe = os.fdopen(ready_read, "rb")
-        try:
-            transport, _protocol = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader), pipe
-            )
+        os.set_blocking(ready_read, False)
+        received = bytearray()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
             try:
-                line = await reader.readline()
-            finally:
-                transport.close()
+                chunk = os.read(ready_read, 256)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            received.extend(chunk)
+            if (not chunk or b"\n" in received) and not done.done():
+                done.set_result(None)
+
+        loop.add_reader(ready_read, readable)
+        try:
+            await done
         finally:
-            pipe.close()
+            loop.remove_reader(ready_read)
+            os.close(ready_read)
+        line = bytes(received).split(b"\n", 1)[0]
         if line.strip() == b"ready":
             self.ready = True
             self.ready_s = time.monotonic() - started

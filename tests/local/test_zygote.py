@@ -8,7 +8,9 @@ from zero through a forked replica.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -391,3 +393,48 @@ def _eventually(check: Callable[[], bool], what: str, timeout: float = 15) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout}s")
         time.sleep(0.02)
+
+
+def test_the_ready_pipe_is_closed_once(loop: Loop, tmp_path: Path) -> None:
+    """The number the ready pipe had, reused the moment it is free, stays open.
+
+    uvloop closes a pipe transport's descriptor a loop turn after ``close()``; a file object
+    over the same descriptor closed it at once, so the number came free twice, and the
+    second close hit whatever took it in between (CI saw a control connection accepted
+    under it fail with ``EBADF`` in uvicorn's ``connection_made``). Here a pipe is opened as
+    the "ready" line is logged, right after the close, and must still be open later.
+    """
+    zygote = Zygote(tmp_path, _base_env(), preload=LIGHT_PRELOAD)
+    taken: list[int] = []
+
+    class TakeTheNumber(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "zygote ready" in record.getMessage():
+                taken.extend(os.pipe())
+
+    handler = TakeTheNumber()
+    local_logger = logging.getLogger("modelhost.local")
+    level = local_logger.level
+    local_logger.setLevel(logging.INFO)
+    local_logger.addHandler(handler)
+
+    async def scenario() -> None:
+        await zygote.start()
+        try:
+            assert await zygote.wait_ready(), zygote.log_path.read_text()
+            for _ in range(50):
+                await asyncio.sleep(0)
+        finally:
+            await zygote.stop()
+
+    try:
+        loop.run(scenario())
+        assert len(taken) == 2
+        for fd in taken:
+            os.fstat(fd)  # EBADF if something closed it
+    finally:
+        local_logger.removeHandler(handler)
+        local_logger.setLevel(level)
+        for fd in taken:
+            with contextlib.suppress(OSError):
+                os.close(fd)
