@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 from typing import Protocol
+
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
 
 from modelhost.server.http.asgi import Scope
 from modelhost.server.http.messages import HttpResponse
@@ -35,15 +35,6 @@ logger = logging.getLogger("modelhost.server")
 # uvicorn stops reading a body past 64 KiB until the app asks for it; a direct request's
 # body is read whole before the app sees it, so only bodies under that take this path.
 DIRECT_BODY_LIMIT = 64 * 1024
-
-# Header names and values the app writes come from its own code and the model's outputs'
-# names; checked as uvicorn checks them, so that no answer can split into two.
-_BAD_NAME = re.compile(rb"[\x00-\x1F\x7F()<>@,;:\[\]={} \t\\\"]")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0A-\x1F\x7F]")
-
-_STATUS_LINES = {
-    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus
-}
 
 # A request with one of these headers takes uvicorn's path (its body is streamed, needs
 # an interim answer, or comes compressed).
@@ -142,7 +133,7 @@ class DirectCycle:
 
     def _encode_head(self, response: HttpResponse) -> bytes:
         status = response.status
-        line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} \r\n".encode()
+        line = STATUS_LINE.get(status) or f"HTTP/1.1 {status} \r\n".encode()
         parts = [line]
         for name, value in self.default_headers:
             parts += (name, b": ", value, b"\r\n")
@@ -156,7 +147,8 @@ class DirectCycle:
         for key, text in response.headers.items():
             name = key.encode("latin-1").lower()
             value = text.encode("latin-1")
-            if _BAD_NAME.search(name) or _BAD_VALUE.search(value):
+            # Checked as uvicorn checks them, so that no answer can split into two.
+            if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
                 raise RuntimeError("Invalid HTTP header in the answer.")
             if name == b"connection" and b"close" in value.lower():
                 self.keep_alive = False
