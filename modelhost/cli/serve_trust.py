@@ -4,6 +4,7 @@ The trust layer sits above the server, so the command builds it and hands it to 
 as a :class:`~modelhost.server.http.mount.Mount`: the server answers its own routes, and
 TrustyAI's (ingest, ``/info``, fairness and drift metrics, explainers) go to the trust app,
 with the server's tokens (GETs a caller token, writes a deployer token) when tokens are on.
+Its local explainers call the server's models through the data plane (no HTTP hop).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
+    from modelhost.server.dataplane import DataPlane
     from modelhost.server.http.mount import Mount
 
 __all__ = ["add_arguments", "trust_mount"]
@@ -53,6 +55,12 @@ def trust_mount(args: argparse.Namespace) -> Mount | None:
     store = TrustStore(args.trust_store)
     app = TrustApp(store, CollectorRegistry(), TrustSettings())
 
+    def bind(dataplane: DataPlane) -> None:
+        # The local explainers ask the server's own models for the rows they make up.
+        from modelhost.trust.explainers.dataplane_caller import DataPlaneModelCaller
+
+        app.explainers.caller = DataPlaneModelCaller(dataplane)
+
     async def start() -> None:
         await asyncio.to_thread(app.scheduler.restore)
 
@@ -61,5 +69,10 @@ def trust_mount(args: argparse.Namespace) -> Mount | None:
         await asyncio.to_thread(store.close)
 
     return Mount(
-        matches=is_trust_path, app=cast(Any, app), name="trust", on_start=start, on_stop=stop
+        matches=is_trust_path,
+        app=cast(Any, app),
+        name="trust",
+        on_start=start,
+        on_stop=stop,
+        bind=bind,
     )

@@ -8,6 +8,10 @@ the request's headers; the answer's status, headers and body come back unchanged
 probe), ``/healthz``, ``/metrics`` (the router's node and step metrics), and the graph's
 ``GET /v2/models/<graph>`` and ``/v2/models/<graph>/ready``.
 
+In the gateway's process a predict request can skip the ASGI call: :meth:`GraphFront.whole`
+takes it as the proxy parsed it (its body whole, its header names lower-case) and answers it
+the same way.
+
 Every refusal is the server's ``{"error": "..."}``: 404 for a path it does not serve or
 another model's name, 405 for a method a path does not take, 413 for a body over
 ``max_body_bytes`` (before any of it is read when its Content-Length says so; the connection
@@ -31,6 +35,8 @@ from modelhost.graph.metrics import RouterLoad
 from modelhost.graph.router import GraphRouter
 from modelhost.server.http.messages import read_body
 from modelhost.settings import Http1Limits
+from modelhost.transport.http1_in_process import WholeAnswer
+from modelhost.transport.http1_upstream import ProxiedRequest
 
 __all__ = ["FrontSettings", "GraphFront"]
 
@@ -92,6 +98,10 @@ class GraphFront:
             "/healthz": ("GET", self._live),
             "/metrics": ("GET", self._metrics),
         }
+        # The predict paths a request may take without the ASGI call.
+        self._whole_paths = frozenset(
+            ("/", f"/v1/models/{self.name}:predict", f"/v2/models/{self.name}/infer")
+        )
         self._v2_model: dict[str, tuple[str, Handler]] = {
             "": ("GET", self._metadata),
             "/ready": ("GET", self._model_ready),
@@ -171,11 +181,45 @@ class GraphFront:
             return _Answer(answer.status, answer.body, headers=(("connection", "close"),))
         except errors.ModelhostError as exc:
             return _error(exc)
-        route = self.router.route(body, headers, scope["path"])
+        return await self._graph_answer(body, headers, scope["path"])
+
+    def whole(self, request: ProxiedRequest) -> Awaitable[WholeAnswer] | None:
+        """The graph's answer to a predict request the gateway's proxy parsed, or None.
+
+        None (the ASGI call takes it) for anything but a POST to one of the graph's predict
+        paths with no query, a plain body within ``max_body_bytes``, and no load to count.
+        """
+        if (
+            request.method != b"POST"
+            or request.path not in self._whole_paths
+            or b"?" in request.url
+            or self.load is not None
+            or len(request.body) > self.settings.max_body_bytes
+        ):
+            return None
+        headers = {}
+        for name, value in request.headers:
+            if name == b"content-encoding":
+                return None  # read_body decompresses it
+            headers[name.decode("latin-1")] = value.decode("latin-1")
+        return self._whole(request.body, headers, request.path)
+
+    async def _whole(self, body: bytes, headers: dict[str, str], path: str) -> WholeAnswer:
+        answer = await self._graph_answer(body, headers, path)
+        extra = [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers
+        ]
+        return WholeAnswer(answer.status, answer.body, answer.content_type.encode("latin-1"), extra)
+
+    async def _graph_answer(self, body: bytes, headers: dict[str, str], path: str) -> _Answer:
+        route = self.router.route(body, headers, path)
+        timeout = self.settings.write_timeout_s
         try:
-            response = await asyncio.wait_for(route, self.settings.write_timeout_s)
-        except asyncio.TimeoutError:
-            timeout = self.settings.write_timeout_s
+            response = await (route if timeout is None else asyncio.wait_for(route, timeout))
+        except asyncio.TimeoutError as exc:
+            if timeout is None:  # not serverWrite's: a bug below
+                logger.exception("graph %s failed a request", self.name)
+                return _error(exc)
             return _error(
                 GraphTimedOut(
                     f"graph {self.name} did not answer within {timeout:g}s "

@@ -9,7 +9,13 @@ HTTP status the failure surfaced as (a step's own non-2xx status, or 502/503/504
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import bisect
+import itertools
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 __all__ = ["GraphMetrics", "RouterLoad"]
 
@@ -34,84 +40,119 @@ _LATENCY_BUCKETS = (
 )
 
 
+class _Tally:
+    """One node's or step's calls: how many, their duration histogram, failures by code."""
+
+    __slots__ = ("buckets", "errors", "requests", "total_seconds")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.total_seconds = 0.0
+        # Per bucket (not cumulative), the last one +Inf's.
+        self.buckets = [0] * (len(_LATENCY_BUCKETS) + 1)
+        self.errors: dict[str, int] = {}
+
+    def observe(self, seconds: float, code: int) -> None:
+        self.requests += 1
+        self.total_seconds += seconds
+        self.buckets[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        if not 200 <= code < 300:
+            key = str(code)
+            self.errors[key] = self.errors.get(key, 0) + 1
+
+
 class GraphMetrics:
-    """The router's counters and histograms; one per registry (the names are unique in it)."""
+    """The router's counters and histograms; one per registry (the names are unique in it).
+
+    A request observes a node and each of its steps, on the event loop's hot path, so the
+    counts are plain numbers kept here (no lock, no child object per observation) and
+    written out as Prometheus families when the registry is scraped.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        # Each label set's children, found once: a request observes a node and its steps.
-        self._nodes: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
-        self._steps: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
-        node_labels = ("graph", "node")
-        step_labels = ("graph", "node", "step", "name")
-        self.node_requests = Counter(
-            "modelhost_graph_node_requests",
-            "Requests a graph node handled.",
-            node_labels,
-            registry=registry,
-        )
-        self.node_errors = Counter(
-            "modelhost_graph_node_errors",
-            "Node requests that ended in a non-2xx answer or a failure, by status code.",
-            (*node_labels, "code"),
-            registry=registry,
-        )
-        self.node_duration = Histogram(
-            "modelhost_graph_node_duration_seconds",
-            "Time a graph node took, its steps included.",
-            node_labels,
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.step_requests = Counter(
-            "modelhost_graph_step_requests",
-            "Calls a graph step made (its service, URL or node).",
-            step_labels,
-            registry=registry,
-        )
-        self.step_errors = Counter(
-            "modelhost_graph_step_errors",
-            "Step calls that ended in a non-2xx answer or a failure, by status code.",
-            (*step_labels, "code"),
-            registry=registry,
-        )
-        self.step_duration = Histogram(
-            "modelhost_graph_step_duration_seconds",
-            "Time a graph step took, from the call to its whole answer.",
-            step_labels,
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
+        self._nodes: dict[tuple[str, str], _Tally] = {}
+        self._steps: dict[tuple[str, str, str, str], _Tally] = {}
+        registry.register(self)
 
     def observe_node(self, graph: str, node: str, seconds: float, code: int) -> None:
         """One node request: ``code`` is its answer's status, or the failure's."""
         key = (graph, node)
-        children = self._nodes.get(key)
-        if children is None:
-            children = self._nodes[key] = (
-                self.node_requests.labels(*key),
-                self.node_duration.labels(*key),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
-        if not 200 <= code < 300:
-            self.node_errors.labels(graph, node, str(code)).inc()
+        tally = self._nodes.get(key)
+        if tally is None:
+            tally = self._nodes[key] = _Tally()
+        tally.observe(seconds, code)
 
     def observe_step(
         self, graph: str, node: str, number: int, name: str, seconds: float, code: int
     ) -> None:
         """One step call: ``code`` is the step's status, or the failure's."""
         key = (graph, node, str(number), name)
-        children = self._steps.get(key)
-        if children is None:
-            children = self._steps[key] = (
-                self.step_requests.labels(*key),
-                self.step_duration.labels(*key),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
-        if not 200 <= code < 300:
-            self.step_errors.labels(*key, str(code)).inc()
+        tally = self._steps.get(key)
+        if tally is None:
+            tally = self._steps[key] = _Tally()
+        tally.observe(seconds, code)
+
+    # -- the registry's collector --
+
+    def describe(self) -> list[Metric]:
+        return list(self._families((), ()))
+
+    def collect(self) -> list[Metric]:
+        # Copied first: a scrape in another thread sees each tally as it was.
+        return list(self._families(list(self._nodes.items()), list(self._steps.items())))
+
+    def _families(
+        self,
+        nodes: Iterable[tuple[tuple[str, ...], _Tally]],
+        steps: Iterable[tuple[tuple[str, ...], _Tally]],
+    ) -> Iterator[Metric]:
+        node_labels = ["graph", "node"]
+        step_labels = ["graph", "node", "step", "name"]
+        yield from _tally_families(
+            "modelhost_graph_node",
+            ("Requests a graph node handled.",
+             "Node requests that ended in a non-2xx answer or a failure, by status code.",
+             "Time a graph node took, its steps included."),
+            node_labels,
+            nodes,
+        )  # fmt: skip
+        yield from _tally_families(
+            "modelhost_graph_step",
+            ("Calls a graph step made (its service, URL or node).",
+             "Step calls that ended in a non-2xx answer or a failure, by status code.",
+             "Time a graph step took, from the call to its whole answer."),
+            step_labels,
+            steps,
+        )  # fmt: skip
+
+
+# The ``le`` labels, written as prometheus-client writes a Histogram's.
+_BOUNDS = [floatToGoString(bound) for bound in _LATENCY_BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
+
+
+def _tally_families(
+    prefix: str,
+    documentation: tuple[str, str, str],
+    labels: list[str],
+    tallies: Iterable[tuple[tuple[str, ...], _Tally]],
+) -> Iterator[Metric]:
+    """A set of tallies as ``<prefix>_requests``, ``_errors`` and ``_duration_seconds``."""
+    requests = CounterMetricFamily(f"{prefix}_requests", documentation[0], labels=labels)
+    failures = CounterMetricFamily(f"{prefix}_errors", documentation[1], labels=[*labels, "code"])
+    duration = HistogramMetricFamily(f"{prefix}_duration_seconds", documentation[2], labels=labels)
+    for key, tally in tallies:
+        values = list(key)
+        requests.add_metric(values, tally.requests)
+        for code, count in list(tally.errors.items()):
+            failures.add_metric([*values, code], count)
+        cumulative = list(itertools.accumulate(tally.buckets))
+        duration.add_metric(
+            values, list(zip(_BOUNDS, cumulative, strict=True)), tally.total_seconds
+        )
+    yield requests
+    yield failures
+    yield duration
 
 
 class RouterLoad:

@@ -111,8 +111,19 @@ class ServiceTableResolver:
     gateway: str | None = None
     namespace: str | None = None
     scheme: str = "http"
+    # Targets resolved so far: the table is fixed, so each (service, protocol) is found once.
+    _found: dict[tuple[str, str | None], StepTarget] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __call__(self, service_name: str, protocol: str | None) -> StepTarget:
+        key = (service_name, protocol)
+        found = self._found.get(key)
+        if found is None:
+            found = self._found[key] = self._resolve(service_name, protocol)
+        return found
+
+    def _resolve(self, service_name: str, protocol: str | None) -> StepTarget:
         entry = self.services.get(service_name)
         if entry is None:
             where = f" in namespace {self.namespace}" if self.namespace else ""

@@ -217,11 +217,16 @@ class GraphRouter:
         """The graph's answer to one request made at ``path`` (``/``, v1 or v2 predict)."""
         lowered = {name.lower(): value for name, value in headers.items()}
         request_id = lowered.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
-        forwarded = {
-            name: value
-            for name, value in lowered.items()
-            if name not in _HOP_HEADERS and any(p.search(name) for p in self._propagate)
-        }
+        patterns = self._propagate
+        forwarded = (
+            {
+                name: value
+                for name, value in lowered.items()
+                if name not in _HOP_HEADERS and any(p.search(name) for p in patterns)
+            }
+            if patterns
+            else {}
+        )
         forwarded[REQUEST_ID_HEADER] = request_id
         request = _Request(forwarded, request_protocol(path))
         payload = Payload(body, lowered.get("content-type"), lowered.get(HEADER_LENGTH))

@@ -37,6 +37,7 @@ from modelhost.graph.server import server_timeouts
 from modelhost.local.component import ComponentState
 from modelhost.local.forwarder import Forwarder
 from modelhost.local.traffic import TrafficRouter
+from modelhost.protocol.v2_json import HEADER_LENGTH
 from modelhost.settings import Http1Limits
 from modelhost.transport.http1_client import (
     AnswerInvalid,
@@ -51,10 +52,18 @@ __all__ = ["GraphHost", "PlatformStepCaller"]
 
 # The address in a step's URL that means "a service of this platform, by its Host".
 _PLATFORM = "platform.internal"
+# A step answer's headers the router reads (the body's type, the v2 binary header's length).
+_ANSWER_HEADERS = frozenset((b"content-type", HEADER_LENGTH.encode("latin-1")))
+# Step URLs whose split is kept (a graph's steps name a few; serviceUrl steps are fixed).
+_SPLIT_URLS_KEPT = 1024
 
 
 class PlatformStepCaller:
-    """Step calls of in-process routers: services through the platform, URLs as they are."""
+    """Step calls of in-process routers: services through the platform, URLs as they are.
+
+    An answer's :class:`StepAnswer` carries only the headers the router reads (its
+    ``content-type`` and the v2 binary extension's header length), not all of them.
+    """
 
     def __init__(
         self,
@@ -67,22 +76,28 @@ class PlatformStepCaller:
         self._forwarder = forwarder
         self._client = client
         self._fallback = fallback
+        # Each step URL's scheme, host and target, split once (a graph has a few).
+        self._split: dict[str, tuple[str, str, str]] = {}
 
     async def __call__(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: float | None
     ) -> StepAnswer:
-        parts = urllib.parse.urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        split = self._split.get(url)
+        if split is None:
+            split = _split_url(url)
+            if len(self._split) < _SPLIT_URLS_KEPT:
+                self._split[url] = split
+        scheme, netloc, target = split
         sent = [
             (name.encode("latin-1"), value.encode("latin-1"))
             for name, value in headers.items()
             if name != "host"
         ]
-        if parts.netloc == _PLATFORM:
+        if netloc == _PLATFORM:
             return await self._to_service(headers.get("host", ""), target, sent, body, timeout)
-        if parts.scheme != "http":
+        if scheme != "http":
             return await self._fallback(url, body, headers, timeout)
-        return await self._send(parts.netloc, target, sent, body, timeout, url)
+        return await self._send(netloc, target, sent, body, timeout, url)
 
     async def _to_service(
         self,
@@ -145,10 +160,20 @@ class PlatformStepCaller:
             raise StepUnreachable(f"{what} dropped the connection: {exc}") from None
         except Http1ClientError as exc:  # UpstreamClosed, or any other of the client's
             raise StepUnreachable(f"{what} closed the connection early: {exc}") from None
+        # Only the headers the router reads: how to read the body.
         decoded = {
-            name.decode("latin-1"): value.decode("latin-1") for name, value in answer.headers
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in answer.headers
+            if name in _ANSWER_HEADERS
         }
         return StepAnswer(answer.status, decoded, answer.body)
+
+
+def _split_url(url: str) -> tuple[str, str, str]:
+    """A step URL's scheme, its host (and port), and the request target to send."""
+    parts = urllib.parse.urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.scheme, parts.netloc, target
 
 
 class GraphHost:
@@ -182,7 +207,7 @@ class GraphHost:
         )
         front.ready = True
         # The front's ASGI types are plain dicts, the proxy's mappings: the same at run time.
-        return InProcess(cast(Any, front), owner)
+        return InProcess(cast(Any, front), owner, front.whole)
 
     async def close(self) -> None:
         await self._client.close()

@@ -182,6 +182,8 @@ class ModelServer:
         )
         mounts = self.extensions.mounts
         for mount in mounts:
+            if mount.bind is not None:
+                mount.bind(dataplane)
             if mount.on_start is not None:
                 await mount.on_start()
         app = HttpApp(dataplane, self.metrics, settings, openai, guard=guard, mounts=mounts)

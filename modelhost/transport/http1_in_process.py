@@ -3,7 +3,9 @@
 The gateway relays most requests to replicas byte for byte; a few it answers itself: the
 platform's own routes, and destinations served in-process (an InferenceGraph's router,
 TrustyAI's API, the guardrails, the model registry). Those get the request whole, as one ASGI
-call, and their answer goes back as one response.
+call, and their answer goes back as one response. A destination whose hot requests need no
+ASGI call (a graph's predict) can take them as they are, through its ``whole`` handler: no
+scope, no receive and send messages, its answer written as it comes back.
 """
 
 from __future__ import annotations
@@ -11,11 +13,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from modelhost.transport.http1_upstream import ProxiedRequest
 
-__all__ = ["ASGIApp", "InProcess", "Responder", "answer_in_process"]
+__all__ = [
+    "ASGIApp",
+    "InProcess",
+    "Responder",
+    "WholeAnswer",
+    "WholeHandler",
+    "answer_in_process",
+    "answer_whole",
+]
 
 logger = logging.getLogger("modelhost.transport")
 
@@ -29,16 +39,31 @@ ASGIApp = Callable[
 ]
 
 
+class WholeAnswer(NamedTuple):
+    """An answer written as one response: status, body, content type, other headers."""
+
+    status: int
+    body: bytes
+    content_type: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+# Takes a request whole and returns its answer to come, or None to leave it to the ASGI app.
+WholeHandler = Callable[[ProxiedRequest], "Awaitable[WholeAnswer] | None"]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class InProcess:
     """A destination answered in this process by ``app`` (ASGI), not relayed to a target.
 
     ``owner`` is what the destination belongs to, for ``admit`` (a service, to check a token
-    against). The request reaches ``app`` whole, as the owner's own routes do.
+    against). The request reaches ``app`` whole, as the owner's own routes do, unless
+    ``whole`` takes it first.
     """
 
     app: ASGIApp
     owner: object = None
+    whole: WholeHandler | None = None
 
 
 class Responder(Protocol):
@@ -102,3 +127,16 @@ async def answer_in_process(
         return
     content_type = next((v for k, v in headers if k == b"content-type"), b"application/json")
     client.respond(status, b"".join(chunks), content_type, request.keep_alive, headers)
+
+
+async def answer_whole(
+    client: Responder, request: ProxiedRequest, answer: Awaitable[WholeAnswer], what: str
+) -> None:
+    """``answer`` (a :data:`WholeHandler`'s) written to ``client``; a 500 if it fails."""
+    try:
+        status, body, content_type, headers = await answer
+    except Exception:
+        logger.exception("the proxy's route %s to %s failed", request.path, what)
+        client.respond_error(500, f"internal error in {what}", request.keep_alive)
+        return
+    client.respond(status, body, content_type, request.keep_alive, headers)

@@ -35,7 +35,12 @@ import orjson
 
 from modelhost import errors
 from modelhost.settings import Http1Limits
-from modelhost.transport.http1_in_process import ASGIApp, InProcess, answer_in_process
+from modelhost.transport.http1_in_process import (
+    ASGIApp,
+    InProcess,
+    answer_in_process,
+    answer_whole,
+)
 from modelhost.transport.http1_limits import DeadlineSweeper, capped_connections, error_response
 from modelhost.transport.http1_upstream import BODY, LOCAL, Forwarding, ProxiedRequest, ProxyPool
 from modelhost.transport.target import Admission
@@ -535,7 +540,12 @@ class ProxyServer:
         if isinstance(destination, InProcess):
             if admission is not None:
                 admission.release()
-            self.spawn(answer_in_process(client, request, destination.app, "an in-process app"))
+            whole = destination.whole
+            answer = whole(request) if whole is not None else None
+            if answer is not None:
+                self.spawn(answer_whole(client, request, answer, "an in-process app"))
+            else:
+                self.spawn(answer_in_process(client, request, destination.app, "an in-process app"))
             return
         if self.forward is None:
             self._not_found(client, request)

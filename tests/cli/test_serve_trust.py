@@ -10,6 +10,7 @@ import pytest
 from serving import StartServer
 from testmodels import SumModel
 
+from modelhost import InferOutput, InferRequest, InferResponse, Model
 from modelhost.access import Role, TokenStore
 from modelhost.cli import build_parser, serve_trust
 from modelhost.server.extensions import ServerExtensions
@@ -81,6 +82,58 @@ def test_trust_routes_and_the_data_plane_share_the_port(serve: StartServer, tmp_
         assert "trustyai_spd" not in client.get("/metrics").text
         # Paths of neither answer 404 (no route of the server's, none of TrustyAI's).
         assert client.get("/nowhere").status_code == 404
+
+
+class CreditModel(Model):
+    """A linear score of the logged ``features`` (age, gender, income): SHAP is exact for it."""
+
+    WEIGHTS = np.array([0.01, -0.5, 0.00001])
+
+    def __init__(self) -> None:
+        super().__init__(MODEL)
+        self.ready = True
+        self.rows_asked = 0
+
+    def get_input_types(self) -> list[dict[str, object]]:
+        return [{"name": "features", "datatype": "FP64", "shape": [-1, 3]}]
+
+    def predict(self, payload: object, headers: dict[str, str] | None = None) -> InferResponse:
+        assert isinstance(payload, InferRequest)
+        rows = payload.inputs[0].as_numpy()
+        self.rows_asked += len(rows)
+        score = InferOutput("approved", [len(rows)], "FP64")
+        score.set_data_from_numpy(rows @ self.WEIGHTS)
+        return InferResponse(payload.id, self.name, [score])
+
+
+def test_local_explainers_call_the_served_model(serve: StartServer, tmp_path: Path) -> None:
+    # Without a way to call models the trust app answers 501; serve --trust gives it the
+    # server's own data plane.
+    model = CreditModel()
+    running = serve([model], extensions=_extensions(tmp_path / "trust.sqlite"))
+    with httpx.Client(base_url=running.http_url, timeout=60) as client:
+        rows, approved = credit_rows(40, seed=5)
+        _log(client, rows, approved)
+        body = {
+            "predictionId": "e-7",
+            "config": {"model": {"target": "", "name": MODEL, "version": "v1"}, "explainer": {}},
+        }
+        answer = client.post("/explainers/local/shap", json=body)
+        assert answer.status_code == 200, answer.text
+        explained = answer.json()
+        assert model.rows_asked > 1  # the explainer's made-up rows reached the model
+        saliencies = explained["saliencies"]["approved"]
+        assert len(saliencies) == 3
+        # The SHAP identity: the scores add up to the model's output less the baseline.
+        output = float(rows[7] @ CreditModel.WEIGHTS)
+        total = sum(s["score"] for s in saliencies)
+        assert total == pytest.approx(output - explained["baselines"]["approved"], abs=1e-6)
+        lime = client.post("/explainers/local/lime", json=body)
+        assert lime.status_code == 200, lime.text
+        # A model the server does not have: a 404 naming it, not a 501.
+        body["config"]["model"]["name"] = "nobody"  # type: ignore[index]
+        missing = client.post("/explainers/local/shap", json=body)
+        assert missing.status_code == 404, missing.text
 
 
 def test_tokens_by_role(serve: StartServer, tmp_path: Path) -> None:

@@ -64,12 +64,14 @@ class LocalExplainers:
         self, store: TrustStore, caller: ModelCaller | None, cache_size: int = 256
     ) -> None:
         self._store = store
-        self._caller = caller
+        # Set later where the models are known only once the server runs (``serve --trust``).
+        self.caller = caller
         self.cache = ExplanationCache(cache_size)
 
     async def explain(self, method: str, body: Any) -> dict[str, Any]:
         """The answer to ``POST /explainers/local/<method>`` with ``body``."""
-        if self._caller is None:
+        caller = self.caller
+        if caller is None:
             raise errors.Unsupported("This trust service has no way to call models.")
         prediction_id, target, n_samples, link = _parse(method, body)
         row, background, schema = await asyncio.to_thread(self._read, target.name, prediction_id)
@@ -85,7 +87,7 @@ class LocalExplainers:
         )
         explanation: dict[str, Any] | None = self.cache.get(key)
         if explanation is None:
-            function = _remote_function(self._caller, target, asyncio.get_running_loop())
+            function = _remote_function(caller, target, asyncio.get_running_loop())
             names = tuple(c.visible_name for c in schema.inputs)
             explanation = await asyncio.to_thread(
                 _explain_row, method, function, row, background, names, n_samples, link
