@@ -5,7 +5,8 @@ file in the platform's home. The gateway hands it TrustyAI's paths (:func:`is_tr
 its ingest routes, ``/info``, ``/q/metrics`` and the fairness and drift metrics; its scheduled
 metrics join the gateway's ``/metrics``. A component whose ``logger.url`` is
 :data:`TRUST_SINK` logs into the store in-process, with no HTTP hop and no token: the platform's
-built-in sink for KServe's payload logger.
+built-in sink for KServe's payload logger. Its whole exchanges (``mode: all``) are decoded and
+stored by a writer process (:mod:`modelhost.trust.process_writer`), off the gateway's loop.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from modelhost.local.trust_models import PlatformModelCaller
 from modelhost.transport.http1_proxy import InProcess, ProxiedRequest
 from modelhost.trust import TrustApp, TrustSettings, TrustStore
 from modelhost.trust.paths import is_trust_path
+from modelhost.trust.process_writer import ProcessWriter
 
 __all__ = ["TRUST_OWNER", "TRUST_SINK", "TrustHost", "is_trust_request"]
 
@@ -51,17 +53,27 @@ class TrustHost:
     def __init__(
         self, home: Path, registry: CollectorRegistry, traffic: TrafficRouter | None = None
     ) -> None:
-        self.store = TrustStore(str(home / "trust.sqlite"))
+        path = str(home / "trust.sqlite")
+        self.store = TrustStore(path)
         # The local explainers call the platform's services (without ``traffic``: 501).
         self.caller = PlatformModelCaller(traffic) if traffic is not None else None
         self.app = TrustApp(self.store, registry, TrustSettings(), self.caller)
         self.destination = InProcess(cast(Any, self.app), TRUST_OWNER)
+        # Logged exchanges are decoded and stored by a process of their own, at low priority.
+        self.exchanges = ProcessWriter(path, self.app.rows_written)
 
     async def start(self) -> None:
-        """Bring back the scheduled metrics the store holds."""
+        """Bring back the scheduled metrics the store holds; start the exchanges' writer."""
         await asyncio.to_thread(self.app.scheduler.restore)
+        await self.exchanges.start()
+
+    async def settled(self) -> None:
+        """Wait until every logged exchange and event so far is stored and evaluated."""
+        await self.exchanges.settled()
+        await self.app.settled()
 
     async def stop(self) -> None:
+        await self.exchanges.stop()
         await self.app.settled()
         if self.caller is not None:
             await self.caller.close()
@@ -84,7 +96,7 @@ class TrustHost:
     def record(
         self, ctx: LogContext, request_id: str, request: bytes, status: int, response: bytes
     ) -> None:
-        """The payload logger's delivery of a whole ``mode: all`` exchange: queued as is, and
-        decoded in the store's writer thread. Only answered inferences (2xx) are rows."""
+        """The payload logger's delivery of a whole ``mode: all`` exchange: sent as is to the
+        store's writer process, which decodes it. Only answered inferences (2xx) are rows."""
         if 200 <= status < 300:
-            self.app.writer.add_exchange(ctx.service, request_id, request, response)
+            self.exchanges.add_exchange(ctx.service, request_id, request, response)

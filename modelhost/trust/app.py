@@ -113,7 +113,7 @@ class TrustApp:
         self._settings = settings
         self._pairing = PairingBuffer(settings.pending_halves)
         self.scheduler = MetricScheduler(store, registry)
-        self.writer = BatchWriter(store, self._evaluate_later, settings.max_pending_rows)
+        self.writer = BatchWriter(store, self.rows_written, settings.max_pending_rows)
         self._stale: set[str] = set()
         self._evaluator: asyncio.Task[None] | None = None
         self._routes: dict[str, dict[str, Handler]] = {}
@@ -270,7 +270,7 @@ class TrustApp:
     async def _upload(self, request: _Request) -> _Response:
         batch = decode_upload(request.json())
         await asyncio.to_thread(self._write, [batch])
-        self._evaluate_later({batch.model_id})
+        self.rows_written({batch.model_id})
         return _json({"stored": len(batch), "modelId": batch.model_id, "tag": batch.tag})
 
     async def _pair_and_store(
@@ -290,7 +290,7 @@ class TrustApp:
         if not batches:
             return 0, refused
         stored, failed = await asyncio.to_thread(self._write, batches)
-        self._evaluate_later({batch.model_id for batch in batches})
+        self.rows_written({batch.model_id for batch in batches})
         return stored, refused + failed
 
     def _write(self, batches: list[InferenceBatch]) -> tuple[int, list[dict[str, Any]]]:
@@ -309,8 +309,9 @@ class TrustApp:
                     failed.append({"id": batch.request_ids[0], "error": str(exc)})
         return stored, failed
 
-    def _evaluate_later(self, model_ids: set[str]) -> None:
-        """Re-evaluate these models' scheduled metrics soon, off the request's path.
+    def rows_written(self, model_ids: set[str]) -> None:
+        """These models got rows (by this app's writer or another): re-evaluate their
+        scheduled metrics soon, off the request's path.
 
         One evaluation runs at a time; models that get rows meanwhile wait for the next
         round, so a burst of logged requests costs one evaluation per round, not per request.

@@ -27,13 +27,14 @@ from modelhost import errors
 from modelhost.trust.ingest import decode_exchange
 from modelhost.trust.store import InferenceBatch, TrustStore
 
-__all__ = ["BatchWriter"]
+__all__ = ["BatchWriter", "Exchange"]
 
 logger = logging.getLogger("modelhost.trust")
 
 _WARN_EVERY_S = 10.0
 # An exchange not yet decoded: (model id, request id, request body, response body).
-_Exchange = tuple[str, str, bytes, bytes]
+Exchange = tuple[str, str, bytes, bytes]
+_Exchange = Exchange
 
 
 class BatchWriter:
@@ -144,6 +145,14 @@ class BatchWriter:
                 self.refused += 1
                 logger.warning("trust: a logged inference of %s was refused: %s", item[0], exc)
         return batches
+
+    def store_exchanges(self, exchanges: list[_Exchange]) -> set[str]:
+        """Decode and store ``exchanges`` now, in this thread: the models that got rows.
+
+        For a process that does nothing else (:mod:`modelhost.trust.writer_process`); a bad
+        exchange is refused and counted, the others stored.
+        """
+        return self._write(_merged(self._decoded(list(exchanges)))) or set()
 
     async def settled(self) -> None:
         """Wait until every row added so far is written."""

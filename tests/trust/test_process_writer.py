@@ -1,0 +1,135 @@
+"""The store's writer process, fed by the gateway's side through a real pipe.
+
+The process is ``python -m modelhost.trust.writer_process`` over a SQLite file in the test's
+folder; the rows are read back with a store of the test's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import orjson
+
+from modelhost.trust.process_writer import ProcessWriter
+from modelhost.trust.store import TrustStore
+
+
+def request(row: list[float]) -> bytes:
+    return orjson.dumps(
+        {"inputs": [{"name": "x", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}
+    )
+
+
+def response(label: int) -> bytes:
+    return orjson.dumps(
+        {"outputs": [{"name": "y", "shape": [1], "datatype": "INT64", "data": [label]}]}
+    )
+
+
+async def test_exchanges_are_stored_by_the_process_and_reported(tmp_path: Path) -> None:
+    path = str(tmp_path / "trust.sqlite")
+    written: list[set[str]] = []
+    writer = ProcessWriter(path, written.append, nice=0)
+    await writer.start()
+    try:
+        for i in range(500):
+            writer.add_exchange("iris", f"r{i}", request([float(i), 1.0]), response(i % 3))
+            if i % 100 == 0:
+                await asyncio.sleep(0)  # several pipe writes, several rounds
+        writer.add_exchange("iris", "broken", b"{", response(1))
+        writer.add_exchange("other", "o1", request([2.0]), response(1))
+        await writer.settled()
+    finally:
+        await writer.stop()
+    assert writer.written == 501
+    assert writer.refused == 1
+    assert writer.dropped == 0
+    assert set().union(*written) == {"iris", "other"}
+    store = TrustStore(path)
+    try:
+        assert store.count("iris") == 500
+        assert store.count("other") == 1
+        assert store.row("iris", "r7") == [7.0, 1.0, 1]
+    finally:
+        store.close()
+
+
+async def test_past_its_bound_an_exchange_is_dropped_and_counted(tmp_path: Path) -> None:
+    frame_bytes = len(request([1.0])) + len(response(1)) + 16 + len("m") + len("r0")
+    writer = ProcessWriter(
+        str(tmp_path / "trust.sqlite"), lambda models: None, max_in_flight_bytes=3 * frame_bytes
+    )
+    await writer.start()
+    try:
+        for i in range(10):  # all in one loop iteration: nothing is acknowledged meanwhile
+            writer.add_exchange("m", f"r{i}", request([1.0]), response(1))
+        assert writer.dropped == 7
+        await writer.settled()
+        assert writer.written == 3
+        # Acknowledged, the room is back.
+        writer.add_exchange("m", "again", request([1.0]), response(1))
+        await writer.settled()
+        assert writer.written == 4
+    finally:
+        await writer.stop()
+
+
+async def test_a_writer_process_that_dies_is_started_again_and_its_loss_counted(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "trust.sqlite")
+    writer = ProcessWriter(path, lambda models: None, nice=0)
+    await writer.start()
+    try:
+        writer.add_exchange("m", "before", request([1.0]), response(1))
+        await writer.settled()
+        process = writer._process
+        assert process is not None
+        os.kill(process.pid, signal.SIGKILL)
+        await process.wait()
+        # Sent while the process is gone: kept and sent to the next one.
+        writer.add_exchange("m", "after", request([2.0]), response(0))
+        await asyncio.wait_for(writer.settled(), 30)
+        assert writer._process is not process
+        # Sent to a process that dies before it answers: lost, and counted so.
+        process = writer._process
+        assert process is not None
+        os.kill(process.pid, signal.SIGSTOP)
+        for i in range(5):
+            writer.add_exchange("m", f"lost-{i}", request([3.0]), response(1))
+        await asyncio.sleep(0.2)  # written to the pipe, never read
+        os.kill(process.pid, signal.SIGKILL)
+        await asyncio.wait_for(writer.settled(), 30)
+        writer.add_exchange("m", "last", request([4.0]), response(1))
+        await asyncio.wait_for(writer.settled(), 30)
+    finally:
+        await writer.stop()
+    assert writer.written == 3
+    assert writer.dropped == 5
+    store = TrustStore(path)
+    try:
+        assert store.count("m") == 3
+        assert store.row("m", "after") is not None
+        assert store.row("m", "lost-0") is None
+    finally:
+        store.close()
+
+
+async def test_stop_stores_what_was_sent_first(tmp_path: Path) -> None:
+    path = str(tmp_path / "trust.sqlite")
+    writer = ProcessWriter(path, lambda models: None, nice=0)
+    await writer.start()
+    for i in range(200):
+        writer.add_exchange("m", f"r{i}", request([1.0]), response(1))
+    await writer.stop()
+    assert writer.written == 200
+    writer.add_exchange("m", "late", request([1.0]), response(1))
+    assert writer.dropped == 1
+    store = TrustStore(path)
+    try:
+        assert store.count("m") == 200
+    finally:
+        store.close()
