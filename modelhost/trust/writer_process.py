@@ -5,7 +5,8 @@ Decoding a logged exchange and inserting its row costs about as much CPU as rela
 request (bench/RESULTS.md, runs 11 and 12); done in the gateway, it comes out of the
 gateway's serving time. Here it is done by ``python -m modelhost.trust.writer_process``,
 which the gateway feeds through a pipe (:class:`~modelhost.trust.process_writer.ProcessWriter`):
-on a machine with a spare core it runs beside the gateway; on a busy one it runs at nice 19,
+on a machine with a spare core it runs beside the gateway; on a busy one it runs in the idle
+scheduling class (SCHED_IDLE, and nice 19),
 after serving, and the rows wait in the pipe (bounded by the gateway) until there is time.
 
 It reads exchange frames (:mod:`modelhost.trust.exchange_frames`) on stdin, stores what each
@@ -47,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     if args.nice:
-        try:
-            os.nice(args.nice)
-        except OSError as exc:  # pragma: no cover - a system that refuses it: run as is
-            logger.warning("trust writer: cannot lower its priority: %s", exc)
+        _lower_priority(args.nice)
     store = TrustStore(args.store)
     writer = BatchWriter(store, lambda models: None)
     frames = FrameReader()
@@ -79,6 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         store.close()
     return 0
+
+
+def _lower_priority(nice: int) -> None:
+    """Run after everything else: Linux's idle scheduling class where there is one (the
+    process gets the CPU only when no other wants it), and a higher niceness either way."""
+    try:
+        os.nice(nice)
+        if hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError as exc:  # pragma: no cover - a system that refuses it: run as is
+        logger.warning("trust writer: cannot lower its priority: %s", exc)
 
 
 def _waiting(fd: int) -> bool:
