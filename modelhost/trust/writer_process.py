@@ -6,8 +6,8 @@ request (bench/RESULTS.md, runs 11 and 12); done in the gateway, it comes out of
 gateway's serving time. Here it is done by ``python -m modelhost.trust.writer_process``,
 which the gateway feeds through a pipe (:class:`~modelhost.trust.process_writer.ProcessWriter`):
 on a machine with a spare core it runs beside the gateway; on a busy one it runs in the idle
-scheduling class (SCHED_IDLE, and nice 19),
-after serving, and the rows wait in the pipe (bounded by the gateway) until there is time.
+scheduling class (SCHED_IDLE, and nice 19), after serving, and the rows wait in the pipe
+(bounded by the gateway) until there is time.
 
 It reads exchange frames (:mod:`modelhost.trust.exchange_frames`) on stdin, stores what each
 read brought in one transaction (:meth:`BatchWriter.store_exchanges`), and answers each round
