@@ -29,9 +29,13 @@ logger = logging.getLogger("modelhost.trust")
 _WARN_EVERY_S = 10.0
 # How long exchanges gather before they are written to the pipe together.
 _FLUSH_S = 0.02
-# How long a process that died waits before it is started again, and stop() for one to end.
+# How long a process that died waits before it is started again (doubled while it keeps
+# dying without storing anything, up to the cap), and how long stop() waits for one to end.
 _RESTART_S = 1.0
+_RESTART_CAP_S = 30.0
 _STOP_S = 10.0
+# The longest answer line read from the process (its models' names, for a round of many).
+_ANSWER_LIMIT = 16 * 1024 * 1024
 
 
 class ProcessWriter:
@@ -62,6 +66,7 @@ class ProcessWriter:
         self._changed = asyncio.Event()
         self._stopping = False
         self._warned_at = 0.0
+        self._restart_s = _RESTART_S
         self.written = 0
         self.refused = 0
         self.dropped = 0
@@ -95,20 +100,28 @@ class ProcessWriter:
         """Let the process store what it was sent, then end it."""
         self._stopping = True
         self._flush()
-        process, reader = self._process, self._reader
-        if process is None:
-            return
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), _STOP_S)
-        except asyncio.TimeoutError:
-            logger.error("trust: the store's writer did not end in %gs; killed", _STOP_S)
-            process.kill()
-            await process.wait()
-        if reader is not None:
+        reader = self._reader
+        if (
+            reader is not None
+            and self._process is not None
+            and self._process.returncode is not None
+        ):
+            reader.cancel()  # a process that died: the reader only waits to start another
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+        process, reader = self._process, self._reader
+        if process is not None and process.returncode is None:
+            if process.stdin is not None:
+                process.stdin.close()
+            try:
+                await asyncio.wait_for(process.wait(), _STOP_S)
+            except asyncio.TimeoutError:
+                logger.error("trust: the store's writer did not end in %gs; killed", _STOP_S)
+                process.kill()
+                await process.wait()
+            if reader is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
         self._process = None
         if self._outbox:  # added while the process was down: nobody will store them now
             self._drop(len(self._outbox), "stopped")
@@ -123,6 +136,7 @@ class ProcessWriter:
             *self._command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            limit=_ANSWER_LIMIT,
             # Not in the gateway's process group: a signal to the group (^C, a supervisor's
             # SIGTERM) must not end it before the gateway hands it its last exchanges. It
             # ends when its input does, the gateway's exit included.
@@ -158,9 +172,13 @@ class ProcessWriter:
             failed = int(answer.get("failed", 0))
             if failed:
                 self._drop(failed, "the store failed")
+            self._restart_s = _RESTART_S  # it works: a later death restarts it at once
             models = set(answer.get("models") or ())
             if models:
-                self._on_written(models)
+                try:
+                    self._on_written(models)
+                except Exception:  # the listener's bug must not stop the acknowledgements
+                    logger.exception("trust: noting rows of %s failed", sorted(models))
             self._changed.set()
         code = await process.wait()
         lost = len(self._unacked)
@@ -169,8 +187,11 @@ class ProcessWriter:
             self._drop(lost, "the store's writer ended")
         self._changed.set()
         if not self._stopping:
-            logger.error("trust: the store's writer ended with %s; starting it again", code)
-            await asyncio.sleep(_RESTART_S)
+            wait, self._restart_s = self._restart_s, min(self._restart_s * 2, _RESTART_CAP_S)
+            logger.error(
+                "trust: the store's writer ended with %s; starting it again in %gs", code, wait
+            )
+            await asyncio.sleep(wait)
             if not self._stopping:
                 await self._spawn()
 

@@ -133,3 +133,17 @@ async def test_stop_stores_what_was_sent_first(tmp_path: Path) -> None:
         assert store.count("m") == 200
     finally:
         store.close()
+
+
+async def test_stop_does_not_wait_for_a_dead_process_to_be_started_again(tmp_path: Path) -> None:
+    writer = ProcessWriter(str(tmp_path / "trust.sqlite"), lambda models: None, nice=0)
+    await writer.start()
+    process = writer._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGKILL)
+    await process.wait()
+    await asyncio.sleep(0.1)  # the reader saw it die and waits to start another
+    writer.add_exchange("m", "unsent", request([1.0]), response(1))
+    await asyncio.wait_for(writer.stop(), 5)
+    assert writer.dropped == 1
+    assert writer._process is None
