@@ -11,22 +11,10 @@ import os
 import signal
 from pathlib import Path
 
-import orjson
+from trust_support import label_response, row_request
 
 from modelhost.trust.process_writer import ProcessWriter
 from modelhost.trust.store import TrustStore
-
-
-def request(row: list[float]) -> bytes:
-    return orjson.dumps(
-        {"inputs": [{"name": "x", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}
-    )
-
-
-def response(label: int) -> bytes:
-    return orjson.dumps(
-        {"outputs": [{"name": "y", "shape": [1], "datatype": "INT64", "data": [label]}]}
-    )
 
 
 async def test_exchanges_are_stored_by_the_process_and_reported(tmp_path: Path) -> None:
@@ -36,11 +24,13 @@ async def test_exchanges_are_stored_by_the_process_and_reported(tmp_path: Path) 
     await writer.start()
     try:
         for i in range(500):
-            writer.add_exchange("iris", f"r{i}", request([float(i), 1.0]), response(i % 3))
+            writer.add_exchange(
+                "iris", f"r{i}", row_request([float(i), 1.0]), label_response(i % 3)
+            )
             if i % 100 == 0:
                 await asyncio.sleep(0)  # several pipe writes, several rounds
-        writer.add_exchange("iris", "broken", b"{", response(1))
-        writer.add_exchange("other", "o1", request([2.0]), response(1))
+        writer.add_exchange("iris", "broken", b"{", label_response(1))
+        writer.add_exchange("other", "o1", row_request([2.0]), label_response(1))
         await writer.settled()
     finally:
         await writer.stop()
@@ -58,19 +48,19 @@ async def test_exchanges_are_stored_by_the_process_and_reported(tmp_path: Path) 
 
 
 async def test_past_its_bound_an_exchange_is_dropped_and_counted(tmp_path: Path) -> None:
-    frame_bytes = len(request([1.0])) + len(response(1)) + 16 + len("m") + len("r0")
+    frame_bytes = len(row_request([1.0])) + len(label_response(1)) + 16 + len("m") + len("r0")
     writer = ProcessWriter(
         str(tmp_path / "trust.sqlite"), lambda models: None, max_in_flight_bytes=3 * frame_bytes
     )
     await writer.start()
     try:
         for i in range(10):  # all in one loop iteration: nothing is acknowledged meanwhile
-            writer.add_exchange("m", f"r{i}", request([1.0]), response(1))
+            writer.add_exchange("m", f"r{i}", row_request([1.0]), label_response(1))
         assert writer.dropped == 7
         await writer.settled()
         assert writer.written == 3
         # Acknowledged, the room is back.
-        writer.add_exchange("m", "again", request([1.0]), response(1))
+        writer.add_exchange("m", "again", row_request([1.0]), label_response(1))
         await writer.settled()
         assert writer.written == 4
     finally:
@@ -84,14 +74,14 @@ async def test_a_writer_process_that_dies_is_started_again_and_its_loss_counted(
     writer = ProcessWriter(path, lambda models: None, nice=0)
     await writer.start()
     try:
-        writer.add_exchange("m", "before", request([1.0]), response(1))
+        writer.add_exchange("m", "before", row_request([1.0]), label_response(1))
         await writer.settled()
         process = writer._process
         assert process is not None
         os.kill(process.pid, signal.SIGKILL)
         await process.wait()
         # Sent while the process is gone: kept and sent to the next one.
-        writer.add_exchange("m", "after", request([2.0]), response(0))
+        writer.add_exchange("m", "after", row_request([2.0]), label_response(0))
         await asyncio.wait_for(writer.settled(), 30)
         assert writer._process is not process
         # Sent to a process that dies before it answers: lost, and counted so.
@@ -99,11 +89,11 @@ async def test_a_writer_process_that_dies_is_started_again_and_its_loss_counted(
         assert process is not None
         os.kill(process.pid, signal.SIGSTOP)
         for i in range(5):
-            writer.add_exchange("m", f"lost-{i}", request([3.0]), response(1))
+            writer.add_exchange("m", f"lost-{i}", row_request([3.0]), label_response(1))
         await asyncio.sleep(0.2)  # written to the pipe, never read
         os.kill(process.pid, signal.SIGKILL)
         await asyncio.wait_for(writer.settled(), 30)
-        writer.add_exchange("m", "last", request([4.0]), response(1))
+        writer.add_exchange("m", "last", row_request([4.0]), label_response(1))
         await asyncio.wait_for(writer.settled(), 30)
     finally:
         await writer.stop()
@@ -123,10 +113,10 @@ async def test_stop_stores_what_was_sent_first(tmp_path: Path) -> None:
     writer = ProcessWriter(path, lambda models: None, nice=0)
     await writer.start()
     for i in range(200):
-        writer.add_exchange("m", f"r{i}", request([1.0]), response(1))
+        writer.add_exchange("m", f"r{i}", row_request([1.0]), label_response(1))
     await writer.stop()
     assert writer.written == 200
-    writer.add_exchange("m", "late", request([1.0]), response(1))
+    writer.add_exchange("m", "late", row_request([1.0]), label_response(1))
     assert writer.dropped == 1
     store = TrustStore(path)
     try:
@@ -143,7 +133,7 @@ async def test_stop_does_not_wait_for_a_dead_process_to_be_started_again(tmp_pat
     os.kill(process.pid, signal.SIGKILL)
     await process.wait()
     await asyncio.sleep(0.1)  # the reader saw it die and waits to start another
-    writer.add_exchange("m", "unsent", request([1.0]), response(1))
+    writer.add_exchange("m", "unsent", row_request([1.0]), label_response(1))
     await asyncio.wait_for(writer.stop(), 5)
     assert writer.dropped == 1
     assert writer._process is None

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import orjson
+from trust_support import label_response, row_request
 
 from modelhost.trust.store import InferenceBatch, TrustStore
 from modelhost.trust.writer import BatchWriter
-
-
-def _request(row: list[float]) -> bytes:
-    return orjson.dumps(
-        {"inputs": [{"name": "x", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}
-    )
-
-
-def _response(label: int) -> bytes:
-    return orjson.dumps(
-        {"outputs": [{"name": "y", "shape": [1], "datatype": "INT64", "data": [label]}]}
-    )
 
 
 async def test_exchanges_are_decoded_merged_and_stored_in_order() -> None:
@@ -25,7 +14,7 @@ async def test_exchanges_are_decoded_merged_and_stored_in_order() -> None:
     written: list[set[str]] = []
     writer = BatchWriter(store, written.append)
     for i in range(50):
-        writer.add_exchange("m", f"r{i}", _request([float(i), 1.0]), _response(i % 2))
+        writer.add_exchange("m", f"r{i}", row_request([float(i), 1.0]), label_response(i % 2))
     writer.add(InferenceBatch("other", {"a": [1]}, {"b": [2]}, ["o1"]))
     await writer.settled()
     assert writer.written == 51
@@ -37,10 +26,10 @@ async def test_exchanges_are_decoded_merged_and_stored_in_order() -> None:
 async def test_a_bad_exchange_is_refused_and_the_others_kept() -> None:
     store = TrustStore(":memory:")
     writer = BatchWriter(store, lambda models: None)
-    writer.add_exchange("m", "good-1", _request([1.0]), _response(1))
-    writer.add_exchange("m", "not-json", b"{", _response(1))
-    writer.add_exchange("m", "rows-differ", _request([1.0]), orjson.dumps({"outputs": []}))
-    writer.add_exchange("m", "good-2", _request([2.0]), _response(0))
+    writer.add_exchange("m", "good-1", row_request([1.0]), label_response(1))
+    writer.add_exchange("m", "not-json", b"{", label_response(1))
+    writer.add_exchange("m", "rows-differ", row_request([1.0]), orjson.dumps({"outputs": []}))
+    writer.add_exchange("m", "good-2", row_request([2.0]), label_response(0))
     await writer.settled()
     assert store.count("m") == 2
     assert writer.refused == 2
@@ -62,7 +51,7 @@ async def test_past_max_pending_rows_are_dropped_and_counted() -> None:
     store = TrustStore(":memory:")
     writer = BatchWriter(store, lambda models: None, max_pending=3)
     for i in range(5):  # queued before the first round runs: the loop has not turned yet
-        writer.add_exchange("m", f"r{i}", _request([1.0]), _response(1))
+        writer.add_exchange("m", f"r{i}", row_request([1.0]), label_response(1))
     await writer.settled()
     assert writer.dropped == 2
     assert store.count("m") == 3

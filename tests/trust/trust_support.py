@@ -129,3 +129,17 @@ async def name_gender(client: httpx.AsyncClient) -> None:
     mapping = {"features-0": "age", "features-1": "gender", "features-2": "income"}
     response = await client.post("/info/names", json={"modelId": MODEL, "inputMapping": mapping})
     assert response.status_code == 200, response.text
+
+
+def row_request(row: list[float]) -> bytes:
+    """A v2 request of one row, tensor ``x`` (FP64): a logged exchange's request body."""
+    return orjson.dumps(
+        {"inputs": [{"name": "x", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}
+    )
+
+
+def label_response(label: int) -> bytes:
+    """A v2 response of one label, tensor ``y`` (INT64): a logged exchange's response body."""
+    return orjson.dumps(
+        {"outputs": [{"name": "y", "shape": [1], "datatype": "INT64", "data": [label]}]}
+    )
