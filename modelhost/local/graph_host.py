@@ -54,8 +54,6 @@ __all__ = ["GraphHost", "PlatformStepCaller"]
 _PLATFORM = "platform.internal"
 # A step answer's headers the router reads (the body's type, the v2 binary header's length).
 _ANSWER_HEADERS = frozenset((b"content-type", HEADER_LENGTH.encode("latin-1")))
-# Step URLs whose split is kept (a graph's steps name a few; serviceUrl steps are fixed).
-_SPLIT_URLS_KEPT = 1024
 
 
 class PlatformStepCaller:
@@ -76,18 +74,13 @@ class PlatformStepCaller:
         self._forwarder = forwarder
         self._client = client
         self._fallback = fallback
-        # Each step URL's scheme, host and target, split once (a graph has a few).
-        self._split: dict[str, tuple[str, str, str]] = {}
 
     async def __call__(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: float | None
     ) -> StepAnswer:
-        split = self._split.get(url)
-        if split is None:
-            split = _split_url(url)
-            if len(self._split) < _SPLIT_URLS_KEPT:
-                self._split[url] = split
-        scheme, netloc, target = split
+        parts = urllib.parse.urlsplit(url)  # cached by urllib: a graph's steps name a few
+        netloc = parts.netloc
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         sent = [
             (name.encode("latin-1"), value.encode("latin-1"))
             for name, value in headers.items()
@@ -95,7 +88,7 @@ class PlatformStepCaller:
         ]
         if netloc == _PLATFORM:
             return await self._to_service(headers.get("host", ""), target, sent, body, timeout)
-        if scheme != "http":
+        if parts.scheme != "http":
             return await self._fallback(url, body, headers, timeout)
         return await self._send(netloc, target, sent, body, timeout, url)
 
@@ -167,13 +160,6 @@ class PlatformStepCaller:
             if name in _ANSWER_HEADERS
         }
         return StepAnswer(answer.status, decoded, answer.body)
-
-
-def _split_url(url: str) -> tuple[str, str, str]:
-    """A step URL's scheme, its host (and port), and the request target to send."""
-    parts = urllib.parse.urlsplit(url)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return parts.scheme, parts.netloc, target
 
 
 class GraphHost:

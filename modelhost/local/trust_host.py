@@ -67,11 +67,6 @@ class TrustHost:
         await asyncio.to_thread(self.app.scheduler.restore)
         await self.exchanges.start()
 
-    async def settled(self) -> None:
-        """Wait until every logged exchange and event so far is stored and evaluated."""
-        await self.exchanges.settled()
-        await self.app.settled()
-
     async def stop(self) -> None:
         await self.exchanges.stop()
         await self.app.settled()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from modelhost import errors
@@ -34,7 +34,6 @@ logger = logging.getLogger("modelhost.trust")
 _WARN_EVERY_S = 10.0
 # An exchange not yet decoded: (model id, request id, request body, response body).
 Exchange = tuple[str, str, bytes, bytes]
-_Exchange = Exchange
 
 
 class BatchWriter:
@@ -53,7 +52,7 @@ class BatchWriter:
         self._on_written = on_written
         self._max_pending = max_pending
         self._linger_s = linger_s
-        self._pending: list[InferenceBatch | _Exchange] = []
+        self._pending: list[InferenceBatch | Exchange] = []
         self._pending_rows = 0
         self._task: asyncio.Task[None] | None = None
         self.written = 0
@@ -69,7 +68,7 @@ class BatchWriter:
         """Queue one logged exchange, to be decoded in the writer's thread (counted one row)."""
         self._queue((model_id, request_id, request, response), 1)
 
-    def _queue(self, item: InferenceBatch | _Exchange, rows: int) -> None:
+    def _queue(self, item: InferenceBatch | Exchange, rows: int) -> None:
         if self._pending_rows + rows > self._max_pending:
             self.dropped += rows
             now = time.monotonic()
@@ -133,7 +132,7 @@ class BatchWriter:
                         logger.warning("trust: logged rows of %s refused: %s", part.model_id, exc)
         return {batch.model_id for batch, _ in merged}
 
-    def _decoded(self, items: list[InferenceBatch | _Exchange]) -> list[InferenceBatch]:
+    def _decoded(self, items: Sequence[InferenceBatch | Exchange]) -> list[InferenceBatch]:
         batches = []
         for item in items:
             if isinstance(item, InferenceBatch):
@@ -146,13 +145,13 @@ class BatchWriter:
                 logger.warning("trust: a logged inference of %s was refused: %s", item[0], exc)
         return batches
 
-    def store_exchanges(self, exchanges: list[_Exchange]) -> set[str]:
+    def store_exchanges(self, exchanges: list[Exchange]) -> set[str]:
         """Decode and store ``exchanges`` now, in this thread: the models that got rows.
 
         For a process that does nothing else (:mod:`modelhost.trust.writer_process`); a bad
         exchange is refused and counted, the others stored.
         """
-        return self._write(_merged(self._decoded(list(exchanges)))) or set()
+        return self._write(_merged(self._decoded(exchanges))) or set()
 
     async def settled(self) -> None:
         """Wait until every row added so far is written."""
