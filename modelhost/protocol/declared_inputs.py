@@ -63,6 +63,12 @@ class DeclaredInputs:
         if not self.names or request.parameters.get("content_type") == "pd":
             return
         declared = self.datatypes
+        if len(inputs) == 1:  # the usual request, without the general case's lists
+            tensor = inputs[0]
+            expected = declared.get(tensor.name)
+            if expected is not None:
+                _conform(tensor, expected)
+                return
         if any(tensor.name in declared for tensor in inputs):
             unknown = [tensor.name for tensor in inputs if tensor.name not in declared]
             if unknown:

@@ -8,7 +8,7 @@ a binary payload stays a zero-copy view, and one from JSON is converted once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +19,8 @@ from modelhost.protocol import datatypes
 __all__ = ["InferInput", "InferOutput", "InferRequest", "InferResponse", "RequestedOutput"]
 
 Parameters = dict[str, Any]
+
+_T = TypeVar("_T", bound="_Tensor")
 
 
 class _Tensor:
@@ -44,6 +46,28 @@ class _Tensor:
             self._array = data
         else:
             self._data = data
+
+    @classmethod
+    def wrap(
+        cls: type[_T],
+        name: str,
+        datatype: str,
+        array: npt.NDArray[Any],
+        parameters: Parameters | None = None,
+    ) -> _T:
+        """A tensor over ``array`` as it is, of the array's shape, keeping ``parameters``.
+
+        Nothing is copied or checked: for code that made ``array`` itself and has checked
+        it (a decoder, the batcher's split), where the constructor's copies show per request.
+        """
+        tensor = cls.__new__(cls)
+        tensor.name = name
+        tensor._shape = list(array.shape)
+        tensor.datatype = datatype
+        tensor.parameters = parameters if parameters is not None else {}
+        tensor._array = array
+        tensor._data = None
+        return tensor
 
     @property
     def shape(self) -> list[int]:

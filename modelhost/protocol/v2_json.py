@@ -325,14 +325,20 @@ def _tensors(
     tensors = []
     offset = 0
     for index, item in enumerate(parsed):
-        field = f"{where}[{index}]"
         datatype = str(item.__struct_config__.tag)
-        if any(dim < 0 for dim in item.shape):
-            raise errors.InvalidInput(f"{field}.shape: dimensions must be >= 0, got {item.shape}.")
-        parameters = dict(item.parameters) if item.parameters else {}
-        size = parameters.pop("binary_data_size", None)
-        tensor = kind(item.name, item.shape, datatype, parameters=parameters or None)
+        shape = item.shape
+        if shape and min(shape) < 0:
+            raise errors.InvalidInput(
+                f"{where}[{index}].shape: dimensions must be >= 0, got {item.shape}."
+            )
+        size = None
+        parameters = item.parameters
+        if parameters:
+            parameters = dict(parameters)
+            size = parameters.pop("binary_data_size", None)
+        tensor = kind(item.name, shape, datatype, parameters=parameters or None)
         if size is not None:
+            field = f"{where}[{index}]"
             if item.data is not None:
                 raise errors.InvalidInput(f"{field}: has both data and binary_data_size.")
             if type(size) is not int or size < 0 or offset + size > len(binary):
@@ -344,10 +350,12 @@ def _tensors(
             offset += size
         else:
             if item.data is None:
-                raise errors.InvalidInput(f"{field}: has neither data nor binary_data_size.")
+                raise errors.InvalidInput(
+                    f"{where}[{index}]: has neither data nor binary_data_size."
+                )
             if datatype == "BF16":
                 raise errors.InvalidInput(
-                    f"{field}: BF16 tensors must use the binary tensor data extension."
+                    f"{where}[{index}]: BF16 tensors must use the binary tensor data extension."
                 )
             tensor.data = item.data
             tensor.as_numpy()  # validates datatype and element count now, as a 400
@@ -359,11 +367,14 @@ def _tensors(
     return tensors
 
 
-def _binary_choice(response: InferResponse, request: InferRequest | None) -> dict[str, bool]:
+def _binary_choice(response: InferResponse, request: InferRequest | None) -> dict[str, bool] | None:
+    """Per output, whether it goes as binary data; None: only BF16 outputs (the usual answer)."""
     default = bool(request.use_binary_outputs) if request is not None else False
     default = default or response.use_binary_outputs
-    choice: dict[str, bool] = {}
     requested = request.request_outputs if request is not None else None
+    if not default and not requested:
+        return None
+    choice: dict[str, bool] = {}
     per_output = {r.name: r.binary_data for r in requested or () if r.binary_data is not None}
     for tensor in response.outputs:
         binary = per_output.get(tensor.name, default)
@@ -398,7 +409,7 @@ def _tensor_dict(tensor: InferOutput | InferInput, binary: bool, chunks: list[by
         "datatype": tensor.datatype,
         "shape": tensor.shape,
     }
-    parameters = dict(tensor.parameters)
+    parameters = dict(tensor.parameters) if tensor.parameters else {}
     parameters.pop("binary_data", None)
     if binary:
         chunk = datatypes.to_bytes(tensor.datatype, tensor.as_numpy())
@@ -424,7 +435,10 @@ def encode_response(
         body["id"] = response.id
     if response.parameters:
         body["parameters"] = response.parameters
-    body["outputs"] = [_tensor_dict(t, choice[t.name], chunks) for t in response.outputs]
+    body["outputs"] = [
+        _tensor_dict(t, choice[t.name] if choice is not None else t.datatype == "BF16", chunks)
+        for t in response.outputs
+    ]
     header = dumps(body)
     if not chunks:
         return header, None

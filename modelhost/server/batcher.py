@@ -72,8 +72,7 @@ class Batcher:
         prepared = _as_tensor_request(payload)
         if prepared is None:
             return await self._predict(payload, headers)
-        request, rows = prepared
-        key = _shape_key(request)
+        request, rows, key = prepared
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = asyncio.Queue()
@@ -170,18 +169,26 @@ def _log_unexpected(task: asyncio.Task[None]) -> None:
         logger.error("Batch task failed", exc_info=task.exception())
 
 
-def _as_tensor_request(payload: Any) -> tuple[InferRequest, int] | None:
-    """The payload as a stackable tensor request and its row count, or None."""
+def _as_tensor_request(payload: Any) -> tuple[InferRequest, int, Hashable] | None:
+    """The payload as a stackable tensor request, its row count and shape key, or None."""
     if isinstance(payload, InferRequest):
-        if not payload.inputs:
+        inputs = payload.inputs
+        if not inputs:
             return None
-        arrays = [tensor.as_numpy() for tensor in payload.inputs]
-        if any(a.ndim == 0 for a in arrays):
+        rows = -1
+        tensors = []
+        for tensor in inputs:
+            shape = tensor.as_numpy().shape
+            if not shape:
+                return None
+            if rows < 0:
+                rows = shape[0]
+            elif shape[0] != rows:
+                return None
+            tensors.append((tensor.name, tensor.datatype, shape[1:]))
+        if rows == 0:
             return None
-        rows = arrays[0].shape[0]
-        if rows == 0 or any(a.shape[0] != rows for a in arrays):
-            return None
-        return payload, rows
+        return payload, rows, _shape_key(payload, tuple(tensors))
     if isinstance(payload, dict):
         instances = payload.get("instances", payload.get("inputs"))
         if not isinstance(instances, list) or not instances or len(payload) != 1:
@@ -194,20 +201,24 @@ def _as_tensor_request(payload: Any) -> tuple[InferRequest, int] | None:
             return None
         if array.ndim == 0 or array.dtype.kind not in "biuf":
             return None
-        tensor = InferInput("input-0", list(array.shape), datatypes.datatype_of(array), array)
-        return InferRequest("", [tensor]), array.shape[0]
+        datatype = datatypes.datatype_of(array)
+        request = InferRequest("", [InferInput.wrap("input-0", datatype, array)])
+        return request, array.shape[0], (((("input-0", datatype, array.shape[1:]),), (), ()))
     return None
 
 
-def _shape_key(request: InferRequest) -> Hashable:
-    tensors = tuple((t.name, t.datatype, tuple(t.as_numpy().shape[1:])) for t in request.inputs)
-    parameters = tuple(
-        sorted(
-            (k, repr(v)) for k, v in request.parameters.items() if k not in _TRANSPORT_PARAMETERS
-        )
+def _shape_key(request: InferRequest, tensors: tuple[Hashable, ...]) -> Hashable:
+    """What requests share to be stacked: ``tensors`` (names, datatypes, trailing
+    dimensions), the parameters a model sees, and the outputs asked for."""
+    parameters = request.parameters
+    steering = (
+        tuple(sorted((k, repr(v)) for k, v in parameters.items() if k not in _TRANSPORT_PARAMETERS))
+        if parameters
+        else ()
     )
-    outputs = tuple(sorted(o.name for o in request.request_outputs or ()))
-    return tensors, parameters, outputs
+    requested = request.request_outputs
+    outputs = tuple(sorted(o.name for o in requested)) if requested else ()
+    return tensors, steering, outputs
 
 
 def _merge(requests: list[InferRequest]) -> InferRequest:
@@ -246,9 +257,12 @@ def _split(model: Model, merged: InferRequest, result: Any, rows: list[int]) -> 
         outputs = []
         for output, array in zip(response.outputs, arrays, strict=True):
             piece = array[start : start + count]
-            tensor = InferOutput(output.name, list(piece.shape), output.datatype, piece)
-            tensor.parameters = dict(output.parameters)
-            outputs.append(tensor)
+            parameters = output.parameters
+            outputs.append(
+                InferOutput.wrap(
+                    output.name, output.datatype, piece, dict(parameters) if parameters else None
+                )
+            )
         parts.append(
             InferResponse(None, response.model_name, outputs, parameters=response.parameters)
         )

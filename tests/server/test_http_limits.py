@@ -249,3 +249,43 @@ def test_bytes_in_flight_budget_refuses_the_excess_and_keeps_health_answered(
     assert grown_mib < 500, f"peak RSS grew {grown_mib:.0f} MiB"
     # Once answered, the budget is whole again.
     assert httpx.post(url, content=body, timeout=30).status_code == 200
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One whole answer with a Content-Length (uvicorn may write head and body apart)."""
+    sock.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += sock.recv(65536)
+    assert len(body) == length, "more than one answer"
+    return head + b"\r\n\r\n" + body
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(serve: StartServer) -> None:
+    # The keep-alive timeout is the connection's deadline in the limits' sweep (no timer
+    # per request): an answered connection left idle is closed once it passes, silently.
+    server = serve([EchoModel()], enable_grpc=False, timeout_keep_alive=1, **TIMEOUTS)
+    with connect(server) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert status_of(read_answer(sock)) == 200
+        rest, waited = read_until_closed(sock, 4)
+    assert rest == b""
+    assert 0.9 <= waited <= 3.0
+
+
+def test_a_request_after_an_answer_gets_its_own_header_time(serve: StartServer) -> None:
+    # The header timeout (0.5 s) of a second request runs from its first byte, not from
+    # the first request's answer: a client that waits 0.7 s and then sends whole is served.
+    server = serve([EchoModel()], enable_grpc=False, timeout_keep_alive=5, **TIMEOUTS)
+    with connect(server) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert status_of(read_answer(sock)) == 200
+            time.sleep(0.7)
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n")
+        rest, _ = read_until_closed(sock, 4)  # headers never end: 408 from their first byte
+    assert status_of(rest) == 408

@@ -26,6 +26,7 @@ __all__ = [
     "DIRECT_BODY_LIMIT",
     "DirectApp",
     "DirectCycle",
+    "WriteFlow",
     "direct_body_length",
     "direct_path",
 ]
@@ -73,6 +74,14 @@ class DirectApp(Protocol):
     async def answer_directly(self, scope: Scope, found: object, body: bytes) -> HttpResponse: ...
 
 
+class WriteFlow(Protocol):
+    """What a cycle reads of uvicorn's ``FlowControl``: whether, and until when, to wait."""
+
+    write_paused: bool
+
+    def drain(self) -> Awaitable[None]: ...
+
+
 class DirectCycle:
     """One request answered directly: what uvicorn's protocol reads of a cycle, and the call.
 
@@ -89,8 +98,7 @@ class DirectCycle:
         keep_alive: bool,
         default_headers: list[tuple[bytes, bytes]],
         on_response: Callable[[], None],
-        drain: Callable[[], Awaitable[None]],
-        write_paused: Callable[[], bool],
+        flow: WriteFlow,
     ) -> None:
         self.scope = scope
         self.route = route
@@ -98,8 +106,7 @@ class DirectCycle:
         self.keep_alive = keep_alive
         self.default_headers = default_headers
         self.on_response = on_response
-        self._drain = drain
-        self._write_paused = write_paused
+        self._flow = flow
         self.body = bytearray()
         self.more_body = True
         self.disconnected = False
@@ -122,8 +129,8 @@ class DirectCycle:
         if self.disconnected or self.transport.is_closing():
             self.response_complete = True
             return
-        if self._write_paused():
-            await self._drain()
+        if self._flow.write_paused:
+            await self._flow.drain()
         self.response_started = True
         self.transport.write(head + response.body)
         self.response_complete = True

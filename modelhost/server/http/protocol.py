@@ -74,6 +74,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # Header bytes of the request being read; -1: it began in the current read.
         self._head_bytes = 0
         self._refusal: errors.ModelhostError | None = None
+        # Whether an answer went out: the deadline of an idle connection is then its
+        # keep-alive timeout, and a new request's header time starts at its first byte.
+        self._answered = False
 
     # -- asyncio.Protocol --
 
@@ -96,7 +99,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.deadline = time.monotonic() + self._limits.body_timeout_s
         elif phase == _IDLE:
             self._phase = _HEADERS
-            if not self.deadline:  # a new connection's deadline runs from its start
+            if self._answered:  # a new connection's deadline runs from its start
                 self.deadline = time.monotonic() + self._limits.header_timeout_s
         elif phase == _CLOSED:
             return
@@ -172,7 +175,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         scope["path"] = path
         scope["raw_path"] = self.url
         scope["query_string"] = b""
-        flow = self.flow
         self.cycle = DirectCycle(  # type: ignore[assignment]
             cast(Any, scope),
             route,
@@ -180,17 +182,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             parser.should_keep_alive(),
             self.server_state.default_headers,
             self.on_response_complete,
-            flow.drain,
-            lambda: flow.write_paused,
+            self.flow,
         )
         return True
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        # uvicorn's, but an idle connection's keep-alive timeout is its deadline in the
+        # sweep rather than a timer armed and cancelled for every request.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._answered = True
+        self.flow.resume_reading()
         phase = self._phase
-        if phase == _APP:
-            self._phase = _IDLE  # uvicorn's keep-alive timeout takes over
-        elif phase == _HEADERS:
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif phase == _APP:
+            self._phase = _IDLE
+            self.deadline = time.monotonic() + self.timeout_keep_alive
+        if phase == _HEADERS:
             # Sent while the answer was being written: its time starts now.
             self.deadline = time.monotonic() + self._limits.header_timeout_s
 
