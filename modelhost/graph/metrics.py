@@ -9,13 +9,12 @@ HTTP status the failure surfaced as (a step's own non-2xx status, or 502/503/504
 
 from __future__ import annotations
 
-import bisect
-import itertools
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.utils import floatToGoString
+from prometheus_client.core import Metric
+
+from modelhost.server.metric_tallies import HistogramTally, counter_family, histogram_family
 
 __all__ = ["GraphMetrics", "RouterLoad"]
 
@@ -43,19 +42,16 @@ _LATENCY_BUCKETS = (
 class _Tally:
     """One node's or step's calls: how many, their duration histogram, failures by code."""
 
-    __slots__ = ("buckets", "errors", "requests", "total_seconds")
+    __slots__ = ("duration", "errors", "requests")
 
     def __init__(self) -> None:
         self.requests = 0
-        self.total_seconds = 0.0
-        # Per bucket (not cumulative), the last one +Inf's.
-        self.buckets = [0] * (len(_LATENCY_BUCKETS) + 1)
+        self.duration = HistogramTally(_LATENCY_BUCKETS)
         self.errors: dict[str, int] = {}
 
     def observe(self, seconds: float, code: int) -> None:
         self.requests += 1
-        self.total_seconds += seconds
-        self.buckets[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        self.duration.observe(seconds)
         if not 200 <= code < 300:
             key = str(code)
             self.errors[key] = self.errors.get(key, 0) + 1
@@ -127,10 +123,6 @@ class GraphMetrics:
         )  # fmt: skip
 
 
-# The ``le`` labels, written as prometheus-client writes a Histogram's.
-_BOUNDS = [floatToGoString(bound) for bound in _LATENCY_BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
-
-
 def _tally_families(
     prefix: str,
     documentation: tuple[str, str, str],
@@ -138,21 +130,23 @@ def _tally_families(
     tallies: Iterable[tuple[tuple[str, ...], _Tally]],
 ) -> Iterator[Metric]:
     """A set of tallies as ``<prefix>_requests``, ``_errors`` and ``_duration_seconds``."""
-    requests = CounterMetricFamily(f"{prefix}_requests", documentation[0], labels=labels)
-    failures = CounterMetricFamily(f"{prefix}_errors", documentation[1], labels=[*labels, "code"])
-    duration = HistogramMetricFamily(f"{prefix}_duration_seconds", documentation[2], labels=labels)
-    for key, tally in tallies:
-        values = list(key)
-        requests.add_metric(values, tally.requests)
-        for code, count in list(tally.errors.items()):
-            failures.add_metric([*values, code], count)
-        cumulative = list(itertools.accumulate(tally.buckets))
-        duration.add_metric(
-            values, list(zip(_BOUNDS, cumulative, strict=True)), tally.total_seconds
-        )
-    yield requests
-    yield failures
-    yield duration
+    tallies = list(tallies)
+    yield counter_family(
+        f"{prefix}_requests", documentation[0], labels, ((k, t.requests) for k, t in tallies)
+    )
+    yield counter_family(
+        f"{prefix}_errors",
+        documentation[1],
+        [*labels, "code"],
+        (((*k, code), n) for k, t in tallies for code, n in list(t.errors.items())),
+    )
+    yield histogram_family(
+        f"{prefix}_duration_seconds",
+        documentation[2],
+        labels,
+        _LATENCY_BUCKETS,
+        ((k, t.duration) for k, t in tallies),
+    )
 
 
 class RouterLoad:

@@ -64,8 +64,10 @@ class Batcher:
         self._queues: dict[Hashable, asyncio.Queue[_Item]] = {}
         self._tasks: dict[Hashable, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_batches)
-        self._batch_size = metrics.batch_size.labels(model.name)
-        self._queue_time = metrics.batch_queue_seconds.labels(model.name)
+        # The loop its queues live on, taken at the first submit (asking per request costs).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._batch_size = metrics.batch_size(model.name)
+        self._queue_time = metrics.batch_queue_seconds(model.name)
 
     async def submit(self, payload: Any, headers: dict[str, str]) -> Any:
         """The model's result for ``payload``, computed in a batch when it can be."""
@@ -77,7 +79,9 @@ class Batcher:
         if queue is None:
             queue = self._queues[key] = asyncio.Queue()
             self._tasks[key] = asyncio.create_task(self._run(queue), name=f"batcher-{key!r}")
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         item = _Item(request, rows, headers, loop.create_future(), time.perf_counter())
         queue.put_nowait(item)
         return await item.future

@@ -20,8 +20,6 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Histogram
-
 from modelhost.model.model import Model
 from modelhost.server.batcher import Batcher
 from modelhost.server.metrics import Metrics
@@ -96,7 +94,7 @@ class StepRunner:
 
             async def predict(payload: Any, headers: dict[str, str]) -> Any:
                 args = (payload, headers, {}) if extra else (payload, headers)
-                return await self._timed(model, method, self._metrics.predict, args)
+                return await self._timed(model, method, "predict", args)
 
             batcher = self._batchers[model] = Batcher(model, settings, predict, self._metrics)
         return batcher
@@ -133,7 +131,7 @@ class StepRunner:
         self,
         model: Model,
         method: Callable[..., Any],
-        histogram: Histogram,
+        step: str,
         args: tuple[Any, ...],
     ) -> Any:
         started = time.perf_counter()
@@ -141,7 +139,7 @@ class StepRunner:
             result = await self._adaptive(model, method, args)
         else:
             result = await self.call(method, *args)
-        self._metrics.observe_step(histogram, model.name, time.perf_counter() - started)
+        self._metrics.observe_step(step, model.name, time.perf_counter() - started)
         return result
 
     async def _adaptive(
@@ -205,14 +203,11 @@ class StepRunner:
         response_headers: dict[str, str] = {}
         extra = (response_headers,) if model.return_response_headers else ()
         kind = type(model)
-        metrics = self._metrics
         if kind.preprocess is not Model.preprocess:
-            payload = await self._timed(
-                model, model.preprocess, metrics.preprocess, (payload, headers)
-            )
+            payload = await self._timed(model, model.preprocess, "preprocess", (payload, headers))
         if verb == "explain":
             step = model.explain if explain is None else explain
-            result = await self._timed(model, step, metrics.explain, (payload, headers))
+            result = await self._timed(model, step, "explain", (payload, headers))
         else:
             batcher = self.batcher(model)
             if batcher is not None:
@@ -224,11 +219,9 @@ class StepRunner:
                     if kind.predict is not Model.predict
                     else self.predict_method(model)
                 )
-                result = await self._timed(
-                    model, predict, metrics.predict, (payload, headers, *extra)
-                )
+                result = await self._timed(model, predict, "predict", (payload, headers, *extra))
         if kind.postprocess is not Model.postprocess:
             result = await self._timed(
-                model, model.postprocess, metrics.postprocess, (result, headers, *extra)
+                model, model.postprocess, "postprocess", (result, headers, *extra)
             )
         return result, response_headers

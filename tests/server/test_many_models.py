@@ -113,8 +113,8 @@ def test_metric_children_of_10000_models_stay_bounded_by_the_loaded_ones() -> No
     loaded: list[str] = []
     for name in _names():
         metrics.observe_request(name, "v2", "infer", 200, 0.001)
-        metrics.observe_step(metrics.predict, name, 0.0005)
-        metrics.batch_size.labels(name).observe(1)
+        metrics.observe_step("predict", name, 0.0005)
+        metrics.batch_size(name).observe(1)
         loaded.append(name)
         if len(loaded) > 100:
             metrics.forget_model(loaded.pop(0))

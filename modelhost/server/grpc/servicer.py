@@ -99,7 +99,7 @@ class InferenceServicer:
     def __init__(self, dataplane: DataPlane, metrics: Metrics, guard: Guard | None = None) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
-        self.in_flight = metrics.in_flight.labels(PROTOCOL)
+        self.in_flight = metrics.in_flight(PROTOCOL)
         # Bearer tokens in the ``authorization`` metadata (None: no checks).
         self.guard = guard
 

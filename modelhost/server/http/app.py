@@ -118,7 +118,7 @@ class HttpApp:
             "unload": Route("POST", v2.repository_unload, "v2", "repository_unload"),
         }
         protocols = ("v1", "v2", "http") + ((routes.protocol,) if routes is not None else ())
-        self._in_flight = {p: metrics.in_flight.labels(p) for p in protocols}
+        self._in_flight = {p: metrics.in_flight(p) for p in protocols}
         # Server-wide: what the requests being served hold in memory, their bodies decoded.
         self.budget = BytesInFlight(settings.max_bytes_in_flight)
 

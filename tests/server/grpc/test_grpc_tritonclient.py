@@ -285,7 +285,8 @@ def test_metrics_count_grpc_calls(running: RunningServer, client: tc.InferenceSe
     assert client.is_server_live()
     samples = {
         (s.labels["model"], s.labels["endpoint"], s.labels["status"]): s.value
-        for metric in running.server.metrics.requests.collect()
+        for metric in running.server.metrics.registry.collect()
+        if metric.name == "modelhost_requests"
         for s in metric.samples
         if s.name.endswith("_total") and s.labels["protocol"] == "grpc"
     }

@@ -58,7 +58,8 @@ def _answer(response: Any) -> list[float]:
 def _requests_total(running: RunningServer) -> dict[tuple[str, str, str], float]:
     return {
         (s.labels["model"], s.labels["endpoint"], s.labels["status"]): s.value
-        for metric in running.server.metrics.requests.collect()
+        for metric in running.server.metrics.registry.collect()
+        if metric.name == "modelhost_requests"
         for s in metric.samples
         if s.name.endswith("_total") and s.labels["protocol"] == "grpc"
     }
@@ -74,7 +75,7 @@ async def _counted(running: RunningServer, key: tuple[str, str, str]) -> None:
 
 
 def _in_flight(running: RunningServer) -> float:
-    return running.server.metrics.in_flight.labels("grpc")._value.get()  # type: ignore[no-any-return]
+    return running.server.metrics.in_flight_now("grpc")
 
 
 def test_model_infer_is_answered_natively_and_the_rest_by_grpc_aio(
