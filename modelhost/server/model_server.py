@@ -57,10 +57,6 @@ __all__ = ["ModelServer", "predictor_config_from_args", "server_parser"]
 logger = logging.getLogger("modelhost.server")
 
 
-# Allocations (less frees) between collections of the youngest generation, once serving.
-_YOUNG_GC_THRESHOLD = 20_000
-
-
 class _UvicornServer(uvicorn.Server):
     """uvicorn without its own signal handling: ``ModelServer`` owns the signals."""
 
@@ -255,12 +251,6 @@ class ModelServer:
         # collector's sight, a full collection scans the requests' objects only, not ~150,000
         # long-lived ones (~100 ms each, the REST p99 under load: bench/RESULTS.md, run 13).
         gc.freeze()
-        # A request makes and drops a few dozen containers, nearly all freed by their count:
-        # at the default threshold (700) the youngest generation is collected every ~15
-        # requests, ~3% of a batched request's CPU (py-spy, bench/RESULTS.md run 15). A
-        # collection scans only what is alive when it runs, so a rarer one costs no more.
-        threshold = gc.get_threshold()
-        gc.set_threshold(max(threshold[0], _YOUNG_GC_THRESHOLD), *threshold[1:])
         self._started.set()
         try:
             await self._stop.wait()
