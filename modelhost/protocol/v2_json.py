@@ -367,14 +367,11 @@ def _tensors(
     return tensors
 
 
-def _binary_choice(response: InferResponse, request: InferRequest | None) -> dict[str, bool] | None:
-    """Per output, whether it goes as binary data; None: only BF16 outputs (the usual answer)."""
+def _binary_choice(response: InferResponse, request: InferRequest | None) -> dict[str, bool]:
     default = bool(request.use_binary_outputs) if request is not None else False
     default = default or response.use_binary_outputs
-    requested = request.request_outputs if request is not None else None
-    if not default and not requested:
-        return None
     choice: dict[str, bool] = {}
+    requested = request.request_outputs if request is not None else None
     per_output = {r.name: r.binary_data for r in requested or () if r.binary_data is not None}
     for tensor in response.outputs:
         binary = per_output.get(tensor.name, default)
@@ -409,7 +406,7 @@ def _tensor_dict(tensor: InferOutput | InferInput, binary: bool, chunks: list[by
         "datatype": tensor.datatype,
         "shape": tensor.shape,
     }
-    parameters = dict(tensor.parameters) if tensor.parameters else {}
+    parameters = dict(tensor.parameters)
     parameters.pop("binary_data", None)
     if binary:
         chunk = datatypes.to_bytes(tensor.datatype, tensor.as_numpy())
@@ -435,10 +432,7 @@ def encode_response(
         body["id"] = response.id
     if response.parameters:
         body["parameters"] = response.parameters
-    body["outputs"] = [
-        _tensor_dict(t, choice[t.name] if choice is not None else t.datatype == "BF16", chunks)
-        for t in response.outputs
-    ]
+    body["outputs"] = [_tensor_dict(t, choice[t.name], chunks) for t in response.outputs]
     header = dumps(body)
     if not chunks:
         return header, None

@@ -64,8 +64,6 @@ class Batcher:
         self._queues: dict[Hashable, asyncio.Queue[_Item]] = {}
         self._tasks: dict[Hashable, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_batches)
-        # The loop its queues live on, taken at the first submit (asking per request costs).
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._batch_size = metrics.batch_size(model.name)
         self._queue_time = metrics.batch_queue_seconds(model.name)
 
@@ -79,9 +77,7 @@ class Batcher:
         if queue is None:
             queue = self._queues[key] = asyncio.Queue()
             self._tasks[key] = asyncio.create_task(self._run(queue), name=f"batcher-{key!r}")
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         item = _Item(request, rows, headers, loop.create_future(), time.perf_counter())
         queue.put_nowait(item)
         return await item.future
@@ -207,7 +203,11 @@ def _as_tensor_request(payload: Any) -> tuple[InferRequest, int, Hashable] | Non
             return None
         datatype = datatypes.datatype_of(array)
         request = InferRequest("", [InferInput.wrap("input-0", datatype, array)])
-        return request, array.shape[0], (((("input-0", datatype, array.shape[1:]),), (), ()))
+        return (
+            request,
+            array.shape[0],
+            _shape_key(request, (("input-0", datatype, array.shape[1:]),)),
+        )
     return None
 
 

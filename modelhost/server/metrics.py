@@ -200,9 +200,7 @@ class _Tallied:
     def observe_request(
         self, model: str, protocol: str, endpoint: str, status: str, seconds: float
     ) -> None:
-        tallies = self._models.get(model)
-        if tallies is None:
-            tallies = self._models[model] = _ModelTallies()
+        tallies = self._of(model)
         requests = tallies.requests
         key = (protocol, endpoint, status)
         requests[key] = requests.get(key, 0) + 1
