@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -36,6 +38,7 @@ from modelhost.graph.router import GraphRouter
 from modelhost.server.http.messages import read_body
 from modelhost.settings import Http1Limits
 from modelhost.transport.http1_in_process import WholeAnswer
+from modelhost.transport.http1_limits import DeadlineSweeper
 from modelhost.transport.http1_upstream import ProxiedRequest
 
 __all__ = ["FrontSettings", "GraphFront"]
@@ -62,8 +65,7 @@ class FrontSettings:
     write_timeout_s: float | None = None
 
 
-@dataclass(frozen=True)
-class _Answer:
+class _Answer(NamedTuple):
     status: int
     body: bytes
     content_type: str = _JSON
@@ -88,6 +90,8 @@ class GraphFront:
         self.load = load
         self.registry = registry
         self.settings = settings
+        timeout = settings.write_timeout_s
+        self._deadlines = DeadlineSweeper([timeout] if timeout is not None else [])
         # False until the server listens, and again once it drains.
         self.ready = False
         self.name = router.name
@@ -212,14 +216,22 @@ class GraphFront:
         return WholeAnswer(answer.status, answer.body, answer.content_type.encode("latin-1"), extra)
 
     async def _graph_answer(self, body: bytes, headers: dict[str, str], path: str) -> _Answer:
-        route = self.router.route(body, headers, path)
+        # Both callers' header names are lower-case: the ASGI scope's lowered, the proxy's.
+        route = self.router.route_lowered(body, headers, path)
         timeout = self.settings.write_timeout_s
+        watch = None
+        if timeout is not None:
+            # serverWrite's deadline, kept by the front's sweep: a timer of its own per
+            # request (asyncio.timeout) costs about a quarter of what the router does.
+            watch = _Route(asyncio.current_task(), time.monotonic() + timeout)
+            self._deadlines.add(watch)
         try:
-            response = await (route if timeout is None else asyncio.wait_for(route, timeout))
-        except asyncio.TimeoutError as exc:
-            if timeout is None:  # not serverWrite's: a bug below
-                logger.exception("graph %s failed a request", self.name)
-                return _error(exc)
+            response = await route
+        except asyncio.CancelledError:
+            if watch is None or not watch.expired:
+                raise
+            if sys.version_info >= (3, 11) and watch.task is not None:
+                watch.task.uncancel()  # the cancellation was the deadline's, and it is over
             return _error(
                 GraphTimedOut(
                     f"graph {self.name} did not answer within {timeout:g}s "
@@ -229,6 +241,9 @@ class GraphFront:
         except Exception as exc:  # a bug in the router must not take the front down
             logger.exception("graph %s failed a request", self.name)
             return _error(exc)
+        finally:
+            if watch is not None:
+                self._deadlines.discard(watch)
         content_type = response.headers.get("content-type", _JSON)
         extra = tuple(
             (name, value) for name, value in response.headers.items() if name != "content-type"
@@ -251,6 +266,23 @@ class GraphFront:
 
     async def _metrics(self, scope: Scope, receive: Receive) -> _Answer:
         return _Answer(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+
+
+class _Route:
+    """A request being routed, watched by the front's sweep: cancelled past its deadline."""
+
+    __slots__ = ("deadline", "expired", "task")
+
+    def __init__(self, task: asyncio.Task[Any] | None, deadline: float) -> None:
+        self.task = task
+        self.deadline = deadline
+        self.expired = False
+
+    def expire(self, now: float) -> None:
+        self.expired = True
+        self.deadline = 0.0
+        if self.task is not None:
+            self.task.cancel()
 
 
 def _json(document: Any, status: int = 200) -> _Answer:

@@ -16,7 +16,7 @@ from prometheus_client.core import Metric
 
 from modelhost.server.metric_tallies import HistogramTally, counter_family, histogram_family
 
-__all__ = ["GraphMetrics", "RouterLoad"]
+__all__ = ["GraphMetrics", "RouterLoad", "Tally"]
 
 # A graph's steps are model calls: from sub-millisecond (loopback, small models) to minutes.
 _LATENCY_BUCKETS = (
@@ -39,7 +39,7 @@ _LATENCY_BUCKETS = (
 )
 
 
-class _Tally:
+class Tally:
     """One node's or step's calls: how many, their duration histogram, failures by code."""
 
     __slots__ = ("duration", "errors", "requests")
@@ -67,27 +67,35 @@ class GraphMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._nodes: dict[tuple[str, str], _Tally] = {}
-        self._steps: dict[tuple[str, str, str, str], _Tally] = {}
+        self._nodes: dict[tuple[str, str], Tally] = {}
+        self._steps: dict[tuple[str, str, str, str], Tally] = {}
         registry.register(self)
 
-    def observe_node(self, graph: str, node: str, seconds: float, code: int) -> None:
-        """One node request: ``code`` is its answer's status, or the failure's."""
+    def node_tally(self, graph: str, node: str) -> Tally:
+        """Where a node's requests are counted: a router asks once, then observes it."""
         key = (graph, node)
         tally = self._nodes.get(key)
         if tally is None:
-            tally = self._nodes[key] = _Tally()
-        tally.observe(seconds, code)
+            tally = self._nodes[key] = Tally()
+        return tally
+
+    def step_tally(self, graph: str, node: str, number: int, name: str) -> Tally:
+        """Where a step's calls are counted: a router asks once, then observes it."""
+        key = (graph, node, str(number), name)
+        tally = self._steps.get(key)
+        if tally is None:
+            tally = self._steps[key] = Tally()
+        return tally
+
+    def observe_node(self, graph: str, node: str, seconds: float, code: int) -> None:
+        """One node request: ``code`` is its answer's status, or the failure's."""
+        self.node_tally(graph, node).observe(seconds, code)
 
     def observe_step(
         self, graph: str, node: str, number: int, name: str, seconds: float, code: int
     ) -> None:
         """One step call: ``code`` is the step's status, or the failure's."""
-        key = (graph, node, str(number), name)
-        tally = self._steps.get(key)
-        if tally is None:
-            tally = self._steps[key] = _Tally()
-        tally.observe(seconds, code)
+        self.step_tally(graph, node, number, name).observe(seconds, code)
 
     # -- the registry's collector --
 
@@ -100,8 +108,8 @@ class GraphMetrics:
 
     def _families(
         self,
-        nodes: Iterable[tuple[tuple[str, ...], _Tally]],
-        steps: Iterable[tuple[tuple[str, ...], _Tally]],
+        nodes: Iterable[tuple[tuple[str, ...], Tally]],
+        steps: Iterable[tuple[tuple[str, ...], Tally]],
     ) -> Iterator[Metric]:
         node_labels = ["graph", "node"]
         step_labels = ["graph", "node", "step", "name"]
@@ -127,7 +135,7 @@ def _tally_families(
     prefix: str,
     documentation: tuple[str, str, str],
     labels: list[str],
-    tallies: Iterable[tuple[tuple[str, ...], _Tally]],
+    tallies: Iterable[tuple[tuple[str, ...], Tally]],
 ) -> Iterator[Metric]:
     """A set of tallies as ``<prefix>_requests``, ``_errors`` and ``_duration_seconds``."""
     tallies = list(tallies)

@@ -34,8 +34,7 @@ import asyncio
 import random
 import re
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, NamedTuple
@@ -53,7 +52,7 @@ from modelhost.control.objects.inference_graph import (
 from modelhost.errors import ModelhostError, error_message, http_status
 from modelhost.graph.caller import StepCaller
 from modelhost.graph.errors import GraphSpecError, StepAnswerInvalid, StepError, step_location
-from modelhost.graph.metrics import GraphMetrics
+from modelhost.graph.metrics import GraphMetrics, Tally
 from modelhost.graph.resolve import GatewayResolver, ServiceResolver, StepTarget
 from modelhost.protocol.v2_json import HEADER_LENGTH
 
@@ -108,8 +107,7 @@ class RouterSettings:
     default_step_timeout: float | None = None
 
 
-@dataclass(frozen=True)
-class Payload:
+class Payload(NamedTuple):
     """A body and the headers that say how to read it."""
 
     body: bytes
@@ -117,8 +115,7 @@ class Payload:
     header_length: str | None = None
 
 
-@dataclass(frozen=True)
-class GraphResponse:
+class GraphResponse(NamedTuple):
     """What the graph answers: status, headers (lower-case names) and body."""
 
     status: int
@@ -153,10 +150,12 @@ class _Step:
     label: str
     location: str
     condition: Condition | None
-
-    @property
-    def number(self) -> int:
-        return self.index + 1
+    # The spec's fields the router reads per request, read once: the spec's are properties.
+    number: int
+    hard: bool
+    wants_response: bool
+    # Where its calls are counted (None: no metrics).
+    tally: Tally | None
 
 
 @dataclass(frozen=True)
@@ -165,10 +164,10 @@ class _Node:
     router_type: str
     steps: tuple[_Step, ...]
     total_weight: int
+    tally: Tally | None
 
 
-@dataclass(frozen=True)
-class _Request:
+class _Request(NamedTuple):
     forwarded: Mapping[str, str]
     protocol: str | None
 
@@ -199,10 +198,9 @@ class GraphRouter:
         self.settings = settings or RouterSettings()
         self._caller = caller
         self._resolver = resolver or GatewayResolver(namespace=graph.namespace)
-        self._metrics = metrics
         self._rng = rng or random.Random()
         self._clock = clock
-        self._nodes = _compile_nodes(graph)
+        self._nodes = _compile_nodes(graph, metrics)
         self._propagate = _compile_patterns(self.settings.propagate_headers)
         timeouts = graph.spec.router_timeouts
         service_client = timeouts.service_client if timeouts is not None else None
@@ -210,13 +208,20 @@ class GraphRouter:
         self._step_timeout = (
             float(service_client) if service_client else self.settings.default_step_timeout
         )
+        self._ids = random.Random()
 
-    async def route(
+    def route(
         self, body: bytes, headers: Mapping[str, str], path: str = "/"
-    ) -> GraphResponse:
+    ) -> Coroutine[Any, Any, GraphResponse]:
         """The graph's answer to one request made at ``path`` (``/``, v1 or v2 predict)."""
         lowered = {name.lower(): value for name, value in headers.items()}
-        request_id = lowered.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
+        return self.route_lowered(body, lowered, path)
+
+    async def route_lowered(
+        self, body: bytes, lowered: Mapping[str, str], path: str = "/"
+    ) -> GraphResponse:
+        """:meth:`route`, for headers whose names are lower-case already."""
+        request_id = lowered.get(REQUEST_ID_HEADER) or _uuid4(self._ids)
         patterns = self._propagate
         forwarded = (
             {
@@ -270,8 +275,8 @@ class GraphRouter:
             code = _CLIENT_GONE
             raise
         finally:
-            if self._metrics is not None:
-                self._metrics.observe_node(self.name, node.name, self._clock() - start, code)
+            if node.tally is not None:
+                node.tally.observe(self._clock() - start, code)
 
     async def _sequence(self, node: _Node, payload: Payload, request: _Request) -> _Outcome:
         previous: _Outcome | None = None
@@ -280,10 +285,9 @@ class GraphRouter:
                 subject = previous.payload if previous is not None else payload
                 if not _matches(step.condition, _document(subject)):
                     continue
-            wants_response = step.spec.data_source == RESPONSE_DATA
-            data = previous.payload if wants_response and previous is not None else payload
+            data = previous.payload if step.wants_response and previous is not None else payload
             outcome = await self._call_step(node, step, data, request)
-            if step.spec.hard and not _succeeded(outcome.status):
+            if step.hard and not _succeeded(outcome.status):
                 return outcome
             previous = outcome
         return previous if previous is not None else _Outcome(payload, 200, None)
@@ -300,7 +304,7 @@ class GraphRouter:
         outcomes = await _all_or_first_failure(calls)
         for step, outcome in zip(node.steps, outcomes, strict=True):
             # KServe: the first Hard step (in step order) that failed decides the answer.
-            if step.spec.hard and not _succeeded(outcome.status):
+            if step.hard and not _succeeded(outcome.status):
                 return outcome
         members: dict[str, bytes] = {}
         for step, outcome in zip(node.steps, outcomes, strict=True):
@@ -332,7 +336,19 @@ class GraphRouter:
             if step.spec.node_name:
                 outcome = await self._run_node(self._nodes[step.spec.node_name], payload, request)
             else:
-                outcome = await self._call_service(step, payload, request)
+                # Awaited here, not in a coroutine of its own: a step is a hot path.
+                url, body, headers = self._service_call(step, payload, request)
+                answer = await self._caller(url, body, headers, self._step_timeout)
+                answer_headers = answer.headers
+                outcome = _Outcome(
+                    Payload(
+                        answer.body,
+                        answer_headers.get("content-type"),
+                        answer_headers.get(HEADER_LENGTH),
+                    ),
+                    answer.status,
+                    step.location,
+                )
             code = outcome.status
             return outcome
         except StepError as exc:
@@ -346,13 +362,13 @@ class GraphRouter:
             code = _CLIENT_GONE
             raise
         finally:
-            if self._metrics is not None:
-                seconds = self._clock() - start
-                self._metrics.observe_step(
-                    self.name, node.name, step.number, step.label, seconds, code
-                )
+            if step.tally is not None:
+                step.tally.observe(self._clock() - start, code)
 
-    async def _call_service(self, step: _Step, payload: Payload, request: _Request) -> _Outcome:
+    def _service_call(
+        self, step: _Step, payload: Payload, request: _Request
+    ) -> tuple[str, bytes, dict[str, str]]:
+        """The URL, body and headers of a ``serviceName`` or ``serviceUrl`` step's call."""
         spec = step.spec
         if spec.service_url:
             target = StepTarget(spec.service_url)
@@ -367,17 +383,13 @@ class GraphRouter:
             headers[HEADER_LENGTH] = payload.header_length
         if target.host is not None:
             headers["host"] = target.host
-        answer = await self._caller(target.url, body, headers, self._step_timeout)
-        answer_payload = Payload(
-            answer.body, answer.headers.get("content-type"), answer.headers.get(HEADER_LENGTH)
-        )
-        return _Outcome(answer_payload, answer.status, step.location)
+        return target.url, body, headers
 
 
 # -- building ----------------------------------------------------------------------------------
 
 
-def _compile_nodes(graph: InferenceGraph) -> dict[str, _Node]:
+def _compile_nodes(graph: InferenceGraph, metrics: GraphMetrics | None) -> dict[str, _Node]:
     """The graph's nodes with conditions compiled; refuses what the router cannot run."""
     specs = graph.spec.nodes
     if ROOT_NODE not in specs:
@@ -408,12 +420,21 @@ def _compile_nodes(graph: InferenceGraph) -> dict[str, _Node]:
                     label=label,
                     location=step_location(name, index + 1, label),
                     condition=_step_condition(router.router_type, spec, step_where),
+                    number=index + 1,
+                    hard=spec.hard,
+                    wants_response=spec.data_source == RESPONSE_DATA,
+                    tally=(
+                        metrics.step_tally(graph.name, name, index + 1, label)
+                        if metrics is not None
+                        else None
+                    ),
                 )
             )
         total_weight = sum(step.spec.weight or 0 for step in steps)
         if router.router_type == "Splitter" and total_weight <= 0:
             raise GraphSpecError(f"{where}.steps: a Splitter needs steps with positive weights")
-        nodes[name] = _Node(name, router.router_type, tuple(steps), total_weight)
+        tally = metrics.node_tally(graph.name, name) if metrics is not None else None
+        nodes[name] = _Node(name, router.router_type, tuple(steps), total_weight, tally)
     _refuse_cycles(nodes)
     return nodes
 
@@ -468,6 +489,18 @@ def _compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
 
 def _succeeded(status: int) -> bool:
     return 200 <= status < 300
+
+
+def _uuid4(rng: random.Random) -> str:
+    """A random (version 4) UUID's text, as ``str(uuid.uuid4())`` writes it.
+
+    A request id needs to be unique, not secret: drawn from the router's own generator, it
+    costs no system call and no UUID object per request.
+    """
+    bits = rng.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48)
+    bits |= (0x4000 << 64) | (0x8000 << 48)
+    text = f"{bits:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _document(payload: Payload) -> Any:

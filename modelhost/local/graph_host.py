@@ -16,7 +16,7 @@ import json
 import time
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from modelhost import errors
 from modelhost.control import ServicePlan
@@ -41,6 +41,7 @@ from modelhost.protocol.v2_json import HEADER_LENGTH
 from modelhost.settings import Http1Limits
 from modelhost.transport.http1_client import (
     AnswerInvalid,
+    Http1Answer,
     Http1Client,
     Http1ClientError,
     UpstreamTimedOut,
@@ -54,6 +55,9 @@ __all__ = ["GraphHost", "PlatformStepCaller"]
 _PLATFORM = "platform.internal"
 # A step answer's headers the router reads (the body's type, the v2 binary header's length).
 _ANSWER_HEADERS = frozenset((b"content-type", HEADER_LENGTH.encode("latin-1")))
+# At most this many (host, path) pairs are remembered per routes table: a step's host and
+# path come from the graph's spec, a few per graph, but a serviceUrl may name anything.
+_MAX_REMEMBERED = 1024
 
 
 class PlatformStepCaller:
@@ -61,6 +65,10 @@ class PlatformStepCaller:
 
     An answer's :class:`StepAnswer` carries only the headers the router reads (its
     ``content-type`` and the v2 binary extension's header length), not all of them.
+
+    A step call is on every graph request's path, twice for a two-step Sequence, so what does
+    not change between calls is worked out once: each URL's parts, and the component behind
+    each (host, path) for the routes table it was found in.
     """
 
     def __init__(
@@ -74,38 +82,38 @@ class PlatformStepCaller:
         self._forwarder = forwarder
         self._client = client
         self._fallback = fallback
+        self._urls: dict[str, _Url] = {}
+        self._components: dict[tuple[str, str], ComponentState | None] = {}
+        self._components_of: object = None
 
     async def __call__(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: float | None
     ) -> StepAnswer:
-        parts = urllib.parse.urlsplit(url)  # cached by urllib: a graph's steps name a few
-        netloc = parts.netloc
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        parts = self._urls.get(url)
+        if parts is None:
+            parts = self._urls[url] = _split_url(url)
         sent = [
             (name.encode("latin-1"), value.encode("latin-1"))
             for name, value in headers.items()
             if name != "host"
         ]
-        if netloc == _PLATFORM:
-            return await self._to_service(headers.get("host", ""), target, sent, body, timeout)
-        if parts.scheme != "http":
-            return await self._fallback(url, body, headers, timeout)
-        return await self._send(netloc, target, sent, body, timeout, url)
-
-    async def _to_service(
-        self,
-        host: str,
-        target: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        timeout: float | None,
-    ) -> StepAnswer:
-        routes = self._traffic.routes
-        component = routes.match(host, target) if host in routes.hosts else None
-        if component is None or component.in_process is not None:
+        if parts.netloc != _PLATFORM:
+            if parts.scheme != "http":
+                return await self._fallback(url, body, headers, timeout)
+            try:
+                answer = await self._client.request(
+                    parts.netloc, b"POST", parts.target, sent, body, timeout
+                )
+            except (Http1ClientError, OSError) as exc:
+                raise _step_error(exc, url, timeout) from None
+            return _step_answer(answer)
+        # A service of this platform: the call is the proxy's, replica picked, counted, logged.
+        host = headers.get("host", "")
+        component = self._component(host, parts.path)
+        if component is None:
             raise StepNotDeployed(f"no InferenceService has host {host}")
-        headers.append((b"host", host.encode("latin-1")))
-        request = ProxiedRequest(b"POST", target.encode("latin-1"), headers, body, True)
+        sent.append((b"host", host.encode("latin-1")))
+        request = ProxiedRequest(b"POST", parts.target, sent, body, True)
         call = self._forwarder.forward(request, component)
         started = time.perf_counter()
         try:
@@ -117,49 +125,78 @@ class PlatformStepCaller:
         ok = False
         try:
             # The request as the proxy would relay it (an x-request-id added for the logger).
-            answer = await self._send(
-                chosen.address, target, request.headers, body, remaining, f"{host}{target}"
+            answer = await self._client.request(
+                chosen.address, b"POST", parts.target, request.headers, body, remaining
             )
             ok = True
-        except errors.ModelhostError as exc:
+        except errors.ModelhostError as exc:  # a request the client cannot write
             call.failed(errors.http_status(exc))
             raise
+        except (Http1ClientError, OSError) as exc:
+            error = _step_error(exc, f"{host}{parts.path}", remaining)
+            call.failed(errors.http_status(error))
+            raise error from None
         finally:
             chosen.release(ok)
         call.answered(answer.status, answer.body)
-        return answer
+        return _step_answer(answer)
 
-    async def _send(
-        self,
-        address: str,
-        target: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        timeout: float | None,
-        what: str,
-    ) -> StepAnswer:
+    def _component(self, host: str, path: str) -> ComponentState | None:
+        """The component serving ``host`` at ``path``, looked up once per routes table."""
+        routes = self._traffic.routes
+        if routes is not self._components_of:
+            self._components = {}
+            self._components_of = routes
+        key = (host, path)
         try:
-            answer = await self._client.request(
-                address, b"POST", target.encode("latin-1"), headers, body, timeout
-            )
-        except UpstreamTimedOut:
-            within = f" within {timeout:g}s" if timeout is not None else ""
-            raise StepTimedOut(f"no answer from {what}{within}") from None
-        except UpstreamUnreachable as exc:
-            raise StepUnreachable(f"{what} unreachable: {exc}") from None
-        except AnswerInvalid as exc:
-            raise StepAnswerInvalid(f"{what} answered a broken HTTP response: {exc}") from None
-        except OSError as exc:  # the connection dropped under the client
-            raise StepUnreachable(f"{what} dropped the connection: {exc}") from None
-        except Http1ClientError as exc:  # UpstreamClosed, or any other of the client's
-            raise StepUnreachable(f"{what} closed the connection early: {exc}") from None
-        # Only the headers the router reads: how to read the body.
-        decoded = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in answer.headers
-            if name in _ANSWER_HEADERS
-        }
-        return StepAnswer(answer.status, decoded, answer.body)
+            component = self._components[key]
+        except KeyError:
+            component = routes.match(host, path) if host in routes.hosts else None
+            if len(self._components) < _MAX_REMEMBERED:
+                self._components[key] = component
+        if component is None or component.in_process is not None:
+            return None  # nothing there, or a graph: not a service
+        return component
+
+
+class _Url(NamedTuple):
+    scheme: str
+    netloc: str
+    # The request target (path and query), and the path alone.
+    target: bytes
+    path: str
+
+
+def _split_url(url: str) -> _Url:
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path or "/"
+    target = path + (f"?{parts.query}" if parts.query else "")
+    return _Url(parts.scheme, parts.netloc, target.encode("latin-1"), target)
+
+
+def _step_error(exc: Exception, what: str, timeout: float | None) -> errors.ModelhostError:
+    """The router's error for a step call that got no answer."""
+    if isinstance(exc, UpstreamTimedOut):
+        within = f" within {timeout:g}s" if timeout is not None else ""
+        return StepTimedOut(f"no answer from {what}{within}")
+    if isinstance(exc, UpstreamUnreachable):
+        return StepUnreachable(f"{what} unreachable: {exc}")
+    if isinstance(exc, AnswerInvalid):
+        return StepAnswerInvalid(f"{what} answered a broken HTTP response: {exc}")
+    if isinstance(exc, OSError):  # the connection dropped under the client
+        return StepUnreachable(f"{what} dropped the connection: {exc}")
+    # UpstreamClosed, or any other of the client's
+    return StepUnreachable(f"{what} closed the connection early: {exc}")
+
+
+def _step_answer(answer: Http1Answer) -> StepAnswer:
+    # Only the headers the router reads: how to read the body.
+    decoded = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in answer.headers
+        if name in _ANSWER_HEADERS
+    }
+    return StepAnswer(answer.status, decoded, answer.body)
 
 
 class GraphHost:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -126,13 +126,22 @@ class Http1Client:
         deadline = None if timeout is None else loop.time() + timeout
         payload = _encode(address, method, target, headers, body)
         connection = self._pool.take(address)
-        if connection is not None:
+        reused = connection is not None
+        while True:
+            if connection is None:
+                connection = await self._connect(address, deadline, timeout)
+            # Awaited here rather than in a coroutine of the connection's: a call on the hot
+            # path (a graph's step) costs one coroutine less.
+            answer = connection.send(loop, payload, body, deadline, timeout)
             try:
-                return await connection.exchange(payload, body, deadline, timeout)
-            except _ClosedBeforeAnswer:
-                pass  # closed by the target while idle: it never saw the request
-        connection = await self._connect(address, deadline, timeout)
-        return await connection.exchange(payload, body, deadline, timeout)
+                return await answer
+            except BaseException as exc:
+                connection.abandon()
+                if reused and isinstance(exc, _ClosedBeforeAnswer):
+                    # Closed by the target while idle: it never saw the request.
+                    reused, connection = False, None
+                    continue
+                raise
 
     async def close(self) -> None:
         """Close every connection; requests in flight fail with :class:`UpstreamClosed`."""
@@ -290,13 +299,18 @@ class _Connection(asyncio.Protocol):
 
     # -- the client's side --
 
-    async def exchange(
-        self, head: bytes, body: bytes, deadline: float | None, timeout: float | None
-    ) -> Http1Answer:
-        """Send ``head`` and ``body``; the whole answer, or an :class:`Http1ClientError`."""
+    def send(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        head: bytes,
+        body: bytes,
+        deadline: float | None,
+        timeout: float | None,
+    ) -> Awaitable[Http1Answer]:
+        """Send ``head`` and ``body``: what to await for the whole answer (or an
+        :class:`Http1ClientError`); call :meth:`abandon` when awaiting it ends in an error."""
         transport = self.transport
         assert transport is not None
-        loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Http1Answer] = loop.create_future()
         self._waiter = waiter
         self._received = False
@@ -304,36 +318,38 @@ class _Connection(asyncio.Protocol):
         self._head = head.startswith(b"HEAD ")
         if deadline is not None:
             self._timer = loop.call_at(deadline, self._time_out, waiter, timeout)
-        try:
-            if len(body) <= _ONE_WRITE_BYTES:
-                transport.write(head + body if body else head)
-            else:
-                self._sending = True
-                await self._send_slices(head, body, waiter)
-                self._sending = False
-            return await waiter
-        except BaseException:
-            if self._waiter is waiter:
-                # Cancelled (or the deadline passed) mid-request: the rest of the answer would
-                # arrive on a connection nobody reads, so it ends here.
-                self._settle()
-                self.abort()
-            raise
+        if len(body) <= _ONE_WRITE_BYTES:
+            transport.write(head + body if body else head)
+            return waiter
+        return self._send_slices(head, body, waiter)
+
+    def abandon(self) -> None:
+        """The await of :meth:`send`'s ``answer`` ended in an error (or was cancelled)."""
+        # One request at a time: a waiter still here is this request's (a failed one's is
+        # settled already).
+        if self._waiter is not None:
+            # Cancelled (or the deadline passed) mid-request: the rest of the answer would
+            # arrive on a connection nobody reads, so it ends here.
+            self._settle()
+            self.abort()
 
     async def _send_slices(
         self, head: bytes, body: bytes, waiter: asyncio.Future[Http1Answer]
-    ) -> None:
+    ) -> Http1Answer:
         transport = self.transport
         assert transport is not None
+        self._sending = True
         transport.write(head)
         view = memoryview(body)
         for start in range(0, len(body), _BODY_SLICE_BYTES):
             if waiter.done() or self.closed:
-                return  # answered early, failed or timed out: the rest is not wanted
+                break  # answered early, failed or timed out: the rest is not wanted
             transport.write(view[start : start + _BODY_SLICE_BYTES])
             if self._write_paused and not self.closed:
                 self._drained = asyncio.get_running_loop().create_future()
                 await self._drained
+        self._sending = False
+        return await waiter
 
     def abort(self) -> None:
         self.closed = True
@@ -445,7 +461,10 @@ class _Connection(asyncio.Protocol):
         self._until_eof = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value))
+        # _count's check, inline: one call fewer for every header of every answer.
+        self._size += len(name) + len(value)
+        if self._size > self.pool.max_answer_bytes:
+            self._count(0)
         name = name.lower()
         if name == b"content-length":
             self._framed_by_length = True

@@ -261,9 +261,11 @@ class ProxyClient(asyncio.Protocol):
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        self._body_bytes += len(body)
-        if self._body_bytes > self.limits.max_body_bytes:
+        # Counted once accepted: a refused piece leaves the count within the limit.
+        accepted = self._body_bytes + len(body)
+        if accepted > self.limits.max_body_bytes:
             raise self._stop(_too_large(self.limits.max_body_bytes))
+        self._body_bytes = accepted
         request = self._request
         if request is not None and request.destination is not None:
             self._body.append(body)  # a body bound nowhere is dropped as it comes
@@ -574,7 +576,9 @@ class ProxyServer:
 
 
 def _reason(status: int) -> bytes:
-    try:
-        return http.HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
+    # Looked up per answer the proxy writes itself (a graph's, an error): a table, not an
+    # HTTPStatus made each time.
+    return _REASONS.get(status, b"")
+
+
+_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
