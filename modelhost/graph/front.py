@@ -15,7 +15,8 @@ the same way.
 Every refusal is the server's ``{"error": "..."}``: 404 for a path it does not serve or
 another model's name, 405 for a method a path does not take, 413 for a body over
 ``max_body_bytes`` (before any of it is read when its Content-Length says so; the connection
-is then closed, not drained), 504 when the graph takes longer than ``write_timeout_s``.
+is then closed, not drained), 504 when the graph takes longer than ``write_timeout_s`` (to
+within a quarter of it, and a second: one sweep keeps every request's deadline).
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ from modelhost.graph.caller import StepCaller
 from modelhost.graph.errors import GraphSpecError, StepAnswerInvalid, StepError, step_location
 from modelhost.graph.metrics import GraphMetrics, Tally
 from modelhost.graph.resolve import GatewayResolver, ServiceResolver, StepTarget
+from modelhost.protocol.request_ids import RequestIds
 from modelhost.protocol.v2_json import HEADER_LENGTH
 
 __all__ = [
@@ -208,7 +209,7 @@ class GraphRouter:
         self._step_timeout = (
             float(service_client) if service_client else self.settings.default_step_timeout
         )
-        self._ids = random.Random()
+        self._ids = RequestIds()
 
     def route(
         self, body: bytes, headers: Mapping[str, str], path: str = "/"
@@ -221,7 +222,7 @@ class GraphRouter:
         self, body: bytes, lowered: Mapping[str, str], path: str = "/"
     ) -> GraphResponse:
         """:meth:`route`, for headers whose names are lower-case already."""
-        request_id = lowered.get(REQUEST_ID_HEADER) or _uuid4(self._ids)
+        request_id = lowered.get(REQUEST_ID_HEADER) or self._ids.new()
         patterns = self._propagate
         forwarded = (
             {
@@ -489,18 +490,6 @@ def _compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
 
 def _succeeded(status: int) -> bool:
     return 200 <= status < 300
-
-
-def _uuid4(rng: random.Random) -> str:
-    """A random (version 4) UUID's text, as ``str(uuid.uuid4())`` writes it.
-
-    A request id needs to be unique, not secret: drawn from the router's own generator, it
-    costs no system call and no UUID object per request.
-    """
-    bits = rng.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48)
-    bits |= (0x4000 << 64) | (0x8000 << 48)
-    text = f"{bits:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _document(payload: Payload) -> Any:

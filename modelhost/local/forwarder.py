@@ -16,9 +16,10 @@ from typing import Any, cast
 from modelhost import errors
 from modelhost.local.component import ComponentState
 from modelhost.local.metrics import GatewayMetrics
-from modelhost.local.payload_logger import LogContext, PayloadLogger, request_id_from
+from modelhost.local.payload_logger import LogContext, PayloadLogger
 from modelhost.local.replica import Replica
 from modelhost.local.revision import RevisionRunner
+from modelhost.protocol.request_ids import RequestIds
 from modelhost.transport.http1_proxy import ProxiedRequest, ProxyPool
 from modelhost.transport.target import Target
 
@@ -33,6 +34,7 @@ class Forwarder:
         self.metrics = metrics
         self.payload_logger = payload_logger
         self.pool = ProxyPool()
+        self.request_ids = RequestIds()
         self._counters: dict[tuple[str, ...], Any] = {}
         self._histograms: dict[tuple[str, ...], Any] = {}
 
@@ -72,6 +74,7 @@ class ForwardedCall:
         "component",
         "forwarder",
         "keep_body",
+        "log_context",
         "log_plan",
         "name",
         "request_id",
@@ -97,11 +100,12 @@ class ForwardedCall:
         payload_logger = forwarder.payload_logger
         self.keep_body = self.log_plan is not None and payload_logger is not None
         self.request_id = ""
+        self.log_context: LogContext | None = None
         if self.log_plan is not None:
             # The id ties a request's event to its response's (ce-id, else x-request-id),
             # and the replica sees it too.
             given = request.header(b"ce-id") or request.header(b"x-request-id")
-            self.request_id = given.decode("latin-1") if given else request_id_from({})
+            self.request_id = given.decode("latin-1") if given else forwarder.request_ids.new()
             if request.header(b"x-request-id") is None:
                 request.headers.append((b"x-request-id", self.request_id.encode("latin-1")))
             if payload_logger is not None:
@@ -111,8 +115,10 @@ class ForwardedCall:
                     if payload_logger.takes_exchange(self.log_plan)
                     else {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
                 )
+                # Made once: the response's event has the same identity.
+                self.log_context = self._context()
                 payload_logger.log_request(
-                    self.log_plan, self._context(), self.request_id, headers, request.body
+                    self.log_plan, self.log_context, self.request_id, headers, request.body
                 )
 
     def _context(self) -> LogContext:
@@ -140,7 +146,12 @@ class ForwardedCall:
         payload_logger = self.forwarder.payload_logger
         if self.log_plan is not None and payload_logger is not None:
             payload_logger.log_response(
-                self.log_plan, self._context(), self.request_id, status, {}, body or b""
+                self.log_plan,
+                self.log_context or self._context(),
+                self.request_id,
+                status,
+                {},
+                body or b"",
             )
 
     def failed(self, status: int) -> None:

@@ -10,7 +10,7 @@ hundred.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -72,20 +72,52 @@ class CompiledRoute(Generic[C]):
 
 
 class RouteTable(Generic[C]):
-    """Every service's routes: host rules of all services first, then path rules."""
+    """Every service's routes: host rules of all services first, then path rules.
+
+    The first rule that matches wins, as if every rule were tried in turn; but a request is
+    tried only against the rules that can match it, so what a request costs does not grow with
+    the number of services: host rules are grouped by host, and path rules that name a model
+    (``/v1/models/<name>...``, ``/v2/models/<name>...``, as every service's do) by that name,
+    each group kept in the table's order with the rules that name none.
+    """
 
     def __init__(self, routes: Sequence[tuple[Route, C]] = ()) -> None:
         compiled = [CompiledRoute.compile(route, target) for route, target in routes]
-        self._by_host = [r for r in compiled if r.route.host is not None]
-        self._by_path = [r for r in compiled if r.route.host is None]
-        self.hosts = frozenset(r.route.host for r in self._by_host if r.route.host)
+        self._by_host: dict[str, list[CompiledRoute[C]]] = {}
+        by_path = []
+        for route in compiled:
+            if route.route.host is not None:
+                self._by_host.setdefault(route.route.host, []).append(route)
+            else:
+                by_path.append(route)
+        self.hosts = frozenset(self._by_host)
+        # Path rules by the model path they are bound to. A rule bound to none is tried for
+        # every path, but for a model path only if its pattern's literal start allows one
+        # (an OpenAI rule's ``/openai/`` does not): each group keeps the table's order.
+        groups: dict[str, list[tuple[int, CompiledRoute[C]]]] = {}
+        unbound: list[tuple[int, CompiledRoute[C]]] = []
+        for position, route in enumerate(by_path):
+            key = _route_key(route.route.path)
+            if key is not None:
+                groups.setdefault(key, []).append((position, route))
+            elif _may_match_a_model_path(route.route.path):
+                unbound.append((position, route))
+        self._unbound = [route for _, route in unbound]
+        self._anywhere = [route for route in by_path if _route_key(route.route.path) is None]
+        self._by_model_path = {
+            key: [route for _, route in sorted(group + unbound, key=lambda item: item[0])]
+            for key, group in groups.items()
+        }
+        # Whether a path's request must name its model: only some rules ask, most alike.
+        self._model_paths = _unique_patterns(r for r in by_path if r.route.model is not None)
 
     def match(self, host: str, path: str, model: str | None = None) -> C | None:
-        if host in self.hosts:
-            for route in self._by_host:
-                if route.matches(host, path, model):
-                    return route.target
-        for route in self._by_path:
+        for route in self._by_host.get(host, ()):
+            if route.matches(host, path, model):
+                return route.target
+        key = _path_key(path)
+        group = self._anywhere if key is None else self._by_model_path.get(key, self._unbound)
+        for route in group:
             if route.matches(host, path, model):
                 return route.target
         return None
@@ -99,7 +131,58 @@ class RouteTable(Generic[C]):
 
     def needs_model(self, path: str) -> bool:
         """Whether a path-routed request must have its body's ``model`` read (OpenAI)."""
-        return any(
-            r.route.model is not None and (r.path is None or r.path.fullmatch(path))
-            for r in self._by_path
-        )
+        return any(pattern is None or pattern.fullmatch(path) for pattern in self._model_paths)
+
+
+# A path rule bound to one model path: ``/v1/models/<name>`` or ``/v2/models/<name>`` as
+# literal text, then nothing, ``:<verb>``, ``(:[a-z]+)?`` or ``(/.*)?`` (the plans' shapes).
+# Every path such a rule matches starts with that text and then ends or goes on with ``/`` or
+# ``:``; a rule of any other shape is bound to no model path (tried for every path).
+_MODEL_RULE = re.compile(
+    r"(/v[12]/models/[A-Za-z0-9_-]+)(?::[A-Za-z]+|\(:\[a-z\]\+\)\?|\(/\.\*\)\?)?"
+)
+_MODEL_PATH_PREFIXES = ("/v1/models/", "/v2/models/")
+_PREFIX_LENGTH = len("/v1/models/")
+# The text a pattern starts with before its first special character.
+_LITERAL_START = re.compile(r"[^.^$*+?{}\[\]\\|()]*")
+
+
+def _route_key(pattern: str | None) -> str | None:
+    """The model path a rule's pattern is bound to, or None."""
+    if pattern is None:
+        return None
+    found = _MODEL_RULE.fullmatch(pattern)
+    return found.group(1) if found is not None else None
+
+
+def _may_match_a_model_path(pattern: str | None) -> bool:
+    """Whether a pattern's literal start leaves room for a ``/v1/models/`` or ``/v2/models/``
+    path (a pattern starting with a special character always does)."""
+    if pattern is None or "|" in pattern:
+        return True  # an alternation's other branches may start anywhere
+    literal = _LITERAL_START.match(pattern)
+    start = literal.group(0) if literal is not None else ""
+    if pattern[len(start) : len(start) + 1] in ("?", "*", "{"):
+        start = start[:-1]  # a quantifier makes the last character optional
+    return any(
+        prefix.startswith(start) or start.startswith(prefix) for prefix in _MODEL_PATH_PREFIXES
+    )
+
+
+def _path_key(path: str) -> str | None:
+    """A request path's model path: ``/v2/models/iris`` of ``/v2/models/iris/infer``."""
+    if not path.startswith(_MODEL_PATH_PREFIXES):
+        return None
+    end = len(path)
+    for stop in ("/", ":"):
+        at = path.find(stop, _PREFIX_LENGTH)
+        if at != -1 and at < end:
+            end = at
+    return path[:end]
+
+
+def _unique_patterns(routes: Iterable[CompiledRoute[C]]) -> list[re.Pattern[str] | None]:
+    unique: dict[str | None, re.Pattern[str] | None] = {}
+    for route in routes:
+        unique.setdefault(route.route.path, route.path)
+    return list(unique.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter
 
 from modelhost.control import Route
@@ -57,3 +58,88 @@ def test_strip_port() -> None:
     assert strip_port("iris.default.example.com:8080") == "iris.default.example.com"
     assert strip_port("iris.default.example.com") == "iris.default.example.com"
     assert strip_port("[::1]:8080") == "[::1]"
+
+
+def _first_match(
+    routes: list[tuple[Route, str]], host: str, path: str, model: str | None
+) -> str | None:
+    """The rule that wins, by trying every rule in the table's order: the table's contract."""
+    ordered = [r for r in routes if r[0].host is not None] + [
+        r for r in routes if r[0].host is None
+    ]
+    for route, target in ordered:
+        if route.host is not None and route.host != host:
+            continue
+        if route.path is not None and re.fullmatch(route.path, path) is None:
+            continue
+        if route.model is None or route.model == model:
+            return target
+    return None
+
+
+def _service_routes(name: str, explainer: bool) -> list[tuple[Route, str]]:
+    host = f"{name}.default.example.com"
+    routes = []
+    if explainer:
+        routes.append(
+            (Route("explainer", host=host, path=r"/v1/models/[\w-]+:explain"), f"{name}/e")
+        )
+        routes.append((Route("explainer", path=rf"/v1/models/{name}:explain"), f"{name}/e-path"))
+    routes += [
+        (Route("predictor", host=host), f"{name}/host"),
+        (Route("predictor", path=rf"/v1/models/{name}(:[a-z]+)?"), f"{name}/v1"),
+        (Route("predictor", path=rf"/v2/models/{name}(/.*)?"), f"{name}/v2"),
+        (Route("predictor", path=r"/openai/.*", model=name), f"{name}/openai"),
+    ]
+    return routes
+
+
+def test_the_table_answers_as_trying_every_rule_in_order_would() -> None:
+    names = ["iris", "iris-2", "iris2", "a", "b-c", "x"]
+    routes = [r for i, name in enumerate(names) for r in _service_routes(name, i % 2 == 0)]
+    # Rules no model path binds: an alternation, a pattern for any name, a catch-all.
+    routes.insert(5, (Route("predictor", path=r"/v1/models/b-c:explain|/special"), "alt"))
+    routes.insert(9, (Route("predictor", path=r"/openai/x|/v2/models/x/ready"), "alt-2"))
+    routes.append((Route("predictor", path=r"/v2/models/[a-z]+/ready"), "any-ready"))
+    routes.append((Route("predictor", path=r"/v2/models/iris:?x"), "optional-colon"))
+    routes.append((Route("predictor", path=r"/v2/.*"), "v2-any"))
+    table = RouteTable(routes)
+    hosts = ["localhost", "iris.default.example.com", "iris2.default.example.com", "nobody"]
+    paths = [
+        "/",
+        "/special",
+        "/v1/models/iris",
+        "/v1/models/iris:predict",
+        "/v1/models/iris:explain",
+        "/v1/models/iris-2:explain",
+        "/v1/models/iris2:predict",
+        "/v1/models/iris:predict/extra",
+        "/v1/models/b-c:explain",
+        "/v1/models/nobody:predict",
+        "/v2/models/iris",
+        "/v2/models/iris/infer",
+        "/v2/models/iris-2/ready",
+        "/v2/models/x/versions/1/infer",
+        "/v2/models/x/ready",
+        "/v2/models/irisx",
+        "/openai/x",
+        "/v2/models/unknown/ready",
+        "/v2/models/unknown/infer",
+        "/v2/models/",
+        "/v2/models",
+        "/v2/health/ready",
+        "/openai/v1/completions",
+    ]
+    for host, path, model in itertools.product(hosts, paths, [None, "iris", "a", "zzz"]):
+        assert table.match(host, path, model) == _first_match(routes, host, path, model), (
+            host,
+            path,
+            model,
+        )
+        expected_needs = any(
+            r.model is not None
+            and r.host is None
+            and (r.path is None or re.fullmatch(r.path, path))
+            for r, _ in routes
+        )
+        assert table.needs_model(path) == expected_needs, path
