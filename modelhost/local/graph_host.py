@@ -55,8 +55,8 @@ __all__ = ["GraphHost", "PlatformStepCaller"]
 _PLATFORM = "platform.internal"
 # A step answer's headers the router reads (the body's type, the v2 binary header's length).
 _ANSWER_HEADERS = frozenset((b"content-type", HEADER_LENGTH.encode("latin-1")))
-# At most this many (host, path) pairs are remembered per routes table: a step's host and
-# path come from the graph's spec, a few per graph, but a serviceUrl may name anything.
+# At most this many step URLs, and (host, path) pairs per routes table, are remembered: they
+# come from the graphs' specs, a few per graph, but nothing else bounds them.
 _MAX_REMEMBERED = 1024
 
 
@@ -91,7 +91,9 @@ class PlatformStepCaller:
     ) -> StepAnswer:
         parts = self._urls.get(url)
         if parts is None:
-            parts = self._urls[url] = _split_url(url)
+            parts = _split_url(url)
+            if len(self._urls) < _MAX_REMEMBERED:
+                self._urls[url] = parts
         sent = [
             (name.encode("latin-1"), value.encode("latin-1"))
             for name, value in headers.items()
@@ -171,7 +173,7 @@ def _split_url(url: str) -> _Url:
     parts = urllib.parse.urlsplit(url)
     path = parts.path or "/"
     target = path + (f"?{parts.query}" if parts.query else "")
-    return _Url(parts.scheme, parts.netloc, target.encode("latin-1"), target)
+    return _Url(parts.scheme, parts.netloc, target.encode("latin-1"), path)
 
 
 def _step_error(exc: Exception, what: str, timeout: float | None) -> errors.ModelhostError:
