@@ -25,6 +25,9 @@ from modelhost.transport.target import Target
 
 __all__ = ["ForwardedCall", "Forwarder"]
 
+# Log contexts kept (one per revision that logs): past it the cache starts again.
+_MAX_LOG_CONTEXTS = 4096
+
 
 class Forwarder:
     """Sends requests to replicas, over one pool of connections for all of the platform's
@@ -37,6 +40,7 @@ class Forwarder:
         self.request_ids = RequestIds()
         self._counters: dict[tuple[str, ...], Any] = {}
         self._histograms: dict[tuple[str, ...], Any] = {}
+        self._log_contexts: dict[tuple[str, str, str, str], LogContext] = {}
 
     def close(self) -> None:
         self.pool.close()
@@ -50,6 +54,21 @@ class Forwarder:
                 f"{component.service}: no revision of the {component.component} is ready"
             )
         return ForwardedCall(self, request, component, runner)
+
+    def log_context(self, component: ComponentState, runner: RevisionRunner) -> LogContext:
+        """Where a logged request was served, as its events say it: one per revision."""
+        key = (component.namespace, component.service, component.component, runner.name)
+        context = self._log_contexts.get(key)
+        if context is None:
+            if len(self._log_contexts) >= _MAX_LOG_CONTEXTS:
+                self._log_contexts.clear()  # revisions come and go: start again
+            context = self._log_contexts[key] = LogContext(
+                service=component.service,
+                namespace=component.namespace,
+                component=component.component,
+                endpoint=runner.name,
+            )
+        return context
 
     def count(
         self, component: ComponentState, runner: RevisionRunner, status: int, seconds: float
@@ -104,9 +123,15 @@ class ForwardedCall:
         if self.log_plan is not None:
             # The id ties a request's event to its response's (ce-id, else x-request-id),
             # and the replica sees it too.
-            given = request.header(b"ce-id") or request.header(b"x-request-id")
+            ce_id = request_id = None
+            for name, value in request.headers:  # the first of each, in one pass
+                if name == b"x-request-id":
+                    request_id = value if request_id is None else request_id
+                elif name == b"ce-id":
+                    ce_id = value if ce_id is None else ce_id
+            given = ce_id or request_id
             self.request_id = given.decode("latin-1") if given else forwarder.request_ids.new()
-            if request.header(b"x-request-id") is None:
+            if request_id is None:
                 request.headers.append((b"x-request-id", self.request_id.encode("latin-1")))
             if payload_logger is not None:
                 # The whole-exchange sink takes no headers: none are decoded for it.
@@ -116,18 +141,10 @@ class ForwardedCall:
                     else {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
                 )
                 # Made once: the response's event has the same identity.
-                self.log_context = self._context()
+                self.log_context = forwarder.log_context(component, runner)
                 payload_logger.log_request(
                     self.log_plan, self.log_context, self.request_id, headers, request.body
                 )
-
-    def _context(self) -> LogContext:
-        return LogContext(
-            service=self.component.service,
-            namespace=self.component.namespace,
-            component=self.component.component,
-            endpoint=self.runner.name,
-        )
 
     # -- Forwarding --
 
@@ -147,7 +164,7 @@ class ForwardedCall:
         if self.log_plan is not None and payload_logger is not None:
             payload_logger.log_response(
                 self.log_plan,
-                self.log_context or self._context(),
+                self.log_context or self.forwarder.log_context(self.component, self.runner),
                 self.request_id,
                 status,
                 {},

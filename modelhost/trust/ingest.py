@@ -86,7 +86,14 @@ def tensor_columns(tensors: Any, where: str) -> tuple[Columns, int]:
             or min(shape) < 0
         ):
             raise errors.InvalidInput(f"{where}[{index}].shape must be a list of sizes.")
-        values = _flatten(tensor.get("data"))
+        values = tensor.get("data")
+        if not isinstance(values, list):
+            raise errors.InvalidInput(f"Tensor data must be a list, not {type(values).__name__}.")
+        # The values' types, once: a logged row's tensors all pass here.
+        kinds = set(map(type, values))
+        if list in kinds:  # nested rows: flattened, then looked at again
+            values = _flatten(values)
+            kinds = set(map(type, values))
         width = 1
         for size in shape[1:]:
             width *= size
@@ -94,7 +101,6 @@ def tensor_columns(tensors: Any, where: str) -> tuple[Columns, int]:
             raise errors.InvalidInput(
                 f"{where}[{index}] ({name!r}) has {len(values)} values for shape {shape}."
             )
-        kinds = set(map(type, values))
         if not kinds <= _SCALARS:
             odd = next(iter(kinds - _SCALARS))
             raise errors.InvalidInput(

@@ -123,11 +123,18 @@ class InferenceBatch:
 
 
 def _dtype_of(values: Sequence[Any]) -> str:
-    if all(isinstance(v, bool) for v in values):
+    # The values' types as one set, in C: a round writes thousands of values. Decoded JSON
+    # holds exact types (a bool is not an int here, as isinstance would have it).
+    kinds = set(map(type, values))
+    if kinds <= _BOOL:
         return "bool"
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    if kinds <= _NUMBERS:
         return "number"
     return "string"
+
+
+_BOOL = frozenset({bool})
+_NUMBERS = frozenset({int, float})
 
 
 class TrustStore:

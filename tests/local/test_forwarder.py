@@ -197,3 +197,30 @@ async def test_a_component_with_no_ready_revision_answers_503() -> None:
         )
     assert response.startswith(b"HTTP/1.1 503 ")
     assert b"svc: no revision of the predictor is ready" in response
+
+
+async def test_a_logged_request_keeps_the_id_it_came_with() -> None:
+    """ce-id first (KServe's pairing), else x-request-id; the first of a repeated header; the
+    replica gets the client's x-request-id as sent, or the id the events carry when none."""
+    cases = [
+        (b"ce-id: ce-1\r\nx-request-id: rid-1\r\n", "ce-1", b"x-request-id: rid-1\r\n"),
+        (b"x-request-id: rid-1\r\nx-request-id: rid-2\r\n", "rid-1", b"x-request-id: rid-1\r\n"),
+        (b"ce-id: ce-1\r\nce-id: ce-2\r\n", "ce-1", b"x-request-id: ce-1\r\n"),
+    ]
+    for headers, expected_id, sent in cases:
+        payload_logger = FakePayloadLogger()
+        async with replica_at() as (port, seen):
+            runner = FakeRunner(FakeReplica(f"127.0.0.1:{port}"))
+            runner.revision.logger = object()
+            forwarder = Forwarder(GatewayMetrics(lambda: []), payload_logger)  # type: ignore[arg-type]
+            async with listener(forwarder, component([runner])) as gateway:
+                await exchange(
+                    gateway,
+                    b"POST /v2/models/m/infer HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+                    + headers
+                    + b"content-length: 2\r\n\r\n{}",
+                )
+        assert [event[1] for event in payload_logger.events] == [expected_id, expected_id]
+        # None added when the client sent one (its own pass through as they came).
+        assert seen[0].count(b"x-request-id: ") == max(1, headers.count(b"x-request-id: "))
+        assert sent in seen[0]

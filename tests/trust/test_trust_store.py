@@ -82,3 +82,31 @@ def test_unknown_models_are_404s() -> None:
     with pytest.raises(UnknownModel, match="'ghost'") as caught:
         store.read("ghost", ["x"])
     assert errors.http_status(caught.value) == 404
+
+
+def test_a_column_s_type_is_bool_number_or_string_by_all_its_values() -> None:
+    store = TrustStore(":memory:")
+    batch = InferenceBatch(
+        "types",
+        {"flags": [True, False], "ints": [1, 2], "mixed": [1, 2.5], "bool_and_int": [True, 1]},
+        {"none": [None, 1.0], "text": ["a", 1]},
+        ["a", "b"],
+    )
+    store.write([batch])
+    assert [(c.name, c.dtype) for c in store.schema("types").columns] == [
+        ("flags", "bool"),
+        ("ints", "number"),
+        ("mixed", "number"),
+        ("bool_and_int", "string"),
+        ("none", "string"),
+        ("text", "string"),
+    ]
+    # A number column refuses bools later: a bool is not a number here.
+    with pytest.raises(errors.InvalidInput, match="holds number values"):
+        store.write(
+            [
+                InferenceBatch(
+                    "types", {**batch.inputs, "ints": [True, False]}, batch.outputs, ["c", "d"]
+                )
+            ]
+        )
