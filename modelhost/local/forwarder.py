@@ -161,14 +161,14 @@ class ForwardedCall:
     def answered(self, status: int, body: bytes | None) -> None:
         self.forwarder.count(self.component, self.runner, status, self._elapsed())
         payload_logger = self.forwarder.payload_logger
-        if self.log_plan is not None and payload_logger is not None:
+        # A context was made with the request's event exactly when there is one to answer.
+        if (
+            self.log_plan is not None
+            and payload_logger is not None
+            and self.log_context is not None
+        ):
             payload_logger.log_response(
-                self.log_plan,
-                self.log_context or self.forwarder.log_context(self.component, self.runner),
-                self.request_id,
-                status,
-                {},
-                body or b"",
+                self.log_plan, self.log_context, self.request_id, status, {}, body or b""
             )
 
     def failed(self, status: int) -> None:

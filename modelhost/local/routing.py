@@ -96,14 +96,16 @@ class RouteTable(Generic[C]):
         # (an OpenAI rule's ``/openai/`` does not): each group keeps the table's order.
         groups: dict[str, list[tuple[int, CompiledRoute[C]]]] = {}
         unbound: list[tuple[int, CompiledRoute[C]]] = []
+        self._anywhere: list[CompiledRoute[C]] = []
         for position, route in enumerate(by_path):
             key = _route_key(route.route.path)
             if key is not None:
                 groups.setdefault(key, []).append((position, route))
-            elif _may_match_a_model_path(route.route.path):
+                continue
+            self._anywhere.append(route)
+            if _may_match_a_model_path(route.route.path):
                 unbound.append((position, route))
         self._unbound = [route for _, route in unbound]
-        self._anywhere = [route for route in by_path if _route_key(route.route.path) is None]
         self._by_model_path = {
             key: [route for _, route in sorted(group + unbound, key=lambda item: item[0])]
             for key, group in groups.items()

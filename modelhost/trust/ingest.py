@@ -56,15 +56,15 @@ _SCALARS = frozenset({int, float, str, bool})
 _SIZES = frozenset({int})
 
 
-def _flatten(data: Any) -> list[Any]:
-    if type(data) is list and list in set(map(type, data)):
-        flat: list[Any] = []
-        for item in data:
-            flat.extend(_flatten(item) if isinstance(item, list) else [item])
-        return flat
-    if isinstance(data, list):
-        return data
-    raise errors.InvalidInput(f"Tensor data must be a list, not {type(data).__name__}.")
+def _flatten(data: list[Any]) -> list[Any]:
+    """Nested rows' values, in order."""
+    flat: list[Any] = []
+    for item in data:
+        if isinstance(item, list):
+            flat.extend(_flatten(item))
+        else:
+            flat.append(item)
+    return flat
 
 
 def tensor_columns(tensors: Any, where: str) -> tuple[Columns, int]:

@@ -47,6 +47,8 @@ def test_v2_tensors_name_columns_as_trustyai_does() -> None:
         ([{"name": "x", "shape": "2", "data": [1, 2]}], "shape"),
         ([{"shape": [1], "data": [1]}], "name"),
         ([{"name": "x", "shape": [1], "data": [{"a": 1}]}], "holds a dict"),
+        ([{"name": "x", "shape": [1], "data": 1}], "data must be a list, not int"),
+        ([{"name": "x", "shape": [1, 2], "data": [[1, {"a": 1}]]}], "holds a dict"),
         (
             [{"name": "x", "shape": [1], "data": [1]}, {"name": "y", "shape": [2], "data": [1, 2]}],
             "2 rows",
