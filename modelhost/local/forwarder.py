@@ -16,7 +16,7 @@ from typing import Any, cast
 from modelhost import errors
 from modelhost.local.component import ComponentState
 from modelhost.local.metrics import GatewayMetrics
-from modelhost.local.payload_logger import LogContext, PayloadLogger
+from modelhost.local.payload_logger import ExchangeSink, LogContext, PayloadLogger
 from modelhost.local.replica import Replica
 from modelhost.local.revision import RevisionRunner
 from modelhost.protocol.request_ids import RequestIds
@@ -91,11 +91,13 @@ class ForwardedCall:
 
     __slots__ = (
         "component",
+        "exchange_sink",
         "forwarder",
         "keep_body",
         "log_context",
         "log_plan",
         "name",
+        "request_body",
         "request_id",
         "runner",
         "started",
@@ -120,6 +122,8 @@ class ForwardedCall:
         self.keep_body = self.log_plan is not None and payload_logger is not None
         self.request_id = ""
         self.log_context: LogContext | None = None
+        self.exchange_sink: ExchangeSink | None = None
+        self.request_body = b""
         if self.log_plan is not None:
             # The id ties a request's event to its response's (ce-id, else x-request-id),
             # and the replica sees it too.
@@ -134,17 +138,17 @@ class ForwardedCall:
             if request_id is None:
                 request.headers.append((b"x-request-id", self.request_id.encode("latin-1")))
             if payload_logger is not None:
-                # The whole-exchange sink takes no headers: none are decoded for it.
-                headers = (
-                    {}
-                    if payload_logger.takes_exchange(self.log_plan)
-                    else {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
-                )
                 # Made once: the response's event has the same identity.
                 self.log_context = forwarder.log_context(component, runner)
-                payload_logger.log_request(
-                    self.log_plan, self.log_context, self.request_id, headers, request.body
-                )
+                self.exchange_sink = payload_logger.exchange_sink(self.log_plan)
+                if self.exchange_sink is not None:
+                    # The whole exchange goes to the sink once answered: no event, no headers.
+                    self.request_body = request.body
+                else:
+                    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
+                    payload_logger.log_request(
+                        self.log_plan, self.log_context, self.request_id, headers, request.body
+                    )
 
     # -- Forwarding --
 
@@ -160,6 +164,12 @@ class ForwardedCall:
 
     def answered(self, status: int, body: bytes | None) -> None:
         self.forwarder.count(self.component, self.runner, status, self._elapsed())
+        if self.exchange_sink is not None:
+            assert self.log_context is not None  # made with the sink
+            self.exchange_sink(
+                self.log_context, self.request_id, self.request_body, status, body or b""
+            )
+            return
         payload_logger = self.forwarder.payload_logger
         # A context was made with the request's event exactly when there is one to answer.
         if (

@@ -140,7 +140,8 @@ class PayloadLogger:
     ``log_request`` and ``log_response`` are called on the event loop's thread, on the
     request path: they only enqueue. The gateway calls both for every request of a logged
     component, whatever the mode, so that the response event can carry the request's
-    metadata. One :class:`aiohttp.ClientSession` serves every sink.
+    metadata; except where :meth:`exchange_sink` gives it a sink for whole exchanges. One
+    :class:`aiohttp.ClientSession` serves every sink.
     """
 
     def __init__(
@@ -160,8 +161,6 @@ class PayloadLogger:
         # Sinks in this process, by logger URL (the trust service's built-in one).
         self._local_sinks = dict(local_sinks or {})
         self._exchange_sinks = dict(exchange_sinks or {})
-        # Request bodies of ``mode: all`` exchanges bound for an exchange sink, by request id.
-        self._awaiting_exchange: OrderedDict[str, bytes] = OrderedDict()
         self._session: aiohttp.ClientSession | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
@@ -205,9 +204,14 @@ class PayloadLogger:
             await self._session.close()
             self._session = None
 
-    def takes_exchange(self, plan: LoggerPlan) -> bool:
-        """Whether this plan's events go, as one exchange, to an in-process sink."""
-        return plan.mode == "all" and plan.url in self._exchange_sinks
+    def exchange_sink(self, plan: LoggerPlan) -> ExchangeSink | None:
+        """The in-process sink that takes this plan's whole exchanges, if it has one.
+
+        ``mode: all`` into such a sink builds no event: the gateway keeps the request's body
+        and hands both bodies to the sink once answered, instead of calling
+        :meth:`log_request` and :meth:`log_response`.
+        """
+        return self._exchange_sinks.get(plan.url) if plan.mode == "all" else None
 
     def log_request(
         self,
@@ -218,13 +222,6 @@ class PayloadLogger:
         body: bytes,
     ) -> None:
         """Queue the request event when the plan's mode logs requests."""
-        if plan.mode == "all" and plan.url in self._exchange_sinks:
-            # Kept until the response comes; the sink gets both at once.
-            self._awaiting_exchange[request_id] = bytes(body)
-            if len(self._awaiting_exchange) > _MAX_AWAITING_RESPONSE:
-                self._awaiting_exchange.popitem(last=False)
-                self._dropped += 1
-            return
         metadata = _metadata(plan.metadata_headers, headers)
         if metadata and plan.mode in ("all", "response"):
             # KServe's response event carries the request's metadata headers.
@@ -251,13 +248,6 @@ class PayloadLogger:
         :meth:`log_request` took from the request under the same id, as KServe sends it;
         without one, the allow-listed headers are looked up in the response.
         """
-        exchange = self._exchange_sinks.get(plan.url) if plan.mode == "all" else None
-        if exchange is not None:
-            request_body = self._awaiting_exchange.pop(request_id, None)
-            if request_body is not None:
-                exchange(ctx, request_id, request_body, status, bytes(body))
-                self._sent += 2
-            return
         metadata = self._awaiting_response.pop(request_id, None)
         if plan.mode not in ("all", "response"):
             return

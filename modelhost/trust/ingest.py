@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import base64
 import functools
+import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -25,11 +26,13 @@ __all__ = [
     "REQUEST_TYPE",
     "RESPONSE_TYPE",
     "LoggedPayload",
+    "OneRow",
     "PairingBuffer",
     "decode_cloudevent",
     "decode_consumer_payload",
     "decode_exchange",
     "decode_upload",
+    "one_row",
     "tensor_columns",
 ]
 
@@ -195,10 +198,22 @@ def decode_exchange(
     model_id: str, request_id: str, request: bytes, response: bytes
 ) -> InferenceBatch:
     """The rows of one logged exchange: its request and response bodies (JSON), paired."""
+    request_data, response_data = parse_exchange(request_id, request, response)
+    return exchange_batch(model_id, request_id, request_data, response_data)
+
+
+def parse_exchange(request_id: str, request: bytes, response: bytes) -> tuple[Any, Any]:
+    """An exchange's request and response bodies, parsed (``InvalidInput`` if not JSON)."""
     try:
-        request_data, response_data = orjson.loads(request), orjson.loads(response)
+        return orjson.loads(request), orjson.loads(response)
     except orjson.JSONDecodeError as exc:
         raise errors.InvalidInput(f"Inference {request_id!r} is not JSON: {exc}.") from None
+
+
+def exchange_batch(
+    model_id: str, request_id: str, request_data: Any, response_data: Any
+) -> InferenceBatch:
+    """The rows of one exchange whose bodies are parsed, any shape (see :func:`one_row`)."""
     inputs, rows = decode_body(request_data, True)
     outputs, out_rows = decode_body(response_data, False)
     if rows != out_rows:
@@ -206,6 +221,90 @@ def decode_exchange(
             f"Inference {request_id!r} has {rows} request rows and {out_rows} response rows."
         )
     return InferenceBatch(model_id, inputs, outputs, _row_ids(request_id, rows))
+
+
+class OneRow(NamedTuple):
+    """A one-row exchange as its stored row: its columns' names and its values in order."""
+
+    model_id: str
+    request_id: str
+    # (input column names, output column names): rows with the same layout store together.
+    layout: tuple[tuple[str, ...], tuple[str, ...]]
+    values: list[Any]
+
+    def batch(self) -> InferenceBatch:
+        inputs, outputs = self.layout
+        split = len(inputs)
+        return InferenceBatch(
+            self.model_id,
+            {name: [value] for name, value in zip(inputs, self.values[:split], strict=True)},
+            {name: [value] for name, value in zip(outputs, self.values[split:], strict=True)},
+            [self.request_id],
+        )
+
+
+def one_row(model_id: str, request_id: str, request_data: Any, response_data: Any) -> OneRow | None:
+    """A v2 exchange of one row, as the row it stores; None for anything else.
+
+    The payload logger's rows are almost all this shape (one inference a request). The
+    general path (:func:`exchange_batch`) turns tensors into columns, which the store then
+    turns back into rows: a few microseconds a row of Python, where this reads each tensor's
+    values as they come. It accepts only what :func:`exchange_batch` would store the same
+    (every tensor a flat list of scalars, one row, no column named twice); on anything else,
+    errors included, the general path decides.
+    """
+    if type(request_data) is not dict or type(response_data) is not dict:
+        return None
+    request_row = _tensors_row(request_data.get("inputs"))
+    if request_row is None:
+        return None
+    response_row = _tensors_row(response_data.get("outputs"))
+    if response_row is None:
+        return None
+    layout = (request_row[0], response_row[0])
+    return OneRow(model_id, request_id, layout, request_row[1] + response_row[1])
+
+
+def _tensors_row(tensors: Any) -> tuple[tuple[str, ...], list[Any]] | None:
+    if type(tensors) is not list or not tensors:
+        return None
+    names: tuple[str, ...] = ()
+    values: list[Any] = []
+    for tensor in tensors:
+        if type(tensor) is not dict:
+            return None
+        get = tensor.get
+        name, shape, data = get("name"), get("shape"), get("data")
+        if (
+            type(name) is not str
+            or not name
+            or type(shape) is not list
+            or type(data) is not list
+            or not shape
+            or shape[0] != 1
+            or not _SIZES.issuperset(map(type, shape))
+            or min(shape) < 0
+            or not _SCALARS.issuperset(map(type, data))
+        ):
+            return None
+        sizes = tuple(shape)
+        if len(data) != math.prod(sizes):
+            return None
+        if values:
+            # A new list: the first tensor's own stays as parsed (the general path may read it).
+            names, values = names + _tensor_names(name, sizes), values + data
+        else:
+            names, values = names + _tensor_names(name, sizes), data
+    if len(tensors) > 1 and len(set(names)) != len(names):
+        return None  # a column named twice: the general path says so
+    return names, values
+
+
+@functools.lru_cache(maxsize=1024)
+def _tensor_names(name: str, sizes: tuple[int, ...]) -> tuple[str, ...]:
+    """The columns of one row of a tensor: its name, or ``<name>-<k>`` for each value."""
+    width = math.prod(sizes[1:])
+    return (name,) if width == 1 else _column_names(name, width)
 
 
 def decode_consumer_payload(body: Any) -> LoggedPayload:

@@ -197,6 +197,9 @@ class TrustStore:
                 )
         if len(batch) == 0:
             return 0  # an empty batch neither stores rows nor fixes a schema
+        if not named:
+            # (tensors of width 0): a row of nothing would fix an empty schema for good.
+            raise errors.InvalidInput(f"An inference of model {batch.model_id!r} holds no values.")
         schema = self._schema_locked(batch.model_id)
         if schema is None:
             self._db.executemany(

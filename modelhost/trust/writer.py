@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from modelhost import errors
-from modelhost.trust.ingest import decode_exchange
+from modelhost.trust.ingest import OneRow, exchange_batch, one_row, parse_exchange
 from modelhost.trust.store import InferenceBatch, TrustStore
 
 __all__ = ["BatchWriter", "Exchange"]
@@ -107,9 +107,7 @@ class BatchWriter:
             # while the last one ran (measured: 4 a round at 1,300 requests/s without this).
             await asyncio.sleep(max(0.0, started + self._linger_s - loop.time()))
 
-    def _write(
-        self, merged: list[tuple[InferenceBatch, list[InferenceBatch]]], inline: bool = False
-    ) -> set[str] | None:
+    def _write(self, merged: list[_Run], inline: bool = False) -> set[str] | None:
         """Store the merged batches in one transaction; the models that got rows. ``inline``:
         None, having done nothing, when a reader holds the store (it would stall the loop)."""
         batches = [batch for batch, _ in merged]
@@ -125,6 +123,8 @@ class BatchWriter:
             # One bad inference must not cost the others their rows: each part on its own.
             for _, parts in merged:
                 for part in parts:
+                    if isinstance(part, OneRow):
+                        part = part.batch()
                     try:
                         self.written += self._store.write([part])
                     except errors.ModelhostError as exc:
@@ -132,18 +132,25 @@ class BatchWriter:
                         logger.warning("trust: logged rows of %s refused: %s", part.model_id, exc)
         return {batch.model_id for batch, _ in merged}
 
-    def _decoded(self, items: Sequence[InferenceBatch | Exchange]) -> list[InferenceBatch]:
-        batches = []
+    def _decoded(self, items: Sequence[InferenceBatch | Exchange]) -> list[InferenceBatch | OneRow]:
+        decoded: list[InferenceBatch | OneRow] = []
         for item in items:
             if isinstance(item, InferenceBatch):
-                batches.append(item)
+                decoded.append(item)
                 continue
+            model_id, request_id, request, response = item
             try:
-                batches.append(decode_exchange(*item))
+                request_data, response_data = parse_exchange(request_id, request, response)
+                row = one_row(model_id, request_id, request_data, response_data)
+                decoded.append(
+                    row
+                    if row is not None
+                    else exchange_batch(model_id, request_id, request_data, response_data)
+                )
             except errors.ModelhostError as exc:
                 self.refused += 1
-                logger.warning("trust: a logged inference of %s was refused: %s", item[0], exc)
-        return batches
+                logger.warning("trust: a logged inference of %s was refused: %s", model_id, exc)
+        return decoded
 
     def store_exchanges(self, exchanges: list[Exchange]) -> set[str]:
         """Decode and store ``exchanges`` now, in this thread: the models that got rows.
@@ -159,36 +166,66 @@ class BatchWriter:
             await asyncio.shield(self._task)
 
 
-def _merged(batches: list[InferenceBatch]) -> list[tuple[InferenceBatch, list[InferenceBatch]]]:
-    """Consecutive batches of one model with the same columns and tag, as one batch (with
-    the batches it was made of)."""
-    merged: list[tuple[InferenceBatch, list[InferenceBatch]]] = []
-    run: list[InferenceBatch] = []
+# A merged run: one batch to store, and what it was made of (stored one by one if refused).
+_Run = tuple[InferenceBatch, Sequence[InferenceBatch | OneRow]]
 
-    def flush() -> None:
-        if len(run) == 1:
-            merged.append((run[0], [run[0]]))
-        elif run:
-            first = run[0]
-            inputs: dict[str, list[Any]] = {name: [] for name in first.inputs}
-            outputs: dict[str, list[Any]] = {name: [] for name in first.outputs}
-            ids: list[str] = []
-            for batch in run:
-                for name, values in batch.inputs.items():
-                    inputs[name].extend(values)
-                for name, values in batch.outputs.items():
-                    outputs[name].extend(values)
-                ids.extend(batch.request_ids)
-            joined = InferenceBatch(first.model_id, inputs, outputs, ids, first.tag)
-            merged.append((joined, list(run)))
-        run.clear()
 
-    for batch in batches:
-        if run and not _same_shape(run[0], batch):
-            flush()
-        run.append(batch)
-    flush()
+def _merged(items: list[InferenceBatch | OneRow]) -> list[_Run]:
+    """Consecutive batches (or rows) of one model with the same columns and tag, as one batch
+    (with the batches it was made of, for storing each alone if the whole is refused)."""
+    merged: list[_Run] = []
+    start = 0
+    while start < len(items):
+        first = items[start]
+        end = start + 1
+        if isinstance(first, OneRow):
+            key = (first.model_id, first.layout)
+            while end < len(items):
+                item = items[end]
+                if not isinstance(item, OneRow) or (item.model_id, item.layout) != key:
+                    break
+                end += 1
+            merged.append(_joined_rows(items[start:end]))  # type: ignore[arg-type]
+        else:
+            while end < len(items):
+                item = items[end]
+                if not isinstance(item, InferenceBatch) or not _same_shape(first, item):
+                    break
+                end += 1
+            merged.append(_joined_batches(items[start:end]))  # type: ignore[arg-type]
+        start = end
     return merged
+
+
+def _joined_rows(run: list[OneRow]) -> tuple[InferenceBatch, list[OneRow]]:
+    first = run[0]
+    inputs, outputs = first.layout
+    # The run's rows turned into columns in one C call (a row's values are in column order).
+    columns = list(zip(*(row.values for row in run), strict=True))
+    split = len(inputs)
+    joined = InferenceBatch(
+        first.model_id,
+        dict(zip(inputs, columns[:split], strict=True)),
+        dict(zip(outputs, columns[split:], strict=True)),
+        [row.request_id for row in run],
+    )
+    return joined, run
+
+
+def _joined_batches(run: list[InferenceBatch]) -> tuple[InferenceBatch, list[InferenceBatch]]:
+    if len(run) == 1:
+        return run[0], run
+    first = run[0]
+    inputs: dict[str, list[Any]] = {name: [] for name in first.inputs}
+    outputs: dict[str, list[Any]] = {name: [] for name in first.outputs}
+    ids: list[str] = []
+    for batch in run:
+        for name, values in batch.inputs.items():
+            inputs[name].extend(values)
+        for name, values in batch.outputs.items():
+            outputs[name].extend(values)
+        ids.extend(batch.request_ids)
+    return InferenceBatch(first.model_id, inputs, outputs, ids, first.tag), run
 
 
 def _same_shape(a: InferenceBatch, b: InferenceBatch) -> bool:

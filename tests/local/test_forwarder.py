@@ -61,9 +61,11 @@ class FakeRunner:
 @dataclass
 class FakePayloadLogger:
     events: list[tuple[Any, ...]] = field(default_factory=list)
+    # Where whole exchanges go (the store's sink); None: the CloudEvent path, both halves.
+    sink: Any = None
 
-    def takes_exchange(self, plan: Any) -> bool:
-        return False  # the CloudEvent path: both halves, with the request's headers
+    def exchange_sink(self, plan: Any) -> Any:
+        return self.sink
 
     def log_request(self, plan: Any, ctx: Any, request_id: str, headers: Any, body: bytes) -> None:
         self.events.append(("request", request_id, body))
@@ -186,6 +188,32 @@ async def test_a_logging_revision_logs_both_ways_under_one_request_id() -> None:
     )
     assert request_id == same_id
     # The replica sees the id the events carry.
+    assert f"x-request-id: {request_id}\r\n".encode() in seen[0]
+
+
+async def test_a_revision_logging_into_an_exchange_sink_hands_it_the_whole_exchange() -> None:
+    """``mode: all`` into the built-in store: no event of either half, the request's body
+    kept until the answer, then both, with the status, in one call."""
+    exchanges: list[tuple[Any, ...]] = []
+    payload_logger = FakePayloadLogger(sink=lambda *exchange: exchanges.append(exchange))
+    async with replica_at() as (port, seen):
+        runner = FakeRunner(FakeReplica(f"127.0.0.1:{port}"))
+        runner.revision.logger = object()
+        forwarder = Forwarder(GatewayMetrics(lambda: []), payload_logger)  # type: ignore[arg-type]
+        async with listener(forwarder, component([runner])) as gateway:
+            for _ in range(2):
+                await exchange(
+                    gateway,
+                    b"POST /v2/models/m/infer HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+                    b'content-length: 4\r\n\r\n{"a"',
+                )
+    assert payload_logger.events == []
+    assert len(exchanges) == 2
+    (context, request_id, request, status, answer), second = exchanges
+    assert (request, status, answer) == (b'{"a"', 200, b'{"ok": 1}')
+    assert (context.service, context.component, context.endpoint) == ("svc", "predictor", "rev-1")
+    assert second[0] is context  # one context per revision
+    assert second[1] != request_id
     assert f"x-request-id: {request_id}\r\n".encode() in seen[0]
 
 
