@@ -137,11 +137,13 @@ class RouteTable(Generic[C]):
 
 
 # A path rule bound to one model path: ``/v1/models/<name>`` or ``/v2/models/<name>`` as
-# literal text, then nothing, ``:<verb>``, ``(:[a-z]+)?`` or ``(/.*)?`` (the plans' shapes).
-# Every path such a rule matches starts with that text and then ends or goes on with ``/`` or
-# ``:``; a rule of any other shape is bound to no model path (tried for every path).
+# literal text (the plans write the name with ``re.escape``: ``sklearn\-iris``), then nothing,
+# ``:<verb>``, ``(:[a-z]+)?`` or ``(/.*)?`` (the plans' shapes). Every path such a rule
+# matches starts with that text and then ends or goes on with ``/`` or ``:``; a rule of any
+# other shape is bound to no model path (tried for every path).
 _MODEL_RULE = re.compile(
-    r"(/v[12]/models/[A-Za-z0-9_-]+)(?::[A-Za-z]+|\(:\[a-z\]\+\)\?|\(/\.\*\)\?)?"
+    r"(/v[12]/models/)((?:[A-Za-z0-9_-]|\\[-.])+)"
+    r"(?::[A-Za-z]+|\(:\[a-z\]\+\)\?|\(/\.\*\)\?)?"
 )
 _MODEL_PATH_PREFIXES = ("/v1/models/", "/v2/models/")
 _PREFIX_LENGTH = len("/v1/models/")
@@ -154,7 +156,9 @@ def _route_key(pattern: str | None) -> str | None:
     if pattern is None:
         return None
     found = _MODEL_RULE.fullmatch(pattern)
-    return found.group(1) if found is not None else None
+    if found is None:
+        return None
+    return found.group(1) + found.group(2).replace("\\", "")  # the name as a path has it
 
 
 def _may_match_a_model_path(pattern: str | None) -> bool:

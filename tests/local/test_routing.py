@@ -6,8 +6,10 @@ import itertools
 import re
 from collections import Counter
 
+import pytest
+
 from modelhost.control import Route
-from modelhost.local.routing import RouteTable, WeightedChoice
+from modelhost.local.routing import CompiledRoute, RouteTable, WeightedChoice
 from modelhost.transport.http1_upstream import strip_port
 
 
@@ -77,26 +79,31 @@ def _first_match(
     return None
 
 
-def _service_routes(name: str, explainer: bool) -> list[tuple[Route, str]]:
+def _service_routes(name: str, explainer: bool, escape: bool = False) -> list[tuple[Route, str]]:
+    """A service's rules as the plan writes them (``escape``: its name through ``re.escape``,
+    as the plan does: ``b\\-c``; else as written, ``b-c``)."""
     host = f"{name}.default.example.com"
+    pattern = re.escape(name) if escape else name
     routes = []
     if explainer:
         routes.append(
             (Route("explainer", host=host, path=r"/v1/models/[\w-]+:explain"), f"{name}/e")
         )
-        routes.append((Route("explainer", path=rf"/v1/models/{name}:explain"), f"{name}/e-path"))
+        routes.append((Route("explainer", path=rf"/v1/models/{pattern}:explain"), f"{name}/e-path"))
     routes += [
         (Route("predictor", host=host), f"{name}/host"),
-        (Route("predictor", path=rf"/v1/models/{name}(:[a-z]+)?"), f"{name}/v1"),
-        (Route("predictor", path=rf"/v2/models/{name}(/.*)?"), f"{name}/v2"),
+        (Route("predictor", path=rf"/v1/models/{pattern}(:[a-z]+)?"), f"{name}/v1"),
+        (Route("predictor", path=rf"/v2/models/{pattern}(/.*)?"), f"{name}/v2"),
         (Route("predictor", path=r"/openai/.*", model=name), f"{name}/openai"),
     ]
     return routes
 
 
 def test_the_table_answers_as_trying_every_rule_in_order_would() -> None:
-    names = ["iris", "iris-2", "iris2", "a", "b-c", "x"]
-    routes = [r for i, name in enumerate(names) for r in _service_routes(name, i % 2 == 0)]
+    names = ["iris", "iris-2", "iris2", "a", "b-c", "x", "d.e", "f-g"]
+    routes = [r for i, name in enumerate(names) for r in _service_routes(name, i % 2 == 0, i >= 4)]
+    # An unescaped dot is any character: such a rule is bound to no one model path.
+    routes.insert(12, (Route("predictor", path=r"/v2/models/d.e(/.*)?"), "any-dot"))
     # Rules no model path binds: an alternation, a pattern for any name, a catch-all.
     routes.insert(5, (Route("predictor", path=r"/v1/models/b-c:explain|/special"), "alt"))
     routes.insert(9, (Route("predictor", path=r"/openai/x|/v2/models/x/ready"), "alt-2"))
@@ -129,6 +136,11 @@ def test_the_table_answers_as_trying_every_rule_in_order_would() -> None:
         "/v2/models",
         "/v2/health/ready",
         "/openai/v1/completions",
+        "/v2/models/d.e/infer",
+        "/v2/models/dxe/infer",
+        "/v1/models/f-g:predict",
+        "/v2/models/f-g",
+        "/v2/models/b-c/infer",
     ]
     for host, path, model in itertools.product(hosts, paths, [None, "iris", "a", "zzz"]):
         assert table.match(host, path, model) == _first_match(routes, host, path, model), (
@@ -143,3 +155,23 @@ def test_the_table_answers_as_trying_every_rule_in_order_would() -> None:
             for r, _ in routes
         )
         assert table.needs_model(path) == expected_needs, path
+
+
+def test_a_request_tries_only_its_own_services_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names written as the plan writes them (``sklearn\\-iris``): a request to the last of
+    many services tries its own rule, not every service's before it."""
+    names = [f"sklearn-iris-{i}" for i in range(20)]
+    table = RouteTable([r for name in names for r in _service_routes(name, False, True)])
+    tried: list[str] = []
+    matches = CompiledRoute.matches
+
+    def counting(self: CompiledRoute[str], host: str, path: str, model: str | None) -> bool:
+        tried.append(self.target)
+        return matches(self, host, path, model)
+
+    monkeypatch.setattr(CompiledRoute, "matches", counting)
+    assert table.match("localhost", "/v2/models/sklearn-iris-19/infer") == "sklearn-iris-19/v2"
+    assert tried == ["sklearn-iris-19/v2"]
+    tried.clear()
+    assert table.match("localhost", "/v1/models/sklearn-iris-7:predict") == "sklearn-iris-7/v1"
+    assert tried == ["sklearn-iris-7/v1"]
