@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, cast
+from typing import cast
 
 from modelhost import errors
 from modelhost.local.component import ComponentState
-from modelhost.local.metrics import GatewayMetrics
+from modelhost.local.metrics import GatewayMetrics, RevisionTally
 from modelhost.local.payload_logger import ExchangeSink, LogContext, PayloadLogger
 from modelhost.local.replica import Replica
 from modelhost.local.revision import RevisionRunner
@@ -25,8 +25,9 @@ from modelhost.transport.target import Target
 
 __all__ = ["ForwardedCall", "Forwarder"]
 
-# Log contexts kept (one per revision that logs): past it the cache starts again.
+# Log contexts and tallies kept (one per revision): past it the cache starts again.
 _MAX_LOG_CONTEXTS = 4096
+_MAX_TALLIES = 4096
 
 
 class Forwarder:
@@ -38,8 +39,8 @@ class Forwarder:
         self.payload_logger = payload_logger
         self.pool = ProxyPool()
         self.request_ids = RequestIds()
-        self._counters: dict[tuple[str, ...], Any] = {}
-        self._histograms: dict[tuple[str, ...], Any] = {}
+        # Each revision's tally, found once per runner (a runner serves one revision).
+        self._tallies: dict[RevisionRunner, RevisionTally] = {}
         self._log_contexts: dict[tuple[str, str, str, str], LogContext] = {}
 
     def close(self) -> None:
@@ -73,16 +74,14 @@ class Forwarder:
     def count(
         self, component: ComponentState, runner: RevisionRunner, status: int, seconds: float
     ) -> None:
-        labels = (component.namespace, component.service, component.component, runner.name)
-        key = (*labels, str(status))
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self.metrics.requests.labels(*key)
-        counter.inc()
-        histogram = self._histograms.get(labels)
-        if histogram is None:
-            histogram = self._histograms[labels] = self.metrics.latency.labels(*labels)
-        histogram.observe(seconds)
+        tally = self._tallies.get(runner)
+        if tally is None:
+            if len(self._tallies) >= _MAX_TALLIES:
+                self._tallies.clear()  # revisions come and go: find them again
+            tally = self._tallies[runner] = self.metrics.tally(
+                component.namespace, component.service, component.component, runner.name
+            )
+        tally.observe(status, seconds)
 
 
 class ForwardedCall:

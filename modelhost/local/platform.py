@@ -30,7 +30,7 @@ from modelhost.local.forwarder import Forwarder
 from modelhost.local.graph_host import GraphHost
 from modelhost.local.guardrails_host import GuardrailsHost
 from modelhost.local.mesh import mesh_server
-from modelhost.local.metrics import GatewayMetrics, ReplicaCount
+from modelhost.local.metrics import ColdStartCount, GatewayMetrics, ReplicaCount
 from modelhost.local.payload_logger import PayloadLogger
 from modelhost.local.reaper import ReplicaLedger, reap_leftovers
 from modelhost.local.reconciler import GRAPH, SERVICE, Reconciler, replica_env, stored_runtimes
@@ -54,7 +54,7 @@ class Platform:
 
     def __init__(self, settings: PlatformSettings) -> None:
         self.settings = settings
-        self.metrics = GatewayMetrics(self._replica_counts)
+        self.metrics = GatewayMetrics(self._replica_counts, self._cold_start_counts)
         self.traffic = TrafficRouter(self._count_call)
         self._store: Store | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -346,6 +346,10 @@ class Platform:
     def _replica_counts(self) -> Iterator[ReplicaCount]:
         if self._reconciler is not None:
             yield from self._reconciler.replica_counts()
+
+    def _cold_start_counts(self) -> Iterator[ColdStartCount]:
+        if self._reconciler is not None:
+            yield from self._reconciler.cold_start_counts()
 
 
 def _document(stored: StoredObject) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from modelhost.local.component import ComponentState
 from modelhost.local.forwarder import Forwarder
 from modelhost.local.graph_host import GraphHost
 from modelhost.local.graphs import graph_status, service_plans
-from modelhost.local.metrics import ReplicaCount
+from modelhost.local.metrics import ColdStartCount, ReplicaCount
 from modelhost.local.reaper import ReplicaLedger
 from modelhost.local.registry_deploy import RESOLVE_FAILED, RegistryDeployments, describe_failure
 from modelhost.local.replica import ReplicaState
@@ -202,6 +202,19 @@ class Reconciler:
                             state.value,
                             count,
                         )
+
+    def cold_start_counts(self) -> Iterator[ColdStartCount]:
+        """Requests per revision that waited for a replica to start, for the gateway's metrics."""
+        for service in list(self._services.values()):
+            for component in list(service.components.values()):
+                for runner in list(component.runners.values()):
+                    yield (
+                        service.namespace,
+                        service.name,
+                        component.component,
+                        runner.name,
+                        runner.cold_starts,
+                    )
 
     # -- one reconcile --------------------------------------------------------------------
 

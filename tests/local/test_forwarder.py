@@ -34,7 +34,7 @@ class FakeRevision:
     logger: Any = None
 
 
-@dataclass
+@dataclass(eq=False)  # hashable by identity, as a revision runner is
 class FakeRunner:
     replica: FakeReplica
     name: str = "rev-1"
@@ -163,6 +163,12 @@ async def test_each_request_takes_a_replica_gives_it_back_and_is_counted() -> No
     assert len(seen) == 2
     assert b"x-request-id" not in seen[0]  # only where the revision logs
     assert counted(metrics, "200") == 2
+    labels = {"namespace": "default", "service": "svc", "component": "predictor"}
+    latency = "modelhost_gateway_request_duration_seconds"
+    revision = {**labels, "revision": "rev-1"}
+    assert metrics.registry.get_sample_value(f"{latency}_count", revision) == 2
+    assert metrics.registry.get_sample_value(f"{latency}_bucket", {**revision, "le": "+Inf"}) == 2
+    assert 0 < (metrics.registry.get_sample_value(f"{latency}_sum", revision) or 0) < 5
 
 
 async def test_a_logging_revision_logs_both_ways_under_one_request_id() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -242,7 +243,12 @@ def test_scale_to_zero_and_the_first_request_after_idle_is_answered(
             assert response.json() == {"predictions": [1]}
         (revision,) = platform.revisions("sklearn-iris")
         assert revision["coldStarts"] == 1
-        assert "modelhost_gateway_cold_starts_total" in platform.metrics()
+        # The metric says so too (a sample, not only the family's HELP line).
+        assert re.search(
+            r'^modelhost_gateway_cold_starts_total\{[^}]*service="sklearn-iris"[^}]*\} 1\.0$',
+            platform.metrics(),
+            re.MULTILINE,
+        )
         # Idle again, it goes back to zero.
         _wait_replicas(platform, "sklearn-iris", 0, timeout=30)
     finally:
