@@ -28,6 +28,7 @@ from modelhost.local.component import ComponentState
 from modelhost.local.guardrails_host import GUARDRAILS_OWNER, is_guardrails_request
 from modelhost.local.platform import Platform
 from modelhost.local.registry_host import REGISTRY_OWNER, is_registry_request
+from modelhost.local.routing import MODEL_PATH_PREFIXES
 from modelhost.local.trust_host import TRUST_OWNER, is_trust_request
 from modelhost.server.http.messages import body_model
 from modelhost.settings import Http1Limits
@@ -123,17 +124,23 @@ def resolve(platform: Platform, request: ProxiedRequest) -> ComponentState | InP
         component = routes.match(request.host, path)
         if component is not None:
             return component.in_process or component
-    if path in LOCAL_PATHS:
-        return LOCAL
-    trust = platform.trust
-    if trust is not None and is_trust_request(request):
-        return trust.destination
-    guardrails = platform.guardrails
-    if guardrails is not None and is_guardrails_request(request):
-        return guardrails.destination
-    registry = platform.registry
-    if registry is not None and registry.destination is not None and is_registry_request(request):
-        return registry.destination
+    if not path.startswith(MODEL_PATH_PREFIXES):
+        # (A model's path is none of these: tests/local/test_gateway_paths.py.)
+        if path in LOCAL_PATHS:
+            return LOCAL
+        trust = platform.trust
+        if trust is not None and is_trust_request(request):
+            return trust.destination
+        guardrails = platform.guardrails
+        if guardrails is not None and is_guardrails_request(request):
+            return guardrails.destination
+        registry = platform.registry
+        if (
+            registry is not None
+            and registry.destination is not None
+            and is_registry_request(request)
+        ):
+            return registry.destination
     needs_model = routes.needs_model(path)
     if needs_model and not request.complete:
         return BODY  # asked again once the body, which names the model, is in

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 from modelhost.control import Route
 from modelhost.transport.http1_upstream import strip_port
 
-__all__ = ["CompiledRoute", "RouteTable", "WeightedChoice"]
+__all__ = ["MODEL_PATH_PREFIXES", "CompiledRoute", "RouteTable", "WeightedChoice"]
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -110,8 +110,14 @@ class RouteTable(Generic[C]):
             key: [route for _, route in sorted(group + unbound, key=lambda item: item[0])]
             for key, group in groups.items()
         }
-        # Whether a path's request must name its model: only some rules ask, most alike.
+        # Whether a path's request must name its model: only some rules ask, most alike (and
+        # an OpenAI rule's ``/openai/.*`` not for a model path).
         self._model_paths = _unique_patterns(r for r in by_path if r.route.model is not None)
+        self._model_paths_of_models = [
+            pattern
+            for pattern in self._model_paths
+            if pattern is None or _may_match_a_model_path(pattern.pattern)
+        ]
 
     def match(self, host: str, path: str, model: str | None = None) -> C | None:
         for route in self._by_host.get(host, ()):
@@ -133,7 +139,12 @@ class RouteTable(Generic[C]):
 
     def needs_model(self, path: str) -> bool:
         """Whether a path-routed request must have its body's ``model`` read (OpenAI)."""
-        return any(pattern is None or pattern.fullmatch(path) for pattern in self._model_paths)
+        patterns = (
+            self._model_paths_of_models
+            if path.startswith(MODEL_PATH_PREFIXES)
+            else self._model_paths
+        )
+        return any(pattern is None or pattern.fullmatch(path) for pattern in patterns)
 
 
 # A path rule bound to one model path: ``/v1/models/<name>`` or ``/v2/models/<name>`` as
@@ -145,7 +156,8 @@ _MODEL_RULE = re.compile(
     r"(/v[12]/models/)((?:[A-Za-z0-9_-]|\\[-.])+)"
     r"(?::[A-Za-z]+|\(:\[a-z\]\+\)\?|\(/\.\*\)\?)?"
 )
-_MODEL_PATH_PREFIXES = ("/v1/models/", "/v2/models/")
+# The paths of KServe's v1 and v2 model APIs: a request's model path starts with one.
+MODEL_PATH_PREFIXES = ("/v1/models/", "/v2/models/")
 _PREFIX_LENGTH = len("/v1/models/")
 # The text a pattern starts with before its first special character.
 _LITERAL_START = re.compile(r"[^.^$*+?{}\[\]\\|()]*")
@@ -171,13 +183,13 @@ def _may_match_a_model_path(pattern: str | None) -> bool:
     if pattern[len(start) : len(start) + 1] in ("?", "*", "{"):
         start = start[:-1]  # a quantifier makes the last character optional
     return any(
-        prefix.startswith(start) or start.startswith(prefix) for prefix in _MODEL_PATH_PREFIXES
+        prefix.startswith(start) or start.startswith(prefix) for prefix in MODEL_PATH_PREFIXES
     )
 
 
 def _path_key(path: str) -> str | None:
     """A request path's model path: ``/v2/models/iris`` of ``/v2/models/iris/infer``."""
-    if not path.startswith(_MODEL_PATH_PREFIXES):
+    if not path.startswith(MODEL_PATH_PREFIXES):
         return None
     end = len(path)
     for stop in ("/", ":"):
