@@ -11,7 +11,7 @@ import struct
 
 from modelhost.trust.writer import Exchange
 
-__all__ = ["MAX_FIELD_BYTES", "FrameReader", "encode_exchange"]
+__all__ = ["MAX_FIELD_BYTES", "FrameReader", "append_exchange", "encode_exchange"]
 
 _HEAD = struct.Struct("!IIII")
 # No field may claim more than this: a corrupt length must not make the reader wait forever.
@@ -20,9 +20,20 @@ MAX_FIELD_BYTES = 256 * 1024 * 1024
 
 def encode_exchange(model_id: str, request_id: str, request: bytes, response: bytes) -> bytes:
     """One exchange as a frame."""
+    parts: list[bytes] = []
+    append_exchange(parts, model_id, request_id, request, response)
+    return b"".join(parts)
+
+
+def append_exchange(
+    parts: list[bytes], model_id: str, request_id: str, request: bytes, response: bytes
+) -> int:
+    """One exchange's frame added to ``parts`` as its pieces (joined once, with the other
+    frames, when they are written); its size in bytes."""
     model, ident = model_id.encode(), request_id.encode()
-    head = _HEAD.pack(len(model), len(ident), len(request), len(response))
-    return b"".join((head, model, ident, request, response))
+    lengths = (len(model), len(ident), len(request), len(response))
+    parts += (_HEAD.pack(*lengths), model, ident, request, response)
+    return _HEAD.size + sum(lengths)
 
 
 class FrameReader:

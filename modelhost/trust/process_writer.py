@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import orjson
 
-from modelhost.trust.exchange_frames import encode_exchange
+from modelhost.trust.exchange_frames import append_exchange
 
 __all__ = ["ProcessWriter"]
 
@@ -58,8 +58,10 @@ class ProcessWriter:
         self._max_in_flight_bytes = max_in_flight_bytes
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
-        # Frames not yet written to the pipe, and the sizes of those written, not acknowledged.
+        # Frames not yet written to the pipe (as their pieces) and their sizes, and the sizes
+        # of those written, not acknowledged.
         self._outbox: list[bytes] = []
+        self._outbox_sizes: list[int] = []
         self._unacked: collections.deque[int] = collections.deque()
         self._in_flight_bytes = 0
         self._flush_scheduled = False
@@ -79,12 +81,15 @@ class ProcessWriter:
     def add_exchange(self, model_id: str, request_id: str, request: bytes, response: bytes) -> None:
         """Send one logged exchange to be decoded and stored (dropped and counted when the
         process is that far behind, or stopped)."""
-        frame = encode_exchange(model_id, request_id, request, response)
-        if self._stopping or self._in_flight_bytes + len(frame) > self._max_in_flight_bytes:
+        outbox = self._outbox
+        pieces = len(outbox)
+        size = append_exchange(outbox, model_id, request_id, request, response)
+        if self._stopping or self._in_flight_bytes + size > self._max_in_flight_bytes:
+            del outbox[pieces:]
             self._drop(1, "the store's writer is behind" if not self._stopping else "stopped")
             return
-        self._outbox.append(frame)
-        self._in_flight_bytes += len(frame)
+        self._outbox_sizes.append(size)
+        self._in_flight_bytes += size
         if not self._flush_scheduled:
             # One pipe write per window, not per exchange: each write wakes the process.
             self._flush_scheduled = True
@@ -124,9 +129,10 @@ class ProcessWriter:
                     await reader
         self._process = None
         if self._outbox:  # added while the process was down: nobody will store them now
-            self._drop(len(self._outbox), "stopped")
-            self._in_flight_bytes -= sum(len(frame) for frame in self._outbox)
+            self._drop(len(self._outbox_sizes), "stopped")
+            self._in_flight_bytes -= sum(self._outbox_sizes)
             self._outbox.clear()
+            self._outbox_sizes.clear()
         self._changed.set()
 
     # -- the process ---------------------------------------------------------------------
@@ -153,9 +159,10 @@ class ProcessWriter:
         stdin = process.stdin
         if stdin is None or stdin.is_closing():
             return
-        self._unacked.extend(len(frame) for frame in self._outbox)
+        self._unacked.extend(self._outbox_sizes)
         stdin.write(b"".join(self._outbox))
         self._outbox.clear()
+        self._outbox_sizes.clear()
 
     async def _read(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
