@@ -44,30 +44,46 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[Exchange]:
         """The exchanges ``data`` completes; raises ``ValueError`` on a corrupt length."""
-        self._buffer += data
+        buffer = self._buffer
+        buffer += data
+        if not self._first_is_whole():
+            return []  # a frame still arriving is not copied on every read
+        # One copy of what has arrived, cut into fields (slices of bytes, not of a view).
+        whole = bytes(buffer)
         exchanges: list[Exchange] = []
-        view = memoryview(self._buffer)
-        at = 0
-        try:
-            while len(view) - at >= _HEAD.size:
-                lengths = _HEAD.unpack_from(view, at)
-                if max(lengths) > MAX_FIELD_BYTES:
-                    raise ValueError(f"a frame claims a field of {max(lengths)} bytes")
-                end = at + _HEAD.size + sum(lengths)
-                if end > len(view):
-                    break
-                fields = []
-                start = at + _HEAD.size
-                for length in lengths:
-                    fields.append(bytes(view[start : start + length]))
-                    start += length
-                model, ident, request, response = fields
-                exchanges.append((model.decode(), ident.decode(), request, response))
-                at = end
-        finally:
-            view.release()
-        del self._buffer[:at]
+        unpack, head = _HEAD.unpack_from, _HEAD.size
+        at, size = 0, len(whole)
+        while size - at >= head:
+            lengths = unpack(whole, at)
+            if max(lengths) > MAX_FIELD_BYTES:
+                raise ValueError(f"a frame claims a field of {max(lengths)} bytes")
+            model, ident, request, response = lengths
+            ident_at = at + head + model
+            request_at = ident_at + ident
+            response_at = request_at + request
+            end = response_at + response
+            if end > size:
+                break
+            exchanges.append(
+                (
+                    whole[at + head : ident_at].decode(),
+                    whole[ident_at:request_at].decode(),
+                    whole[request_at:response_at],
+                    whole[response_at:end],
+                )
+            )
+            at = end
+        del buffer[:at]
         return exchanges
+
+    def _first_is_whole(self) -> bool:
+        buffer = self._buffer
+        if len(buffer) < _HEAD.size:
+            return False
+        lengths = _HEAD.unpack_from(buffer, 0)
+        if max(lengths) > MAX_FIELD_BYTES:
+            raise ValueError(f"a frame claims a field of {max(lengths)} bytes")
+        return len(buffer) >= _HEAD.size + int(sum(lengths))
 
     @property
     def partial(self) -> int:

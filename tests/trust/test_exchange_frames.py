@@ -37,3 +37,9 @@ def test_a_frame_cut_short_waits_for_its_rest() -> None:
 def test_a_corrupt_length_is_refused_not_waited_for() -> None:
     with pytest.raises(ValueError, match="claims a field"):
         FrameReader().feed(struct.pack("!IIII", 1, 1, MAX_FIELD_BYTES + 1, 0))
+
+
+def test_a_corrupt_length_after_whole_frames_is_refused_too() -> None:
+    stream = encode_exchange(*EXCHANGES[0]) + struct.pack("!IIII", MAX_FIELD_BYTES + 1, 0, 0, 0)
+    with pytest.raises(ValueError, match="claims a field"):
+        FrameReader().feed(stream)
