@@ -132,9 +132,16 @@ class BatchWriter:
                         logger.warning("trust: logged rows of %s refused: %s", part.model_id, exc)
         return {batch.model_id for batch, _ in merged}
 
-    def _decoded(self, items: Sequence[InferenceBatch | Exchange]) -> list[InferenceBatch | OneRow]:
+    def _decoded(
+        self,
+        items: Sequence[InferenceBatch | Exchange],
+        pause: Callable[[], object] | None = None,
+        every: int = 32,
+    ) -> list[InferenceBatch | OneRow]:
         decoded: list[InferenceBatch | OneRow] = []
-        for item in items:
+        for index, item in enumerate(items, 1):
+            if pause is not None and index % every == 0:
+                pause()
             if isinstance(item, InferenceBatch):
                 decoded.append(item)
                 continue
@@ -152,13 +159,19 @@ class BatchWriter:
                 logger.warning("trust: a logged inference of %s was refused: %s", model_id, exc)
         return decoded
 
-    def store_exchanges(self, exchanges: list[Exchange]) -> set[str]:
+    def store_exchanges(
+        self,
+        exchanges: list[Exchange],
+        pause: Callable[[], object] | None = None,
+        every: int = 32,
+    ) -> set[str]:
         """Decode and store ``exchanges`` now, in this thread: the models that got rows.
 
         For a process that does nothing else (:mod:`modelhost.trust.writer_process`); a bad
-        exchange is refused and counted, the others stored.
+        exchange is refused and counted, the others stored. ``pause`` is called after every
+        ``every`` exchanges decoded (the process gives up the CPU there).
         """
-        return self._write(_merged(self._decoded(exchanges))) or set()
+        return self._write(_merged(self._decoded(exchanges, pause, every))) or set()
 
     async def settled(self) -> None:
         """Wait until every row added so far is written."""

@@ -39,6 +39,11 @@ _READ_BYTES = 1 << 20
 _ROUND_S = 0.05
 # A round takes what is waiting, up to this many exchanges (one transaction each round).
 _ROUND_EXCHANGES = 4096
+# A round gives up the CPU after each slice of this many exchanges decoded (~0.3 ms): a
+# request that wakes the gateway on the same core mid-round runs then, instead of waiting
+# for the kernel to preempt this idle-class process at its next tick (measured: the logged
+# p99 at one connection was ~1.9 ms against ~0.8 ms plain, rounds of ~1 ms of CPU).
+_SLICE = 32
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +105,7 @@ def _store(writer: BatchWriter, exchanges: list[Exchange]) -> dict[str, object]:
     failed = 0
     models: set[str] = set()
     try:
-        models = writer.store_exchanges(exchanges)
+        models = writer.store_exchanges(exchanges, pause=os.sched_yield, every=_SLICE)
     except Exception:
         # The store itself failed (disk full, a broken file): these rows are lost, said so.
         logger.exception("trust writer: storing %d logged inferences failed", len(exchanges))

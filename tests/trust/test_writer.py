@@ -55,3 +55,19 @@ async def test_past_max_pending_rows_are_dropped_and_counted() -> None:
     await writer.settled()
     assert writer.dropped == 2
     assert store.count("m") == 3
+
+
+def test_storing_a_round_pauses_after_each_slice_of_exchanges() -> None:
+    """The writer process gives up the CPU between slices of a round (``os.sched_yield``)."""
+    store = TrustStore(":memory:")
+    writer = BatchWriter(store, lambda models: None)
+    exchanges = [("m", f"r{i}", row_request([float(i)]), label_response(1)) for i in range(70)]
+    stored_at_pause: list[int] = []
+
+    def pause() -> None:
+        stored_at_pause.append(len(store.models()))
+
+    assert writer.store_exchanges(exchanges, pause=pause, every=32) == {"m"}
+    # After the 32nd and the 64th exchange decoded, before anything is written.
+    assert stored_at_pause == [0, 0]
+    assert store.count("m") == 70
