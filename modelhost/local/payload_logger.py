@@ -31,7 +31,6 @@ import datetime
 import json
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -49,7 +48,6 @@ __all__ = [
     "LocalSink",
     "LogContext",
     "PayloadLogger",
-    "request_id_from",
 ]
 
 logger = logging.getLogger("modelhost.payload_logger")
@@ -88,16 +86,6 @@ class LogContext:
 # event loop, on the request's path: it must only queue. Used for ``mode: all``, where both
 # halves go to the same sink anyway.
 ExchangeSink = Callable[[LogContext, str, bytes, int, bytes], None]
-
-
-def request_id_from(headers: Mapping[str, str]) -> str:
-    """The id a request's events share: its ``ce-id`` as KServe takes it, else its
-    ``x-request-id``, else a new UUID."""
-    for name in ("ce-id", "x-request-id"):
-        value = _header(headers, name)
-        if value:
-            return value
-    return str(uuid.uuid4())
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ class Reconciler:
 
     def kill_now(self) -> None:
         """At interpreter exit after a failure: no replica may outlive the platform."""
-        for runner in [*self._runners(), *self._retiring]:
+        for runner in [*(runner for _, _, runner in self._runners()), *self._retiring]:
             runner.kill_now()
 
     def service(self, namespace: str, name: str, kind: str = SERVICE) -> ServiceState | None:
@@ -189,32 +189,36 @@ class Reconciler:
 
     def replica_counts(self) -> Iterator[ReplicaCount]:
         """Replicas per revision and state, for the gateway's metrics."""
-        for service in list(self._services.values()):
-            for component in list(service.components.values()):
-                for runner in list(component.runners.values()):
-                    for state in (ReplicaState.STARTING, ReplicaState.READY, ReplicaState.DRAINING):
-                        count = sum(1 for r in runner.replicas if r.state is state)
-                        yield (
-                            service.namespace,
-                            service.name,
-                            component.component,
-                            runner.name,
-                            state.value,
-                            count,
-                        )
+        for service, component, runner in self._runners():
+            for state in (ReplicaState.STARTING, ReplicaState.READY, ReplicaState.DRAINING):
+                count = sum(1 for r in runner.replicas if r.state is state)
+                yield (
+                    service.namespace,
+                    service.name,
+                    component.component,
+                    runner.name,
+                    state.value,
+                    count,
+                )
 
     def cold_start_counts(self) -> Iterator[ColdStartCount]:
         """Requests per revision that waited for a replica to start, for the gateway's metrics."""
+        for service, component, runner in self._runners():
+            yield (
+                service.namespace,
+                service.name,
+                component.component,
+                runner.name,
+                runner.cold_starts,
+            )
+
+    def _runners(self) -> Iterator[tuple[ServiceState, ComponentState, RevisionRunner]]:
+        """Every revision's runner with its service and component (copies: a scrape may run
+        while a reconcile changes them)."""
         for service in list(self._services.values()):
             for component in list(service.components.values()):
                 for runner in list(component.runners.values()):
-                    yield (
-                        service.namespace,
-                        service.name,
-                        component.component,
-                        runner.name,
-                        runner.cold_starts,
-                    )
+                    yield service, component, runner
 
     # -- one reconcile --------------------------------------------------------------------
 
@@ -507,13 +511,8 @@ class Reconciler:
     async def _autoscale_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.autoscale_tick_s)
-            for runner in list(self._runners()):
+            for _, _, runner in list(self._runners()):
                 runner.autoscale()
-
-    def _runners(self) -> Iterator[RevisionRunner]:
-        for service in self._services.values():
-            for component in service.components.values():
-                yield from component.runners.values()
 
 
 def replica_env(settings: PlatformSettings) -> dict[str, str]:

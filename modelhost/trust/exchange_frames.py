@@ -36,6 +36,13 @@ def append_exchange(
     return _HEAD.size + sum(lengths)
 
 
+def _checked(lengths: tuple[int, ...]) -> tuple[int, ...]:
+    """A frame head's field lengths; ``ValueError`` when one is past ``MAX_FIELD_BYTES``."""
+    if max(lengths) > MAX_FIELD_BYTES:
+        raise ValueError(f"a frame claims a field of {max(lengths)} bytes")
+    return lengths
+
+
 class FrameReader:
     """Exchanges from a byte stream read in pieces of any size."""
 
@@ -54,10 +61,7 @@ class FrameReader:
         unpack, head = _HEAD.unpack_from, _HEAD.size
         at, size = 0, len(whole)
         while size - at >= head:
-            lengths = unpack(whole, at)
-            if max(lengths) > MAX_FIELD_BYTES:
-                raise ValueError(f"a frame claims a field of {max(lengths)} bytes")
-            model, ident, request, response = lengths
+            model, ident, request, response = _checked(unpack(whole, at))
             ident_at = at + head + model
             request_at = ident_at + ident
             response_at = request_at + request
@@ -80,10 +84,7 @@ class FrameReader:
         buffer = self._buffer
         if len(buffer) < _HEAD.size:
             return False
-        lengths = _HEAD.unpack_from(buffer, 0)
-        if max(lengths) > MAX_FIELD_BYTES:
-            raise ValueError(f"a frame claims a field of {max(lengths)} bytes")
-        return len(buffer) >= _HEAD.size + int(sum(lengths))
+        return len(buffer) >= _HEAD.size + sum(_checked(_HEAD.unpack_from(buffer, 0)))
 
     @property
     def partial(self) -> int:

@@ -30,9 +30,10 @@ __all__ = [
     "PairingBuffer",
     "decode_cloudevent",
     "decode_consumer_payload",
-    "decode_exchange",
     "decode_upload",
+    "exchange_batch",
     "one_row",
+    "parse_exchange",
     "tensor_columns",
 ]
 
@@ -192,14 +193,6 @@ def decode_cloudevent(attributes: Mapping[str, Any], data: Any) -> LoggedPayload
     is_request = event_type == REQUEST_TYPE
     columns, rows = decode_body(data, is_request)
     return LoggedPayload(event_id, model, is_request, columns, rows)
-
-
-def decode_exchange(
-    model_id: str, request_id: str, request: bytes, response: bytes
-) -> InferenceBatch:
-    """The rows of one logged exchange: its request and response bodies (JSON), paired."""
-    request_data, response_data = parse_exchange(request_id, request, response)
-    return exchange_batch(model_id, request_id, request_data, response_data)
 
 
 def parse_exchange(request_id: str, request: bytes, response: bytes) -> tuple[Any, Any]:

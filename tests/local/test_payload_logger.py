@@ -20,7 +20,6 @@ from modelhost.local.payload_logger import (
     RESPONSE_TYPE,
     LogContext,
     PayloadLogger,
-    request_id_from,
 )
 
 CTX = LogContext(
@@ -295,11 +294,3 @@ async def test_stop_counts_what_it_could_not_drain_as_dropped(sink: Sink) -> Non
     await stuck.stop(drain_s=0.2)
     # One was in flight and two still queued: none reached the sink.
     assert stuck.stats == {"sent": 0, "failed": 0, "dropped": 3}
-
-
-def test_request_id_prefers_ce_id_then_x_request_id() -> None:
-    assert request_id_from({"Ce-Id": "ce-1", "X-Request-Id": "x-1"}) == "ce-1"
-    assert request_id_from(CIMultiDict({"x-request-id": "x-1"})) == "x-1"
-    generated = request_id_from({})
-    assert len(generated) == 36
-    assert generated != request_id_from({})
