@@ -23,11 +23,10 @@ from modelhost.protocol.request_ids import RequestIds
 from modelhost.transport.http1_proxy import ProxiedRequest, ProxyPool
 from modelhost.transport.target import Target
 
-__all__ = ["ForwardedCall", "Forwarder"]
+__all__ = ["ForwardedCall", "Forwarder", "RevisionSide"]
 
-# Log contexts and tallies kept (one per revision): past it the cache starts again.
-_MAX_LOG_CONTEXTS = 4096
-_MAX_TALLIES = 4096
+# Revisions whose tally and log settings are kept: past it the cache starts again.
+_MAX_REVISIONS = 4096
 
 
 class Forwarder:
@@ -39,9 +38,9 @@ class Forwarder:
         self.payload_logger = payload_logger
         self.pool = ProxyPool()
         self.request_ids = RequestIds()
-        # Each revision's tally, found once per runner (a runner serves one revision).
-        self._tallies: dict[RevisionRunner, RevisionTally] = {}
-        self._log_contexts: dict[tuple[str, str, str, str], LogContext] = {}
+        # What a request needs of its revision, found once per runner (a runner serves one
+        # revision): a request looks it up once.
+        self._revisions: dict[RevisionRunner, RevisionSide] = {}
 
     def close(self) -> None:
         self.pool.close()
@@ -54,34 +53,46 @@ class Forwarder:
             raise errors.ServerNotReady(
                 f"{component.service}: no revision of the {component.component} is ready"
             )
-        return ForwardedCall(self, request, component, runner)
+        return ForwardedCall(self, request, self.revision_side(component, runner), runner)
 
-    def log_context(self, component: ComponentState, runner: RevisionRunner) -> LogContext:
-        """Where a logged request was served, as its events say it: one per revision."""
-        key = (component.namespace, component.service, component.component, runner.name)
-        context = self._log_contexts.get(key)
-        if context is None:
-            if len(self._log_contexts) >= _MAX_LOG_CONTEXTS:
-                self._log_contexts.clear()  # revisions come and go: start again
-            context = self._log_contexts[key] = LogContext(
-                service=component.service,
-                namespace=component.namespace,
-                component=component.component,
-                endpoint=runner.name,
-            )
-        return context
+    def revision_side(self, component: ComponentState, runner: RevisionRunner) -> RevisionSide:
+        """The runner's revision as the gateway counts and logs it."""
+        side = self._revisions.get(runner)
+        if side is None:
+            if len(self._revisions) >= _MAX_REVISIONS:
+                self._revisions.clear()  # revisions come and go: find them again
+            side = self._revisions[runner] = RevisionSide(self, component, runner)
+        return side
 
     def count(
         self, component: ComponentState, runner: RevisionRunner, status: int, seconds: float
     ) -> None:
-        tally = self._tallies.get(runner)
-        if tally is None:
-            if len(self._tallies) >= _MAX_TALLIES:
-                self._tallies.clear()  # revisions come and go: find them again
-            tally = self._tallies[runner] = self.metrics.tally(
-                component.namespace, component.service, component.component, runner.name
-            )
-        tally.observe(status, seconds)
+        self.revision_side(component, runner).tally.observe(status, seconds)
+
+
+class RevisionSide:
+    """One revision as the gateway sees it: where its requests are counted, and how its
+    POSTs are logged (``log_plan`` None: not logged)."""
+
+    __slots__ = ("exchange_sink", "log_context", "log_plan", "payload_logger", "tally")
+
+    def __init__(
+        self, forwarder: Forwarder, component: ComponentState, runner: RevisionRunner
+    ) -> None:
+        self.tally: RevisionTally = forwarder.metrics.tally(
+            component.namespace, component.service, component.component, runner.name
+        )
+        self.log_plan = runner.revision.logger
+        self.payload_logger = forwarder.payload_logger
+        self.log_context = LogContext(
+            service=component.service,
+            namespace=component.namespace,
+            component=component.component,
+            endpoint=runner.name,
+        )
+        self.exchange_sink: ExchangeSink | None = None
+        if self.log_plan is not None and self.payload_logger is not None:
+            self.exchange_sink = self.payload_logger.exchange_sink(self.log_plan)
 
 
 class ForwardedCall:
@@ -89,16 +100,13 @@ class ForwardedCall:
     :class:`~modelhost.transport.http1_upstream.Forwarding`)."""
 
     __slots__ = (
-        "component",
-        "exchange_sink",
-        "forwarder",
         "keep_body",
-        "log_context",
-        "log_plan",
+        "logged",
         "name",
         "request_body",
         "request_id",
         "runner",
+        "side",
         "started",
         "timeout_s",
     )
@@ -107,47 +115,46 @@ class ForwardedCall:
         self,
         forwarder: Forwarder,
         request: ProxiedRequest,
-        component: ComponentState,
+        side: RevisionSide,
         runner: RevisionRunner,
     ) -> None:
-        self.forwarder = forwarder
-        self.component = component
+        self.side = side
         self.runner = runner
         self.name = runner.name
         self.timeout_s = float(runner.revision.timeout_s)
         self.started = time.perf_counter()
-        self.log_plan = runner.revision.logger if request.method == b"POST" else None
-        payload_logger = forwarder.payload_logger
-        self.keep_body = self.log_plan is not None and payload_logger is not None
         self.request_id = ""
-        self.log_context: LogContext | None = None
-        self.exchange_sink: ExchangeSink | None = None
         self.request_body = b""
-        if self.log_plan is not None:
-            # The id ties a request's event to its response's (ce-id, else x-request-id),
-            # and the replica sees it too.
-            ce_id = request_id = None
-            for name, value in request.headers:  # the first of each, in one pass
-                if name == b"x-request-id":
-                    request_id = value if request_id is None else request_id
-                elif name == b"ce-id":
-                    ce_id = value if ce_id is None else ce_id
-            given = ce_id or request_id
-            self.request_id = given.decode("latin-1") if given else forwarder.request_ids.new()
-            if request_id is None:
-                request.headers.append((b"x-request-id", self.request_id.encode("latin-1")))
-            if payload_logger is not None:
-                # Made once: the response's event has the same identity.
-                self.log_context = forwarder.log_context(component, runner)
-                self.exchange_sink = payload_logger.exchange_sink(self.log_plan)
-                if self.exchange_sink is not None:
-                    # The whole exchange goes to the sink once answered: no event, no headers.
-                    self.request_body = request.body
-                else:
-                    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
-                    payload_logger.log_request(
-                        self.log_plan, self.log_context, self.request_id, headers, request.body
-                    )
+        plan = side.log_plan
+        # Logged: a POST of a revision with a logger, where the platform has a payload logger.
+        self.logged = self.keep_body = (
+            plan is not None and side.payload_logger is not None and request.method == b"POST"
+        )
+        if plan is None or request.method != b"POST":
+            return
+        # The id ties a request's event to its response's (ce-id, else x-request-id), and
+        # the replica sees it too.
+        ce_id = request_id = None
+        for name, value in request.headers:  # the first of each, in one pass
+            if name == b"x-request-id":
+                request_id = value if request_id is None else request_id
+            elif name == b"ce-id":
+                ce_id = value if ce_id is None else ce_id
+        given = ce_id or request_id
+        self.request_id = given.decode("latin-1") if given else forwarder.request_ids.new()
+        if request_id is None:
+            request.headers.append((b"x-request-id", self.request_id.encode("latin-1")))
+        payload_logger = side.payload_logger
+        if payload_logger is None:
+            return
+        if side.exchange_sink is not None:
+            # The whole exchange goes to the sink once answered: no event, no headers.
+            self.request_body = request.body
+        else:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
+            payload_logger.log_request(
+                plan, side.log_context, self.request_id, headers, request.body
+            )
 
     # -- Forwarding --
 
@@ -162,29 +169,23 @@ class ForwardedCall:
         return Target(replica.http_address, functools.partial(self._release, replica))
 
     def answered(self, status: int, body: bytes | None) -> None:
-        self.forwarder.count(self.component, self.runner, status, self._elapsed())
-        if self.exchange_sink is not None:
-            assert self.log_context is not None  # made with the sink
-            self.exchange_sink(
-                self.log_context, self.request_id, self.request_body, status, body or b""
-            )
+        side = self.side
+        side.tally.observe(status, time.perf_counter() - self.started)
+        if not self.logged:
             return
-        payload_logger = self.forwarder.payload_logger
-        # A context was made with the request's event exactly when there is one to answer.
-        if (
-            self.log_plan is not None
-            and payload_logger is not None
-            and self.log_context is not None
-        ):
-            payload_logger.log_response(
-                self.log_plan, self.log_context, self.request_id, status, {}, body or b""
-            )
+        sink = side.exchange_sink
+        if sink is not None:
+            sink(side.log_context, self.request_id, self.request_body, status, body or b"")
+            return
+        payload_logger, plan = side.payload_logger, side.log_plan
+        assert payload_logger is not None  # logged
+        assert plan is not None
+        payload_logger.log_response(
+            plan, side.log_context, self.request_id, status, {}, body or b""
+        )
 
     def failed(self, status: int) -> None:
-        self.forwarder.count(self.component, self.runner, status, self._elapsed())
+        self.side.tally.observe(status, time.perf_counter() - self.started)
 
     def _release(self, replica: Replica, ok: bool) -> None:
         self.runner.release(replica)
-
-    def _elapsed(self) -> float:
-        return time.perf_counter() - self.started

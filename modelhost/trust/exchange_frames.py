@@ -31,9 +31,14 @@ def append_exchange(
     """One exchange's frame added to ``parts`` as its pieces (joined once, with the other
     frames, when they are written); its size in bytes."""
     model, ident = model_id.encode(), request_id.encode()
-    lengths = (len(model), len(ident), len(request), len(response))
-    parts += (_HEAD.pack(*lengths), model, ident, request, response)
-    return _HEAD.size + sum(lengths)
+    parts += (
+        _HEAD.pack(len(model), len(ident), len(request), len(response)),
+        model,
+        ident,
+        request,
+        response,
+    )
+    return _HEAD.size + len(model) + len(ident) + len(request) + len(response)
 
 
 def _checked(lengths: tuple[int, ...]) -> tuple[int, ...]:
@@ -49,8 +54,9 @@ class FrameReader:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[Exchange]:
-        """The exchanges ``data`` completes; raises ``ValueError`` on a corrupt length."""
+    def feed(self, data: bytes | memoryview) -> list[Exchange]:
+        """The exchanges ``data`` completes; raises ``ValueError`` on a corrupt length.
+        ``data`` is copied: the caller may reuse its buffer."""
         buffer = self._buffer
         buffer += data
         if not self._first_is_whole():

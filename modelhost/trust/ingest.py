@@ -15,8 +15,9 @@ import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
+import msgspec
 import orjson
 
 from modelhost import errors
@@ -236,58 +237,72 @@ class OneRow(NamedTuple):
         )
 
 
-def one_row(model_id: str, request_id: str, request_data: Any, response_data: Any) -> OneRow | None:
+# orjson reads a JSON integer past 64 bits as a float, msgspec as a Python int (which the
+# store's orjson could not write): the one-row path takes 64-bit signed integers only.
+_Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
+class _Tensor(msgspec.Struct):
+    """A v2 tensor as the one-row path reads it: other fields are not read."""
+
+    name: str
+    shape: list[int]
+    data: list[float | _Int64 | bool | str]
+
+
+class _Request(msgspec.Struct):
+    inputs: list[_Tensor]
+
+
+class _Response(msgspec.Struct):
+    outputs: list[_Tensor]
+
+
+_read_request = msgspec.json.Decoder(_Request)
+_read_response = msgspec.json.Decoder(_Response)
+
+
+def one_row(model_id: str, request_id: str, request: bytes, response: bytes) -> OneRow | None:
     """A v2 exchange of one row, as the row it stores; None for anything else.
 
     The payload logger's rows are almost all this shape (one inference a request). The
-    general path (:func:`exchange_batch`) turns tensors into columns, which the store then
-    turns back into rows: a few microseconds a row of Python, where this reads each tensor's
-    values as they come. It accepts only what :func:`exchange_batch` would store the same
-    (every tensor a flat list of scalars, one row, no column named twice); on anything else,
-    errors included, the general path decides.
+    general path (:func:`parse_exchange`, then :func:`exchange_batch`) parses each body into
+    dicts and lists, turns tensors into columns, which the store then turns back into rows:
+    a few microseconds a row of Python. Here both bodies are decoded by msgspec straight
+    into the few fields a row needs, typed as they are read, and each tensor's values are
+    taken as they come. It accepts only what the general path would store the same (every
+    tensor a flat list of scalars, one row, no column named twice, values orjson reads
+    alike); on anything else, errors included, the general path decides.
     """
-    if type(request_data) is not dict or type(response_data) is not dict:
+    try:
+        inputs = _read_request.decode(request).inputs
+        outputs = _read_response.decode(response).outputs
+    except msgspec.DecodeError:  # a validation error too: the general path says which
         return None
-    request_row = _tensors_row(request_data.get("inputs"))
+    request_row = _tensors_row(inputs)
     if request_row is None:
         return None
-    response_row = _tensors_row(response_data.get("outputs"))
+    response_row = _tensors_row(outputs)
     if response_row is None:
         return None
     layout = (request_row[0], response_row[0])
     return OneRow(model_id, request_id, layout, request_row[1] + response_row[1])
 
 
-def _tensors_row(tensors: Any) -> tuple[tuple[str, ...], list[Any]] | None:
-    if type(tensors) is not list or not tensors:
+def _tensors_row(tensors: list[_Tensor]) -> tuple[tuple[str, ...], list[Any]] | None:
+    if not tensors:
         return None
     names: tuple[str, ...] = ()
     values: list[Any] = []
     for tensor in tensors:
-        if type(tensor) is not dict:
-            return None
-        get = tensor.get
-        name, shape, data = get("name"), get("shape"), get("data")
-        if (
-            type(name) is not str
-            or not name
-            or type(shape) is not list
-            or type(data) is not list
-            or not shape
-            or shape[0] != 1
-            or not _SIZES.issuperset(map(type, shape))
-            or min(shape) < 0
-            or not _SCALARS.issuperset(map(type, data))
-        ):
+        shape, data = tensor.shape, tensor.data
+        if not tensor.name or not shape or shape[0] != 1 or min(shape) < 0:
             return None
         sizes = tuple(shape)
         if len(data) != math.prod(sizes):
             return None
-        if values:
-            # A new list: the first tensor's own stays as parsed (the general path may read it).
-            names, values = names + _tensor_names(name, sizes), values + data
-        else:
-            names, values = names + _tensor_names(name, sizes), data
+        names += _tensor_names(tensor.name, sizes)
+        values = values + data if values else data
     if len(tensors) > 1 and len(set(names)) != len(names):
         return None  # a column named twice: the general path says so
     return names, values

@@ -147,13 +147,14 @@ class BatchWriter:
                 continue
             model_id, request_id, request, response = item
             try:
-                request_data, response_data = parse_exchange(request_id, request, response)
-                row = one_row(model_id, request_id, request_data, response_data)
-                decoded.append(
-                    row
-                    if row is not None
-                    else exchange_batch(model_id, request_id, request_data, response_data)
-                )
+                row = one_row(model_id, request_id, request, response)
+                if row is None:
+                    request_data, response_data = parse_exchange(request_id, request, response)
+                    decoded.append(
+                        exchange_batch(model_id, request_id, request_data, response_data)
+                    )
+                else:
+                    decoded.append(row)
             except errors.ModelhostError as exc:
                 self.refused += 1
                 logger.warning("trust: a logged inference of %s was refused: %s", model_id, exc)

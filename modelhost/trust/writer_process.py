@@ -18,6 +18,8 @@ at the end of its input, or with status 2 on a frame it cannot read.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import logging
 import os
 import select
@@ -34,6 +36,10 @@ __all__ = ["main"]
 
 logger = logging.getLogger("modelhost.trust")
 
+# The pipe from the gateway is widened to this (Linux's default unprivileged maximum): a
+# round's window (below) of logged exchanges fits in it, so the gateway's writes seldom find
+# it full and wait in its loop for room. One read takes at most this much, into one buffer
+# kept for every read (a fresh 1 MiB bytes object per read cost ~8 page faults here).
 _READ_BYTES = 1 << 20
 # How long a round waits, from its first bytes, for more to store with them.
 _ROUND_S = 0.05
@@ -58,21 +64,24 @@ def main(argv: list[str] | None = None) -> int:
     writer = BatchWriter(store, lambda models: None)
     frames = FrameReader()
     answers = sys.stdout.buffer
+    _widen_pipe(0)
+    buffer = bytearray(_READ_BYTES)
+    view = memoryview(buffer)
     try:
         while True:
-            data = os.read(0, _READ_BYTES)
-            if not data:
+            size = os.readv(0, [buffer])
+            if not size:
                 break
             # The round's window: what else arrives in it is stored in the same transaction
             # (a round per read would cost a commit and an answer per exchange or two).
             time.sleep(_ROUND_S)
             try:
-                exchanges = frames.feed(data)
+                exchanges = frames.feed(view[:size])
                 while len(exchanges) < _ROUND_EXCHANGES and _waiting(0):
-                    more = os.read(0, _READ_BYTES)
-                    if not more:
+                    size = os.readv(0, [buffer])
+                    if not size:
                         break
-                    exchanges += frames.feed(more)
+                    exchanges += frames.feed(view[:size])
             except ValueError as exc:
                 logger.error("trust writer: the gateway's frames are corrupt: %s", exc)
                 return 2
@@ -93,6 +102,11 @@ def _lower_priority(nice: int) -> None:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except OSError as exc:  # pragma: no cover - a system that refuses it: run as is
         logger.warning("trust writer: cannot lower its priority: %s", exc)
+
+
+def _widen_pipe(fd: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not a pipe, not Linux, or refused
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _READ_BYTES)
 
 
 def _waiting(fd: int) -> bool:

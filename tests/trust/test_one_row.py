@@ -6,19 +6,22 @@ else, errors included, to the general path: checked against it over generated bo
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelhost import errors
-from modelhost.trust.ingest import OneRow, exchange_batch, one_row
+from modelhost.trust.ingest import OneRow, exchange_batch, one_row, parse_exchange
 from modelhost.trust.store import InferenceBatch, TrustStore
 from modelhost.trust.writer import BatchWriter
 
 _scalars = st.one_of(
     st.integers(-(2**53), 2**53),
+    st.integers(-(2**70), 2**70),  # past 64 bits orjson reads a float: the general path decides
     st.floats(allow_nan=False, allow_infinity=False),
     st.booleans(),
     st.text(max_size=3),
@@ -73,11 +76,18 @@ def tensors(draw: st.DrawFn) -> Any:
     return result if draw(st.integers(0, 40)) < 40 else draw(_odd)
 
 
-def general(request: Any, response: Any) -> InferenceBatch | str:
+def general(request: bytes, response: bytes) -> InferenceBatch | str:
     try:
-        return exchange_batch("m", "r-1", request, response)
+        request_data, response_data = parse_exchange("r-1", request, response)
+        return exchange_batch("m", "r-1", request_data, response_data)
     except errors.InvalidInput as exc:
         return f"refused: {exc}"
+
+
+def body(data: Any) -> bytes:
+    """JSON as a client may write it (the standard library writes any integer, and escapes
+    what is not ASCII)."""
+    return json.dumps(data).encode()
 
 
 def as_lists(batch: InferenceBatch) -> tuple[Any, ...]:
@@ -94,8 +104,8 @@ def as_lists(batch: InferenceBatch) -> tuple[Any, ...]:
 def test_a_row_it_reads_is_the_one_the_general_path_stores(
     inputs: Any, outputs: Any, request_key: str
 ) -> None:
-    request = {request_key: inputs}
-    response = {"outputs": outputs}
+    request = body({request_key: inputs})
+    response = body({"outputs": outputs})
     row = one_row("m", "r-1", request, response)
     expected = general(request, response)
     if row is None:
@@ -108,25 +118,63 @@ def row_body(key: str, *tensors: Any) -> dict[str, Any]:
     return {key: [{"name": n, "shape": s, "datatype": "FP64", "data": d} for n, s, d in tensors]}
 
 
+def row_bytes(key: str, *tensors: Any) -> bytes:
+    return body(row_body(key, *tensors))
+
+
 def test_one_v2_row_is_read_whole_and_anything_else_left_to_the_general_path() -> None:
-    request = row_body("inputs", ("x", [1, 3], [1.0, 2.0, 3.0]), ("flag", [1], [True]))
-    response = row_body("outputs", ("y", [1], [0]))
+    request = row_bytes("inputs", ("x", [1, 3], [1.0, 2.0, 3.0]), ("flag", [1], [True]))
+    response = row_bytes("outputs", ("y", [1], [0]))
     row = one_row("m", "r-1", request, response)
     assert row == OneRow(
         "m", "r-1", (("x-0", "x-1", "x-2", "flag"), ("y",)), [1.0, 2.0, 3.0, True, 0]
     )
-    assert request["inputs"][0]["data"] == [1.0, 2.0, 3.0]  # the parsed body is left as it was
     others = [
-        row_body("inputs", ("x", [2, 1], [1.0, 2.0])),  # two rows
-        row_body("inputs", ("x", [1, 2], [[1.0, 2.0]])),  # nested
-        row_body("inputs", ("x", [1, 2], [1.0])),  # too few values
-        row_body("inputs", ("x", [1], [1.0]), ("x", [1], [2.0])),  # a column twice
-        row_body("inputs", ("x", [1, -2, -1], [1.0, 2.0])),  # a negative size
-        {"instances": [[1.0, 2.0]]},  # v1
+        row_bytes("inputs", ("x", [2, 1], [1.0, 2.0])),  # two rows
+        row_bytes("inputs", ("x", [1, 2], [[1.0, 2.0]])),  # nested
+        row_bytes("inputs", ("x", [1, 2], [1.0])),  # too few values
+        row_bytes("inputs", ("x", [1], [1.0]), ("x", [1], [2.0])),  # a column twice
+        row_bytes("inputs", ("x", [1, -2, -1], [1.0, 2.0])),  # a negative size
+        row_bytes("inputs", ("x", [1], [2**63])),  # past a signed 64-bit integer
+        row_bytes("inputs", ("x", [1], [None])),
+        body({"instances": [[1.0, 2.0]]}),  # v1
+        b'{"inputs": [{"name": "x", "shape": [1], "data": ["\\ud800"]}]}',  # a lone surrogate
+        row_bytes("inputs", ("x", [1], [1.0])) + b" {}",  # more after the document
+        b"\xef\xbb\xbf" + row_bytes("inputs", ("x", [1], [1.0])),  # a byte order mark
+        b"[]",
     ]
     for other in others:
-        assert one_row("m", "r-1", other, response) is None
-    assert one_row("m", "r-1", request, {"predictions": [0]}) is None
+        assert one_row("m", "r-1", other, response) is None, other
+    assert one_row("m", "r-1", request, body({"predictions": [0]})) is None
+
+
+@pytest.mark.parametrize(
+    ("request_body", "stored"),
+    [
+        # A key given twice: the last one counts, for both readers.
+        (b'{"inputs": [{"name": "a", "name": "x", "shape": [1], "data": [1.0]}]}', [1.0, 0]),
+        (b'{"inputs": [], "inputs": [{"name": "x", "shape": [1], "data": [2]}]}', [2, 0]),
+        # The largest integers both read as integers.
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "data": [-9223372036854775808]}]}',
+            [-(2**63), 0],
+        ),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1, 3], "data": [1e2, -0, 0.5]}]}',
+            [100.0, 0, 0.5, 0],
+        ),
+    ],
+)
+def test_where_both_readers_take_an_exchange_they_store_the_same_row(
+    request_body: bytes, stored: list[Any]
+) -> None:
+    response = row_bytes("outputs", ("y", [1], [0]))
+    row = one_row("m", "r-1", request_body, response)
+    expected = general(request_body, response)
+    assert row is not None
+    assert [(type(v), v) for v in row.values] == [(type(v), v) for v in stored]
+    assert not isinstance(expected, str), expected
+    assert as_lists(row.batch()) == as_lists(expected)
 
 
 async def test_the_writer_stores_rows_and_batches_in_arrival_order() -> None:

@@ -7,6 +7,7 @@ folder; the rows are read back with a store of the test's own.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 from pathlib import Path
@@ -137,3 +138,35 @@ async def test_stop_does_not_wait_for_a_dead_process_to_be_started_again(tmp_pat
     await asyncio.wait_for(writer.stop(), 5)
     assert writer.dropped == 1
     assert writer._process is None
+
+
+async def test_the_process_widens_its_pipe_and_reads_frames_across_reads(tmp_path: Path) -> None:
+    """The pipe holds a round's window of exchanges (1 MiB where the system allows it), and
+    frames larger than one read still arrive whole (the read buffer is reused)."""
+    path = str(tmp_path / "trust.sqlite")
+    limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())  # noqa: ASYNC240 - before the loop's work
+    writer = ProcessWriter(path, lambda models: None, nice=0)
+    await writer.start()
+    try:
+        writer.add_exchange("m", "r0", row_request([1.0]), label_response(1))
+        await writer.settled()
+        process = writer._process
+        assert process is not None
+        assert process.stdin is not None
+        pipe = process.stdin.get_extra_info("pipe")
+        assert fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) == min(1 << 20, limit)
+        big = row_request([float(i) for i in range(300_000)])  # a frame of several reads
+        assert len(big) > 2 << 20
+        for i in range(3):
+            writer.add_exchange("wide", f"big{i}", big, label_response(i))
+        await writer.settled()
+    finally:
+        await writer.stop()
+    assert (writer.written, writer.refused, writer.dropped) == (4, 0, 0)
+    store = TrustStore(path)
+    try:
+        assert store.row("m", "r0") == [1.0, 1]
+        assert store.count("wide") == 3
+        assert store.row("wide", "big2")[-2:] == [299_999.0, 2]
+    finally:
+        store.close()
