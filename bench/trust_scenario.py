@@ -3,14 +3,17 @@
 1. **Logging overhead.** The embedded platform (pinned with its replicas to core 0) serves two
    iris InferenceServices from one model: ``iris-plain`` and ``iris-logged``, the second with
    KServe's ``logger: {mode: all, url: modelhost://trust}`` (the built-in inference data
-   store). wrk (core 1) posts the same v2 REST request to each, alternating the two, at each
-   connection count. Target: logged throughput ≥ 90% of plain (logging costs ≤ 10%). After
-   the loads, ``/info`` says how many rows were stored, against the 2xx answers wrk counted.
+   store). wrk (core 1) posts the same v2 REST request to each at each connection count, in
+   ``WINDOWS`` short windows alternated ABBA (this host's speed drifts by tens of percent
+   over a minute; neighbouring windows share it). Target: logged throughput ≥ 90% of plain
+   (logging costs ≤ 10%). After the loads, ``/info`` says how many rows were stored, against
+   the 2xx answers wrk counted. ``AA=1`` runs the same with neither service logging: the
+   method's own spread.
 2. **A metric over 100,000 rows.** A store (SQLite file) gets 100,000 credit-style rows; SPD,
    DIR, mean-shift and KS drift are computed over all of them (``batchSize`` 100,000),
    five times each; the median is reported. Target: a fairness metric in ≤ 1 s.
 
-    .venv/bin/python bench/trust_scenario.py           # DUR=10 WARM=3 CONNS="1 8" PASSES=1
+    .venv/bin/python bench/trust_scenario.py   # DUR=10 WARM=3 CONNS="1 8" PASSES=1 WINDOWS=8
 
 Results go to ``OUT/trust.md`` (default ``bench/results/<UTC time>-trust``). Needs wrk and
 taskset for part 1 (``PARTS="metrics"`` runs part 2 only).
@@ -44,6 +47,9 @@ WARM = int(os.environ.get("WARM", "3"))
 PASSES = int(os.environ.get("PASSES", "1"))
 CONNS = [int(c) for c in os.environ.get("CONNS", "1 8").split()]
 PARTS = os.environ.get("PARTS", "logging metrics").split()
+# Windows a side gets per connection count and pass (alternated ABBA), and the A/A control.
+WINDOWS = int(os.environ.get("WINDOWS", "8"))
+AA = os.environ.get("AA", "") == "1"
 BODY = json.dumps(
     {
         "inputs": [
@@ -57,60 +63,82 @@ ROWS = 100_000
 def logging_overhead(work: Path) -> list[str]:
     model = iris_model(work / "iris")
     objects = work / "objects.yaml"
-    logger = 'logger: {mode: all, url: "modelhost://trust"}'
-    services = [iris_service("iris-plain", model), iris_service("iris-logged", model, logger)]
+    # AA=1: the second service logs nothing either (the method's noise floor, same loads).
+    logger = [] if AA else ['logger: {mode: all, url: "modelhost://trust"}']
+    services = [iris_service("iris-plain", model), iris_service("iris-logged", model, *logger)]
     objects.write_text("---".join(services))
     body = work / "body.json"
     body.write_bytes(BODY)
     lines = [
+        f"Each figure: {WINDOWS} windows of {DUR} s a pass, the two services in ABBA order "
+        "(plain, logged, logged, plain, ...), after a warm-up of each; req/s is a side's "
+        "requests over its windows' time, p99 the median of its windows', and the last "
+        "column the spread of the ratios of neighbouring windows."
+        + (" **A/A**: the second service logs nothing either." if AA else ""),
+        "",
         "| conns | pass | plain req/s | logged req/s | logged / plain | plain p99 ms | "
-        "logged p99 ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "logged p99 ms | window pairs |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     ratios: dict[int, list[float]] = {c: [] for c in CONNS}
     answered = 0.0
     stored = 0
     drains: list[float] = []
+    order = [("plain", "logged", "logged", "plain")[i % 4] for i in range(WINDOWS)]
     for pass_number in range(1, PASSES + 1):
         with platform_up(work / f"home-{pass_number}", objects) as port:
             for conns in CONNS:
-                results: dict[str, dict[str, float]] = {}
-                for name in ("plain", "logged", "plain", "logged"):
-                    path = f"/v2/models/iris-{name}/infer"
-                    warm = parse(wrk(port, path, "", conns, WARM, body))
-                    measured = parse(wrk(port, path, "", conns, DUR, body))
+                windows: dict[str, list[dict[str, float]]] = {"plain": [], "logged": []}
+                for name in ("plain", "logged"):
+                    warm = parse(wrk(port, f"/v2/models/iris-{name}/infer", "", conns, WARM, body))
                     if name == "logged":  # every answered request is a row, warm-up ones too
                         answered += warm["requests"] - warm["non2xx"]
+                for name in order:
+                    path = f"/v2/models/iris-{name}/infer"
+                    measured = parse(wrk(port, path, "", conns, DUR, body))
+                    if name == "logged":
                         answered += measured["requests"] - measured["non2xx"]
-                    # Two alternating runs each; the better of each side's two.
-                    if name not in results or measured["rps"] > results[name]["rps"]:
-                        results[name] = measured
+                    windows[name].append(measured)
                     print(f"pass {pass_number} c={conns} {name}: {measured}", flush=True)
-                ratio = results["logged"]["rps"] / results["plain"]["rps"]
+                rate = {
+                    name: sum(w["rps"] for w in runs) / len(runs) for name, runs in windows.items()
+                }
+                ratio = rate["logged"] / rate["plain"]
                 ratios[conns].append(ratio)
+                pairs = [
+                    logged["rps"] / plain["rps"]
+                    for plain, logged in zip(windows["plain"], windows["logged"], strict=True)
+                ]
+                p99 = {
+                    name: statistics.median(w["p99_ms"] for w in runs)
+                    for name, runs in windows.items()
+                }
                 lines.append(
-                    f"| {conns} | {pass_number} | {results['plain']['rps']:,.0f} | "
-                    f"{results['logged']['rps']:,.0f} | {ratio:.1%} | "
-                    f"{results['plain']['p99_ms']:.2f} | {results['logged']['p99_ms']:.2f} |"
+                    f"| {conns} | {pass_number} | {rate['plain']:,.0f} | "
+                    f"{rate['logged']:,.0f} | {ratio:.1%} | {p99['plain']:.2f} | "
+                    f"{p99['logged']:.2f} | {min(pairs):.0%}-{max(pairs):.0%} |"
                 )
-            # The store's writer runs when serving leaves time: its rows may still be coming.
-            rows, waited = stored_rows(port, answered - stored)
-            stored += rows
-            drains.append(waited)
+            if not AA:
+                # The store's writer runs when serving leaves time: its rows may still come.
+                rows, waited = stored_rows(port, answered - stored)
+                stored += rows
+                drains.append(waited)
     lines.append("")
     for conns, values in ratios.items():
         median = statistics.median(values)
         verdict = "met" if median >= 0.90 else "not met"
         lines.append(f"- c={conns}: logged/plain median {median:.1%} (target ≥ 90%): {verdict}")
-    lines.append(
-        f"- rows stored: {stored:,} for {answered:,.0f} logged 2xx answers (wrk counts the "
-        "requests it completed; one it cut off at the end may be answered and stored too)"
-    )
-    lines.append(
-        "- after the last load of a pass, the store had every row within "
-        + ", ".join(f"{s:.1f}" for s in drains)
-        + " s (one figure a pass)"
-    )
+    if not AA:
+        lines.append(
+            f"- rows stored: {stored:,} for {answered:,.0f} logged 2xx answers (wrk counts "
+            "the requests it completed; one it cut off at the end may be answered and stored "
+            "too)"
+        )
+        lines.append(
+            "- after the last load of a pass, the store had every row within "
+            + ", ".join(f"{s:.1f}" for s in drains)
+            + " s (one figure a pass)"
+        )
     return lines
 
 

@@ -246,7 +246,7 @@ class _Tensor(msgspec.Struct):
     """A v2 tensor as the one-row path reads it: other fields are not read."""
 
     name: str
-    shape: list[int]
+    shape: list[_Int64]
     data: list[float | _Int64 | bool | str]
 
 
