@@ -18,6 +18,15 @@ from modelhost.trust.process_writer import ProcessWriter
 from modelhost.trust.store import TrustStore
 
 
+async def stored_one(writer: ProcessWriter, request_id: str) -> asyncio.subprocess.Process:
+    """The writer's process, once it has stored one exchange of model ``m``."""
+    writer.add_exchange("m", request_id, row_request([1.0]), label_response(1))
+    await writer.settled()
+    process = writer._process
+    assert process is not None
+    return process
+
+
 async def test_exchanges_are_stored_by_the_process_and_reported(tmp_path: Path) -> None:
     path = str(tmp_path / "trust.sqlite")
     written: list[set[str]] = []
@@ -75,10 +84,7 @@ async def test_a_writer_process_that_dies_is_started_again_and_its_loss_counted(
     writer = ProcessWriter(path, lambda models: None, nice=0)
     await writer.start()
     try:
-        writer.add_exchange("m", "before", row_request([1.0]), label_response(1))
-        await writer.settled()
-        process = writer._process
-        assert process is not None
+        process = await stored_one(writer, "before")
         os.kill(process.pid, signal.SIGKILL)
         await process.wait()
         # Sent while the process is gone: kept and sent to the next one.
@@ -148,10 +154,7 @@ async def test_the_process_widens_its_pipe_and_reads_frames_across_reads(tmp_pat
     writer = ProcessWriter(path, lambda models: None, nice=0)
     await writer.start()
     try:
-        writer.add_exchange("m", "r0", row_request([1.0]), label_response(1))
-        await writer.settled()
-        process = writer._process
-        assert process is not None
+        process = await stored_one(writer, "r0")
         assert process.stdin is not None
         pipe = process.stdin.get_extra_info("pipe")
         assert fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) == min(1 << 20, limit)
