@@ -101,7 +101,6 @@ class ForwardedCall:
 
     __slots__ = (
         "keep_body",
-        "logged",
         "name",
         "request_body",
         "request_id",
@@ -126,8 +125,9 @@ class ForwardedCall:
         self.request_id = ""
         self.request_body = b""
         plan = side.log_plan
-        # Logged: a POST of a revision with a logger, where the platform has a payload logger.
-        self.logged = self.keep_body = (
+        # Logged (the answer's body kept for the log): a POST of a revision with a logger,
+        # where the platform has a payload logger.
+        self.keep_body = (
             plan is not None and side.payload_logger is not None and request.method == b"POST"
         )
         if plan is None or request.method != b"POST":
@@ -171,7 +171,7 @@ class ForwardedCall:
     def answered(self, status: int, body: bytes | None) -> None:
         side = self.side
         side.tally.observe(status, time.perf_counter() - self.started)
-        if not self.logged:
+        if not self.keep_body:
             return
         sink = side.exchange_sink
         if sink is not None:

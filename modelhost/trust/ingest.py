@@ -56,7 +56,7 @@ class LoggedPayload:
 
 
 # What a stored value may be (type() is checked, not isinstance: one set lookup per value,
-# done in C by map, as the logger's sink decodes every logged request).
+# done in C by map). The one-row path's decoder types (``_Tensor``) are the same four.
 _SCALARS = frozenset({int, float, str, bool})
 _SIZES = frozenset({int})
 
@@ -94,7 +94,7 @@ def tensor_columns(tensors: Any, where: str) -> tuple[Columns, int]:
         values = tensor.get("data")
         if not isinstance(values, list):
             raise errors.InvalidInput(f"Tensor data must be a list, not {type(values).__name__}.")
-        # The values' types, once: a logged row's tensors all pass here.
+        # The values' types, once: every tensor the one-row path declined passes here.
         kinds = set(map(type, values))
         if list in kinds:  # nested rows: flattened, then looked at again
             values = _flatten(values)
