@@ -72,6 +72,12 @@ def add_commands(commands: Any) -> None:
         help="spawn every replica (default: fork tabular ones from a pre-imported interpreter)",
     )
     up.add_argument(
+        "--no-batch-scheduling",
+        dest="batch_scheduling",
+        action="store_false",
+        help="leave the gateway's event loop under SCHED_OTHER (default: SCHED_BATCH on Linux)",
+    )
+    up.add_argument(
         "--graph-router",
         choices=["in-process", "replica"],
         default="in-process",
@@ -229,6 +235,7 @@ def _settings(args: argparse.Namespace, home: Path) -> Any:
         workdir=os.getcwd(),
         replica_start_timeout_s=args.replica_start_timeout,
         zygote=args.zygote,
+        batch_scheduling=args.batch_scheduling,
         graph_router=args.graph_router,
         registry_db=args.registry_db,
         auth=args.auth,

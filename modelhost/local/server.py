@@ -34,6 +34,12 @@ from modelhost.local.grpc_services import GatewayServices
 from modelhost.local.platform import Platform
 from modelhost.local.settings import PlatformSettings
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
+from modelhost.server.scheduling import (
+    ThreadPolicy,
+    batch_this_thread,
+    restore_thread_policy,
+    thread_policy,
+)
 from modelhost.transport.grpc_call import Admit
 from modelhost.transport.grpc_relay import GrpcRelay, NowResolver, Resolver
 from modelhost.transport.http1_proxy import ProxyServer
@@ -108,6 +114,8 @@ class PlatformServer:
         self._services = GatewayServices()
         self._api: ApiServer | None = None
         self._tls_watch: asyncio.Task[None] | None = None
+        # The loop thread's policy before start() put it under SCHED_BATCH (given back by stop).
+        self._previous_policy: ThreadPolicy | None = None
 
     @property
     def http_port(self) -> int:
@@ -189,8 +197,15 @@ class PlatformServer:
             self.api_address,
             f" and {self.api_url}" if self.api_url else "",
         )
+        if settings.batch_scheduling:
+            # Last: the threads started above (gRPC's) keep SCHED_OTHER.
+            previous = thread_policy()
+            if batch_this_thread():
+                self._previous_policy = previous
 
     async def stop(self) -> None:
+        policy, self._previous_policy = self._previous_policy, None
+        restore_thread_policy(policy)  # for a program (a test) that embeds the platform
         with contextlib.suppress(FileNotFoundError):
             current = json.loads(self.settings.address_path.read_text())
             if current.get("pid") == os.getpid():

@@ -46,6 +46,12 @@ class PlatformSettings:
     # Fork tabular replicas from a pre-imported interpreter (modelhost.local.zygote) instead
     # of spawning each: a cold start without seconds of imports. Off: every replica spawns.
     zygote: bool = True
+    # Run the gateway's event loop under SCHED_BATCH on Linux (modelhost.server.scheduling):
+    # woken by a replica's answer, it does not preempt the replica, which goes on answering
+    # the requests it already has; the two then take turns in bunches, not one request each.
+    # Processes the gateway starts inherit the policy; a replica then sets its own
+    # (``--batch_scheduling``).
+    batch_scheduling: bool = True
     # Where InferenceGraph routers run: "in-process" (in the gateway: no hop of their own)
     # or "replica" (a `modelhost graph` process each, scaled as the graph's spec says).
     graph_router: str = "in-process"

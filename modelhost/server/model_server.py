@@ -38,7 +38,12 @@ from modelhost.server.inference import StepRunner
 from modelhost.server.metrics import Metrics
 from modelhost.server.openai.guardrails import GuardrailChain, chain_from_names
 from modelhost.server.openai.routes import OpenAIRoutes
-from modelhost.server.scheduling import batch_this_thread, restore_thread_policy, thread_policy
+from modelhost.server.scheduling import (
+    batch_this_thread,
+    restore_thread_policy,
+    thread_policy,
+    unbatch_this_thread,
+)
 from modelhost.server.workers import WorkerPool, reserve_port
 from modelhost.settings import (
     BatchSettings,
@@ -155,6 +160,11 @@ class ModelServer:
         settings = self.settings
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        previous_policy = thread_policy()
+        if not settings.batch_scheduling:
+            # Off means SCHED_OTHER, also for a process that inherited SCHED_BATCH from the
+            # platform's gateway that started it; the threads started from here inherit it.
+            unbatch_this_thread()
         # Before the models load: a certificate that does not load fails the start at once.
         tls = reloader_for(settings.ssl_certfile, settings.ssl_keyfile, settings.ssl_ca_certs)
         executor = ThreadPoolExecutor(
@@ -243,7 +253,6 @@ class ModelServer:
             self.http_port,
             f", gRPC on {settings.host}:{self.grpc_port}" if grpc_server else "",
         )
-        previous_policy = thread_policy() if settings.batch_scheduling else None
         if settings.batch_scheduling:
             batch_this_thread()  # after gRPC started its threads, which stay SCHED_OTHER
         watch = asyncio.create_task(tls.watch()) if tls is not None else None

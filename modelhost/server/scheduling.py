@@ -5,7 +5,9 @@ thread (left SCHED_OTHER) then goes on collecting the calls that arrive while it
 wakes the event loop once for all of them; a gateway on the same core sends a replica
 several calls before the replica reads. The policy is per thread, and a new thread takes
 its creator's: that is why the loop's thread switches only after gRPC has started its own,
-and why a server gives the thread it was started on its policy back when it stops.
+and why a server gives the thread it was started on its policy back when it stops. The
+platform's gateway runs its loop under SCHED_BATCH too (``modelhost.local.server``), and the
+processes it starts inherit that: a server told not to batch moves back to SCHED_OTHER.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from __future__ import annotations
 import logging
 import os
 
-__all__ = ["ThreadPolicy", "batch_this_thread", "restore_thread_policy", "thread_policy"]
+__all__ = [
+    "ThreadPolicy",
+    "batch_this_thread",
+    "restore_thread_policy",
+    "thread_policy",
+    "unbatch_this_thread",
+]
 
 ThreadPolicy = tuple[int, "os.sched_param"]
 
@@ -28,6 +36,15 @@ def batch_this_thread() -> bool:
         logger.debug("SCHED_BATCH refused: %s", exc)
         return False
     return True
+
+
+def unbatch_this_thread() -> None:
+    """Move the calling thread from SCHED_BATCH to SCHED_OTHER; any other policy stays."""
+    try:
+        if os.sched_getscheduler(0) == os.SCHED_BATCH:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (AttributeError, OSError) as exc:
+        logger.debug("Leaving SCHED_BATCH refused: %s", exc)
 
 
 def thread_policy() -> ThreadPolicy | None:

@@ -111,6 +111,7 @@ def start_platform(
     replica_env: dict[str, str] | None = None,
     access: dict[str, Any] | None = None,
     graph_router: str = "in-process",
+    batch_scheduling: bool = True,
     **config: Any,
 ) -> RunningPlatform:
     """A platform in ``home``; ``access`` sets its auth, api_port and ssl_* settings."""
@@ -126,6 +127,7 @@ def start_platform(
         replica_stop_grace_s=5,
         autoscale_tick_s=0.25,
         graph_router=graph_router,
+        batch_scheduling=batch_scheduling,
     )
     server = PlatformServer(settings)
     # uvloop, as `modelhost up` runs it.

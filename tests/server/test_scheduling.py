@@ -111,3 +111,29 @@ def test_the_flag_and_the_environment_turn_it_off() -> None:
     assert parse_known_server_args(["--batch-scheduling", "true"]).batch_scheduling is True
     env = {"MODELHOST_BATCH_SCHEDULING": "false"}
     assert ServerSettings.from_env(env).batch_scheduling is False
+
+
+def test_batch_scheduling_false_moves_an_inherited_batch_thread_back() -> None:
+    # A replica the platform's gateway started inherits its SCHED_BATCH; off means SCHED_OTHER.
+    settings = ServerSettings(host="127.0.0.1", http_port=0, grpc_port=0, batch_scheduling=False)
+    server = ModelServer(settings=settings)
+    model = PolicyRecorder()
+    after: list[int] = []
+
+    def run() -> None:
+        batch_this_thread()
+        asyncio.run(server.serve([model]))
+        after.append(os.sched_getscheduler(0))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert server.wait_started(30)
+    try:
+        during = _policy_of(thread)
+        url = f"http://127.0.0.1:{server.http_port}/v1/models/policy:predict"
+        response = httpx.post(url, json={"instances": [1]})
+    finally:
+        server.stop()
+        thread.join(30)
+    assert response.status_code == 200
+    assert (during, model.policies, after) == (os.SCHED_OTHER, [os.SCHED_OTHER], [os.SCHED_BATCH])
