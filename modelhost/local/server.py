@@ -34,6 +34,7 @@ from modelhost.local.grpc_services import GatewayServices
 from modelhost.local.platform import Platform
 from modelhost.local.settings import PlatformSettings
 from modelhost.protocol._generated import grpc_predict_v2_pb2 as pb
+from modelhost.server.heap import keep_freed_buffers
 from modelhost.server.scheduling import (
     ThreadPolicy,
     batch_this_thread,
@@ -154,6 +155,7 @@ class PlatformServer:
                 f"the control API listens on loopback only, not {settings.api_host}: reach it "
                 "from elsewhere through an SSH tunnel"
             )
+        keep_freed_buffers(settings.malloc_mmap_threshold)
         # Bad certificate files fail here, before any replica starts.
         tls = reloader_for(settings.ssl_certfile, settings.ssl_keyfile, settings.ssl_ca_certs)
         await self.platform.start()

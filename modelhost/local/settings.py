@@ -52,6 +52,9 @@ class PlatformSettings:
     # Processes the gateway starts inherit the policy; a replica then sets its own
     # (``--batch_scheduling``).
     batch_scheduling: bool = True
+    # The gateway's process keeps freed blocks under this many bytes in malloc's heap, as
+    # a model server does (``modelhost.server.heap``; 0: glibc's own thresholds).
+    malloc_mmap_threshold: int = 4 * 1024 * 1024
     # Where InferenceGraph routers run: "in-process" (in the gateway: no hop of their own)
     # or "replica" (a `modelhost graph` process each, scaled as the graph's spec says).
     graph_router: str = "in-process"

@@ -32,6 +32,7 @@ from modelhost.model.model import Model, PredictorConfig
 from modelhost.model.repository import ModelRepository
 from modelhost.server.dataplane import DataPlane
 from modelhost.server.extensions import ServerExtensions
+from modelhost.server.heap import keep_freed_buffers
 from modelhost.server.http.app import HttpApp
 from modelhost.server.http.protocol import limited_protocol
 from modelhost.server.inference import StepRunner
@@ -160,6 +161,7 @@ class ModelServer:
         settings = self.settings
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        keep_freed_buffers(settings.malloc_mmap_threshold)
         previous_policy = thread_policy()
         if not settings.batch_scheduling:
             # Off means SCHED_OTHER, also for a process that inherited SCHED_BATCH from the

@@ -196,6 +196,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="run the event loop and model threads under SCHED_BATCH on Linux (true)",
     )
     group.add_argument(
+        "--malloc_mmap_threshold",
+        "--malloc-mmap-threshold",
+        dest="malloc_mmap_threshold",
+        type=int,
+        default=None,
+        help="glibc: freed blocks under this many bytes stay in the heap (4 MiB; 0: glibc's)",
+    )
+    group.add_argument(
         "--native_grpc",
         "--native-grpc",
         dest="native_grpc",

@@ -66,6 +66,11 @@ class ServerSettings:
     # does not preempt the running one, so the poller (or a gateway on the same core) hands
     # over its calls in bunches rather than one context switch per call (bench/RESULTS.md).
     batch_scheduling: bool = True
+    # glibc: blocks under this many bytes stay in malloc's heap once freed, and up to four
+    # times it free at the heap's top, so that a large request's buffers are not page
+    # faults again on the next one (modelhost.server.heap). The whole process's; 0 leaves
+    # glibc's own thresholds (and its MALLOC_* environment variables) in charge.
+    malloc_mmap_threshold: int = 4 * 1024 * 1024
     # ModelInfer answered on modelhost's own HTTP/2 in front of grpc.aio, which keeps every
     # other gRPC method (modelhost.server.grpc.native_infer). False: grpc.aio on the port.
     native_grpc: bool = True

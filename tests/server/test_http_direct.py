@@ -194,5 +194,5 @@ def test_which_requests_qualify() -> None:
     assert direct.direct_body_length([(b"transfer-encoding", b"chunked")]) == -1
     assert direct.direct_body_length([(b"content-encoding", b"gzip")]) == -1
     assert direct.direct_body_length([(b"content-length", b"1"), (b"content-length", b"1")]) == -1
-    assert direct.direct_body_length([(b"content-length", b"99999999")]) == -1
+    assert direct.direct_body_length([(b"content-length", b"99999999")]) == 99999999
     assert direct.direct_body_length([]) == -1

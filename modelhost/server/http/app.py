@@ -220,18 +220,47 @@ class HttpApp:
         found = self.route(path)
         return found if found is not None and found[0].endpoint in _DIRECT_ENDPOINTS else None
 
-    async def answer_directly(self, scope: Scope, found: object, body: bytes) -> HttpResponse:
+    def enter_directly(self, scope: Scope, found: object, body_bytes: int) -> object:
+        """Admit a POST on a :meth:`direct_route` before its body of ``body_bytes`` is read:
+        the ticket :meth:`answer_directly` takes, or the ``HttpResponse`` refusing it."""
+        route, model, _ = cast(tuple[Route, str, "str | None"], found)
+        limit = self.settings.max_request_bytes
+        # As through ASGI: the token first, and a body past the limit charges nothing.
+        entered = self._enter(scope, route, model, body_bytes if body_bytes <= limit else 0)
+        if isinstance(entered, HttpResponse) or body_bytes <= limit:
+            return entered
+        self.leave(entered)
+        exc = errors.PayloadTooLarge(
+            f"Request body of {body_bytes} bytes exceeds the limit of {limit} bytes."
+        )
+        self._observe(scope, route, model, exc.status_code, time.perf_counter())
+        return self._refusal(exc, route)
+
+    def leave(self, ticket: object) -> None:
+        """Give back what :meth:`enter_directly` admitted, when the request goes unanswered."""
+        admission, reservation = cast(tuple[Admission, "Reservation | None"], ticket)
+        admission.release()
+        if reservation is not None:
+            reservation.release()
+
+    async def answer_directly(
+        self, scope: Scope, found: object, body: bytes, ticket: object = None
+    ) -> HttpResponse:
         """A POST on a :meth:`direct_route`, its body whole: the answer, not streamed.
 
         The same checks, limits, metrics and errors as through ASGI; what it skips is the
-        ASGI messages (``modelhost.server.http.direct``).
+        ASGI messages (``modelhost.server.http.direct``). ``ticket``: what
+        :meth:`enter_directly` admitted before the body was read (else it is admitted now).
         """
         started = time.perf_counter()
         route, model, version = cast(tuple[Route, str, "str | None"], found)
-        entered = self._enter(scope, route, model, len(body))
-        if isinstance(entered, HttpResponse):
-            return entered
-        admission, reservation = entered
+        if ticket is None:
+            entered = self._enter(scope, route, model, len(body))
+            if isinstance(entered, HttpResponse):
+                return entered
+            admission, reservation = entered
+        else:
+            admission, reservation = cast(tuple[Admission, "Reservation | None"], ticket)
         gauge = self._in_flight[route.protocol]
         gauge.inc()
         try:

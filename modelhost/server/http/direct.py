@@ -1,13 +1,18 @@
-"""Small inference requests answered on their connection, without uvicorn's ASGI cycle.
+"""Inference requests answered on their connection, without uvicorn's ASGI cycle.
 
 uvicorn gives each request a ``RequestResponseCycle``: an ASGI task wrapper, a receive and
 send pair that check every message, and one socket write for the status line and headers
 and another for the body. For a small v1 ``:predict`` or v2 ``/infer`` that is a large part
-of the request's cost (bench/RESULTS.md, run 13). A request that qualifies (a POST to one
-of those routes with a Content-Length body of at most :data:`DIRECT_BODY_LIMIT` bytes and
-nothing unusual about it) gets a :class:`DirectCycle` instead: the same ``HttpApp`` answers
-it (tokens, limits, metrics and errors are the app's, unchanged), its body is handed over
-whole, and the answer goes out in one write. Everything else takes uvicorn's path.
+of the request's cost (bench/RESULTS.md, run 13); for a large one, uvicorn pauses reading
+every 64 KiB until the app asks for more, and grows the body by concatenation (a tensor of
+600 KB was copied three times over, ~20% of its request's CPU: run 19). A request that
+qualifies (a POST to one of those routes with a Content-Length body and nothing unusual
+about it) gets a :class:`DirectCycle` instead: the same ``HttpApp`` answers it (tokens,
+limits, metrics and errors are the app's, unchanged), its body is collected whole, and the
+answer goes out in one write. A body past :data:`DIRECT_BODY_LIMIT` is admitted first, by
+its Content-Length, as uvicorn's path admits it before reading: the token is checked and
+the body charged to the server's byte budget before a byte of it is kept, and a refusal is
+answered at once. Everything else takes uvicorn's path.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ __all__ = [
 
 logger = logging.getLogger("modelhost.server")
 
-# uvicorn stops reading a body past 64 KiB until the app asks for it; a direct request's
-# body is read whole before the app sees it, so only bodies under that take this path.
+# A body up to this size is read whole before the app admits the request (what uvicorn
+# reads before it pauses); a larger one is admitted, by its Content-Length, first.
 DIRECT_BODY_LIMIT = 64 * 1024
 
 # A request with one of these headers takes uvicorn's path (its body is streamed, needs
@@ -63,7 +68,7 @@ def direct_body_length(headers: list[tuple[bytes, bytes]]) -> int:
             length = int(value)
         elif name in _NOT_DIRECT:
             return -1
-    return length if length <= DIRECT_BODY_LIMIT else -1
+    return length
 
 
 class DirectApp(Protocol):
@@ -71,7 +76,16 @@ class DirectApp(Protocol):
 
     def direct_route(self, path: str) -> object | None: ...
 
-    async def answer_directly(self, scope: Scope, found: object, body: bytes) -> HttpResponse: ...
+    def enter_directly(self, scope: Scope, found: object, body_bytes: int) -> object:
+        """The request admitted (a ticket for :meth:`answer_directly` and :meth:`leave`)
+        before its body of ``body_bytes`` is read, or the ``HttpResponse`` refusing it."""
+
+    def leave(self, ticket: object) -> None:
+        """Give back what an admitted request held, when it will not be answered."""
+
+    async def answer_directly(
+        self, scope: Scope, found: object, body: bytes, ticket: object = None
+    ) -> HttpResponse: ...
 
 
 class WriteFlow(Protocol):
@@ -85,9 +99,10 @@ class WriteFlow(Protocol):
 class DirectCycle:
     """One request answered directly: what uvicorn's protocol reads of a cycle, and the call.
 
-    The protocol keeps using its own callbacks for the body (``body``, ``more_body``,
-    ``message_event``) and for a lost connection (``disconnected``); ``response_complete``
-    tells it when the next request may start. ``run`` is started once the body is whole.
+    The protocol hands it the body's pieces (``chunks``) and uses its own callbacks for the
+    rest (``more_body``, ``message_event``) and for a lost connection (``disconnected``,
+    then :meth:`abandon`); ``response_complete`` tells it when the next request may start.
+    ``run`` is started once the body is whole.
     """
 
     def __init__(
@@ -107,7 +122,9 @@ class DirectCycle:
         self.default_headers = default_headers
         self.on_response = on_response
         self._flow = flow
-        self.body = bytearray()
+        self.chunks: list[bytes] = []
+        # What the app's enter_directly gave a large body's request, until run takes it.
+        self.ticket: object = None
         self.more_body = True
         self.disconnected = False
         self.response_started = False
@@ -117,9 +134,26 @@ class DirectCycle:
     def set(self) -> None:
         """uvicorn's protocol signals body progress; the app reads the body only whole."""
 
+    def refuse(self, response: HttpResponse) -> None:
+        """Answer before the body is read; the protocol reads the body on and drops it."""
+        self.response_started = True
+        self.transport.write(self._encode_head(response) + response.body)
+        self.response_complete = True
+        self.on_response()
+
+    def abandon(self, app: DirectApp) -> None:
+        """The connection is gone before the answer: let go of what the request held."""
+        ticket, self.ticket = self.ticket, None
+        if ticket is not None:
+            app.leave(ticket)
+
     async def run(self, app: DirectApp) -> None:
         try:
-            response = await app.answer_directly(self.scope, self.route, bytes(self.body))
+            chunks = self.chunks
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self.chunks = []
+            ticket, self.ticket = self.ticket, None  # answer_directly gives it back
+            response = await app.answer_directly(self.scope, self.route, body, ticket)
             head = self._encode_head(response)
         except Exception:
             logger.exception("Unhandled error answering %s", self.scope.get("path"))

@@ -20,7 +20,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from modelhost import errors
-from modelhost.server.http.direct import DirectApp, DirectCycle, direct_body_length, direct_path
+from modelhost.server.http.direct import (
+    DIRECT_BODY_LIMIT,
+    DirectApp,
+    DirectCycle,
+    direct_body_length,
+    direct_path,
+)
+from modelhost.server.http.messages import HttpResponse
 from modelhost.settings import Http1Limits
 from modelhost.transport.http1_limits import DeadlineSweeper, capped_connections, error_response
 
@@ -123,6 +130,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.deadline = 0.0
         self._shared.sweeper.discard(self)
         super().connection_lost(exc)
+        cycle: object = self.cycle
+        if type(cycle) is DirectCycle:
+            assert self._shared.direct is not None
+            cycle.abandon(self._shared.direct)
 
     # -- httptools callbacks --
 
@@ -144,11 +155,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._phase = _BODY
         self.deadline = time.monotonic() + self._limits.body_timeout_s
 
+    def on_body(self, body: bytes) -> None:
+        cycle: object = self.cycle
+        if type(cycle) is DirectCycle:
+            # Kept whole, without uvicorn's pause every 64 KiB: its size was admitted.
+            if not cycle.response_complete:
+                cycle.chunks.append(body)
+            return
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        cycle: object = self.cycle
+        if type(cycle) is DirectCycle and cycle.response_complete:
+            # Refused before its body came: the body is read, and the connection is idle.
+            self._phase = _IDLE
+            self.deadline = time.monotonic() + self.timeout_keep_alive
+            return
         self._phase = _APP
         self.deadline = 0.0
-        cycle: object = self.cycle
         if type(cycle) is DirectCycle and not cycle.response_complete:
             assert self._shared.direct is not None
             task = self.loop.create_task(cycle.run(self._shared.direct))
@@ -164,10 +189,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if parser.get_method() != b"POST" or parser.get_http_version() != "1.1":
             return False
         path = direct_path(self.url)
-        if path is None or direct_body_length(self.headers) < 0 or parser.should_upgrade():
+        length = direct_body_length(self.headers)
+        if path is None or length < 0 or parser.should_upgrade():
             return False
-        assert self._shared.direct is not None
-        route = self._shared.direct.direct_route(path)
+        direct = self._shared.direct
+        assert direct is not None
+        route = direct.direct_route(path)
         if route is None:
             return False
         scope = self.scope
@@ -175,7 +202,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         scope["path"] = path
         scope["raw_path"] = self.url
         scope["query_string"] = b""
-        self.cycle = DirectCycle(  # type: ignore[assignment]
+        cycle = DirectCycle(
             cast(Any, scope),
             route,
             self.transport,
@@ -184,6 +211,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.on_response_complete,
             self.flow,
         )
+        self.cycle = cycle  # type: ignore[assignment]
+        if length > DIRECT_BODY_LIMIT:
+            entered = direct.enter_directly(cast(Any, scope), route, length)
+            if isinstance(entered, HttpResponse):
+                cycle.refuse(entered)
+            else:
+                cycle.ticket = entered
         return True
 
     def on_response_complete(self) -> None:
