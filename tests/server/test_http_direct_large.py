@@ -86,6 +86,17 @@ def test_a_large_body_past_the_limit_is_refused_before_it_is_sent(serve: StartSe
         assert _answer(sock).startswith(b"HTTP/1.1 200 ")
 
 
+def test_a_refused_body_with_connection_close_is_read_before_the_close(
+    serve: StartServer,
+) -> None:
+    server = serve([SumModel()], max_request_bytes=100_000)
+    with _connect(server) as sock:
+        sock.sendall(_head(200_000, b"connection: close\r\n"))
+        assert _answer(sock).startswith(b"HTTP/1.1 413 ")
+        sock.sendall(b" " * 200_000)  # taken whole: a close before it could reset this
+        assert sock.recv(65536) == b""  # then closed by the server, not kept alive
+
+
 def test_a_large_body_without_a_token_is_refused_before_it_is_sent(
     serve: StartServer, tmp_path: Path
 ) -> None:

@@ -4,8 +4,8 @@ uvicorn gives each request a ``RequestResponseCycle``: an ASGI task wrapper, a r
 send pair that check every message, and one socket write for the status line and headers
 and another for the body. For a small v1 ``:predict`` or v2 ``/infer`` that is a large part
 of the request's cost (bench/RESULTS.md, run 13); for a large one, uvicorn pauses reading
-every 64 KiB until the app asks for more, and grows the body by concatenation (a tensor of
-600 KB was copied three times over, ~20% of its request's CPU: run 19). A request that
+every 64 KiB until the app asks for more, and grows the body by concatenation (for a
+600 KB tensor ``memmove`` was ~18% of the server's CPU: run 19). A request that
 qualifies (a POST to one of those routes with a Content-Length body and nothing unusual
 about it) gets a :class:`DirectCycle` instead: the same ``HttpApp`` answers it (tokens,
 limits, metrics and errors are the app's, unchanged), its body is collected whole, and the

@@ -168,7 +168,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         cycle: object = self.cycle
         if type(cycle) is DirectCycle and cycle.response_complete:
-            # Refused before its body came: the body is read, and the connection is idle.
+            # Refused before its body came: the body is read (closing before it is could
+            # reset the connection under the answer), and the connection is idle or done.
+            if not cycle.keep_alive:
+                self._close()
+                return
             self._phase = _IDLE
             self.deadline = time.monotonic() + self.timeout_keep_alive
             return
