@@ -97,6 +97,22 @@ def test_a_refused_body_with_connection_close_is_read_before_the_close(
         assert sock.recv(65536) == b""  # then closed by the server, not kept alive
 
 
+@pytest.mark.parametrize(
+    "path", [b"/v2/models/sum/infer", b"/v2/models/sum/generate"], ids=["direct", "asgi"]
+)
+def test_answered_before_its_body_the_connection_then_idles_out(
+    serve: StartServer, path: bytes
+) -> None:
+    # A refusal (direct) or a 404 (uvicorn's path) goes out before the body comes; once the
+    # body is in, the connection is idle and closed after its keep-alive timeout.
+    server = serve([SumModel()], max_request_bytes=100_000, timeout_keep_alive=1)
+    with _connect(server) as sock:
+        sock.sendall(_head(200_000).replace(b"/v2/models/sum/infer", path))
+        assert _answer(sock).split(b" ", 2)[1] in (b"413", b"404")
+        sock.sendall(b" " * 200_000)
+        assert sock.recv(65536) == b""  # closed within the socket's 10 s timeout
+
+
 def test_a_large_body_without_a_token_is_refused_before_it_is_sent(
     serve: StartServer, tmp_path: Path
 ) -> None:

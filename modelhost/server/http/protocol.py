@@ -166,21 +166,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        cycle: object = self.cycle
-        if type(cycle) is DirectCycle and cycle.response_complete:
-            # Refused before its body came: the body is read (closing before it is could
-            # reset the connection under the answer), and the connection is idle or done.
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete:
+            # Answered before its body came (a refusal, a 404): the body is read (closing
+            # before it is could reset the connection under the answer), and the connection
+            # is idle, or done.
             if not cycle.keep_alive:
                 self._close()
                 return
-            self._phase = _IDLE
-            self.deadline = time.monotonic() + self.timeout_keep_alive
+            self._idle()
             return
         self._phase = _APP
         self.deadline = 0.0
-        if type(cycle) is DirectCycle and not cycle.response_complete:
+        direct: object = cycle
+        if type(direct) is DirectCycle:
             assert self._shared.direct is not None
-            task = self.loop.create_task(cycle.run(self._shared.direct))
+            task = self.loop.create_task(direct.run(self._shared.direct))
             task.add_done_callback(self.tasks.discard)
             self.tasks.add(task)
 
@@ -237,11 +238,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
         elif phase == _APP:
-            self._phase = _IDLE
-            self.deadline = time.monotonic() + self.timeout_keep_alive
+            self._idle()
         if phase == _HEADERS:
             # Sent while the answer was being written: its time starts now.
             self.deadline = time.monotonic() + self._limits.header_timeout_s
+
+    def _idle(self) -> None:
+        """Between requests: closed by the sweep once the keep-alive timeout passes."""
+        self._phase = _IDLE
+        self.deadline = time.monotonic() + self.timeout_keep_alive
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers any parser error (a callback's exception too) with a 400.
