@@ -52,6 +52,17 @@ class _LooptimeFixtures:
         self.looptime = plugin.looptime
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fast_start_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The servers the tests start keep their fast-start cache in the session's temporary
+    folder, not the user's ``~/.cache`` (``MODELHOST_FAST_START_DIR``, inherited by child
+    processes)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MODELHOST_FAST_START_DIR", str(tmp_path_factory.mktemp("fast-start")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def serve() -> Iterator[StartServer]:
     """Start servers with ``serve([model, ...], **settings)``; all stop after the test."""

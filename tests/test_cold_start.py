@@ -102,3 +102,48 @@ def test_a_served_model_finds_no_module_it_does_not_need(tmp_path: Path) -> None
         assert answer.json() == {"predictions": ["uvicorn"]}
     finally:
         assert served.stop() == 0
+
+
+def _mapped(pid: int, folder: str) -> bool:
+    """Whether the process has a shared object from a ``folder`` package mapped (imported)."""
+    return f"/{folder}/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_a_linear_model_starts_again_without_scikit_learn(tmp_path: Path) -> None:
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    (tmp_path / "iris").mkdir()
+    joblib.dump(LogisticRegression(max_iter=1000).fit(x, y), tmp_path / "iris" / "model.joblib")
+    env = {**os.environ, "MODELHOST_FAST_START_DIR": str(tmp_path / "fast")}
+    command = [*serve_command(str(tmp_path / "iris")), "--enable_grpc", "false"]
+    infer = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": x[60].tolist()}]}
+    answers = []
+    for start in ("cold", "from the cache"):
+        served = ServeProcess(command, cwd=tmp_path, env=env)
+        try:
+            assert _mapped(served.process.pid, "numpy")  # the probe sees what is there
+            assert _mapped(served.process.pid, "sklearn") is (start == "cold")
+            answer = httpx.post(f"{served.url}/v2/models/iris/infer", json=infer)
+            assert answer.status_code == 200, answer.text
+            answers.append(answer.json()["outputs"])
+            assert len(list((tmp_path / "fast").glob("*.npz"))) == 1
+        finally:
+            assert served.stop() == 0
+    assert (
+        answers[0]
+        == answers[1]
+        == [{"name": "output-0", "datatype": "INT64", "shape": [1], "data": [1]}]
+    )
+    served = ServeProcess(command, cwd=tmp_path, env=env)
+    try:
+        infer["inputs"][0]["data"] = [6.8, 2.8, None, 1.4]
+        refused = httpx.post(f"{served.url}/v2/models/iris/infer", json=infer)
+        # A null is NaN in FP64 data; scikit-learn's own validation refuses it.
+        assert refused.status_code == 400, refused.text
+        assert "NaN" in refused.json()["error"]
+        assert _mapped(served.process.pid, "sklearn")
+    finally:
+        assert served.stop() == 0

@@ -263,6 +263,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         options = runtime_options(args)
         storage_settings = StorageSettings.from_env()
+        options.setdefault("fast_start_dir", storage_settings.fast_start_dir)
         path = _local_path(target, storage_settings) if target else Path.cwd()
         if target and args.model_class is None and model_folder.is_model_repository(path):
             from modelhost.cli.serve_repository import serve_repository

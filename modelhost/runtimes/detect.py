@@ -60,7 +60,13 @@ class Runtime:
 
 
 def _sklearn(name: str, path: Path, options: Mapping[str, Any]) -> Model:
-    return sklearn.SKLearnModel(name, path, predict_proba=truthy(options.get("predict_proba")))
+    return sklearn.SKLearnModel(
+        name,
+        path,
+        predict_proba=truthy(options.get("predict_proba")),
+        distil=truthy(options.get("distil", True)),
+        fast_start_dir=options.get("fast_start_dir") or None,
+    )
 
 
 def _xgboost(name: str, path: Path, options: Mapping[str, Any]) -> Model:

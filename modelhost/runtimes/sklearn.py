@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,13 @@ from modelhost.runtimes._common import (
     single_model_file,
 )
 from modelhost.runtimes._framework import FrameworkModel
+from modelhost.runtimes.sklearn_distilled import Distilled, agrees, cache_key, cached, distil, store
 
 __all__ = ["PATTERNS", "PREDICT_PROBA", "SKLearnModel"]
 
 PATTERNS = ("*.joblib", "*.pkl", "*.pickle")
+
+logger = logging.getLogger(__name__)
 
 
 class SKLearnModel(FrameworkModel):
@@ -37,30 +42,119 @@ class SKLearnModel(FrameworkModel):
     - v2: the request parameter ``"parameters": {"predict_proba": true}``, or (as in
       MLServer) a requested output named ``predict_proba``, which then names the output.
 
+    A linear model (``LogisticRegression``, ``LinearRegression``, ``SGDClassifier``, ...) is
+    also kept as its :class:`~modelhost.runtimes.sklearn_distilled.Distilled` form, which
+    answers bit for bit as the estimator does without scikit-learn's per-call validation
+    (``distil=False``: not). With ``fast_start_dir`` that form is cached there, keyed by the
+    model file's bytes: a later load reads it and serves without unpickling the file or
+    importing scikit-learn, which happens only if a request needs the estimator itself (an
+    input the distilled form leaves to scikit-learn, an explainer).
+
     Loading unpickles the file, which runs code from it: serve only model files you trust.
     """
 
     platform_name = "sklearn"
 
-    def __init__(self, name: str, model_dir: str | Path, predict_proba: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        model_dir: str | Path,
+        predict_proba: bool = False,
+        distil: bool = True,
+        fast_start_dir: str | Path | None = None,
+    ) -> None:
         super().__init__(name, model_dir)
         self.predict_proba = predict_proba
+        self.distil = distil
+        self.fast_start_dir = Path(fast_start_dir) if fast_start_dir else None
+        self._distilled: Distilled | None = None
+        self._model_file: Path | None = None
+        self._unpickling = threading.Lock()
 
     def load(self) -> bool:
         path = single_model_file(self.model_dir, PATTERNS, "sklearn")
-        model = _unpickle(path)
-        if not callable(getattr(model, "predict", None)):
-            raise errors.ModelLoadError(f"{path} holds a {type(model).__name__}, not a model.")
-        if self.predict_proba and not hasattr(model, PREDICT_PROBA):
-            raise errors.ModelLoadError(
-                f"predict_proba was asked for, but {type(model).__name__} in {path} has none."
-            )
-        self._estimator = model
+        self._model_file = path
+        key = self._cache_key(path)
+        form = cached(key, self.fast_start_dir) if key and self.fast_start_dir else None
+        if form is not None:
+            self._check_proba(form.has_proba, form.type_name, path)
+            self._estimator, self._distilled = None, form
+        else:
+            model = self._unpickle(path)
+            self._estimator = model
+            self._distilled = distil(model) if self.distil else None
+            if self._distilled is not None and key:
+                self._keep(self._distilled, key, model)
         self.ready = True
         return self.ready
 
+    def _unpickle(self, path: Path) -> Any:
+        model = _unpickle(path)
+        if not callable(getattr(model, "predict", None)):
+            raise errors.ModelLoadError(f"{path} holds a {type(model).__name__}, not a model.")
+        self._check_proba(hasattr(model, PREDICT_PROBA), type(model).__name__, path)
+        return model
+
+    def _check_proba(self, has_proba: bool, type_name: str, path: Path) -> None:
+        if self.predict_proba and not has_proba:
+            raise errors.ModelLoadError(
+                f"predict_proba was asked for, but {type_name} in {path} has none."
+            )
+
+    def _cache_key(self, path: Path) -> str | None:
+        if not (self.distil and self.fast_start_dir):
+            return None
+        try:
+            return cache_key(path)
+        except OSError:
+            return None
+
+    def _keep(self, form: Distilled, key: str, model: Any) -> None:
+        """Store ``form`` for later starts, and keep the file only if what reads back
+        answers as the estimator does."""
+        assert self.fast_start_dir is not None
+        try:
+            if store(form, key, self.fast_start_dir) is None:
+                return
+            again = cached(key, self.fast_start_dir)
+            if again is None or not agrees(again, model):
+                (self.fast_start_dir / f"{key}.npz").unlink(missing_ok=True)
+        except OSError as exc:  # a read-only or full cache: the model serves all the same
+            logger.info("Not caching %s's distilled form: %s", self.name, exc)
+
+    @property
+    def estimator(self) -> Any:
+        """The scikit-learn estimator, unpickled now if the model was loaded from its
+        distilled form."""
+        if self._estimator is None and self._distilled is not None:
+            with self._unpickling:
+                path = self._model_file
+                if self._estimator is None and self._distilled is not None and path:
+                    self._estimator = self._unpickle(path)
+        return self._estimator
+
+    def unload(self) -> None:
+        self._distilled = None
+        super().unload()
+
+    def _serving(self) -> Any:
+        return self._distilled if self._distilled is not None else self._estimator
+
     def _compute(self, estimator: Any, x: Any, payload: Any) -> Any:
-        if self.predict_proba or asks_for_proba(payload):
+        proba = self.predict_proba or asks_for_proba(payload)
+        if isinstance(estimator, Distilled):
+            if proba and not estimator.has_proba:
+                raise errors.InvalidInput(
+                    f"Model {self.name} ({estimator.type_name}) does not support predict_proba."
+                )
+            result = estimator.predict_proba(x) if proba else estimator.predict(x)
+            if result is not None:
+                return result
+            # An input scikit-learn validates (or refuses) its own way: its answer.
+            estimator = self.estimator
+            if estimator is None:
+                raise errors.ModelNotReady(self.name)
+        if proba:
             if not hasattr(estimator, PREDICT_PROBA):
                 raise errors.InvalidInput(
                     f"Model {self.name} ({type(estimator).__name__}) does not support "
@@ -76,14 +170,14 @@ class SKLearnModel(FrameworkModel):
         return response
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        n_features = getattr(self._estimator, "n_features_in_", None)
+        n_features = getattr(self._serving(), "n_features_in_", None)
         if n_features is None:
             return []
         # scikit-learn computes in float64 whatever it is sent.
         return [{"name": "input-0", "datatype": "FP64", "shape": [-1, int(n_features)]}]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        classes = getattr(self._estimator, "classes_", None)
+        classes = getattr(self._serving(), "classes_", None)
         if classes is None:
             return []
         if self.predict_proba:

@@ -228,19 +228,6 @@ class ModelServer:
             config.ssl = tls.context(["http/1.1"])
         http_server = _UvicornServer(config)
         http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
-        grpc_server: GrpcServer | None = None
-        if settings.enable_grpc:
-            from modelhost.server.grpc.server import GrpcServer
-
-            grpc_server = GrpcServer(dataplane, self.metrics, settings, guard=guard, tls=tls)
-            try:
-                self.grpc_port = await grpc_server.start(settings.host, settings.grpc_port)
-            except BaseException:
-                http_server.should_exit = True
-                await asyncio.gather(http_task, return_exceptions=True)
-                http_socket.close()
-                executor.shutdown(wait=False)
-                raise
         self._install_signal_handlers()
         # uvicorn has no "started" event to wait on, only a flag.
         while not http_server.started and not http_task.done():  # noqa: ASYNC110
@@ -248,6 +235,24 @@ class ModelServer:
         if http_task.done():
             http_task.result()  # raises what stopped the HTTP server from starting
             raise RuntimeError("The HTTP server exited at start.")
+        grpc_server: GrpcServer | None = None
+        if settings.enable_grpc:
+            try:
+                # HTTP answers meanwhile: importing gRPC and protobuf (~0.1 s) runs off the
+                # loop, so a cold server's first REST answer does not wait for them.
+                grpc_server_class = await asyncio.get_running_loop().run_in_executor(
+                    None, _grpc_server_class
+                )
+                grpc_server = grpc_server_class(
+                    dataplane, self.metrics, settings, guard=guard, tls=tls
+                )
+                self.grpc_port = await grpc_server.start(settings.host, settings.grpc_port)
+            except BaseException:
+                http_server.should_exit = True
+                await asyncio.gather(http_task, return_exceptions=True)
+                http_socket.close()
+                executor.shutdown(wait=False)
+                raise
         logger.info(
             "modelhost serving %s: HTTP on %s:%s%s",
             ", ".join(self.repository.get_models()) or "no models",
@@ -367,6 +372,13 @@ def configure_logging(level: str) -> None:
 
 
 # -- KServe's model_server.parser --------------------------------------------------------
+
+
+def _grpc_server_class() -> type[GrpcServer]:
+    """The gRPC server's class, imported on first use (with grpc and protobuf)."""
+    from modelhost.server.grpc.server import GrpcServer
+
+    return GrpcServer
 
 
 def server_parser() -> argparse.ArgumentParser:

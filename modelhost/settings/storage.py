@@ -17,6 +17,11 @@ def _default_cache_dir(env: Mapping[str, str]) -> str:
     return os.path.join(base, "modelhost", "models")
 
 
+def _default_fast_start_dir(env: Mapping[str, str]) -> str:
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "modelhost", "fast-start")
+
+
 @dataclasses.dataclass(frozen=True)
 class StorageSettings:
     """Where models are fetched to, and the environment the storage clients read.
@@ -28,6 +33,9 @@ class StorageSettings:
 
     # The content-addressed cache shared by every server and replica on the machine.
     cache_dir: str = ""
+    # Where runtimes keep what makes their next start faster (scikit-learn's linear models
+    # as plain arrays: ``runtimes/sklearn_distilled.py``); "" keeps nothing.
+    fast_start_dir: str = ""
     # Where ``pvc://<claim>/<path>`` lives on this machine: ``<pvc_root>/<claim>/<path>``.
     pvc_root: str = ""
     # Progress bars while downloading: None shows them only on a terminal.
@@ -45,8 +53,9 @@ class StorageSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StorageSettings:
         """``MODELHOST_CACHE_DIR``, ``MODELHOST_PVC_ROOT``, ``MODELHOST_PROGRESS``,
         ``MODELHOST_MAX_UNPACK_BYTES`` (a size: ``500GB``, ``1TiB``),
-        ``MODELHOST_MAX_UNPACK_RATIO`` and the environment snapshot; the cache defaults to
-        ``$XDG_CACHE_HOME/modelhost/models``."""
+        ``MODELHOST_MAX_UNPACK_RATIO``, ``MODELHOST_FAST_START_DIR`` and the environment
+        snapshot; the caches default to ``$XDG_CACHE_HOME/modelhost/models`` and
+        ``$XDG_CACHE_HOME/modelhost/fast-start``."""
         env = dict(os.environ if environ is None else environ)
         progress = env.get(ENV_PREFIX + "PROGRESS")
         limits: dict[str, Any] = {}
@@ -59,6 +68,7 @@ class StorageSettings:
                     raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from None
         return cls(
             cache_dir=env.get(ENV_PREFIX + "CACHE_DIR") or _default_cache_dir(env),
+            fast_start_dir=env.get(ENV_PREFIX + "FAST_START_DIR", _default_fast_start_dir(env)),
             pvc_root=env.get(ENV_PREFIX + "PVC_ROOT") or "/mnt/pvc",
             progress=None if progress is None else parse_bool(progress),
             environ=env,

@@ -194,3 +194,186 @@ def test_a_pickle_without_predict(tmp_path: Path, save_sklearn: Any) -> None:
     save_sklearn({"not": "a model"}, tmp_path)
     with pytest.raises(errors.ModelLoadError, match="dict, not a model"):
         SKLearnModel("iris", tmp_path).load()
+
+
+# -- the distilled form and its cache (modelhost.runtimes.sklearn_distilled) ------------------
+
+
+@pytest.fixture
+def cached_model(tmp_path: Path, sklearn_estimator: Any, save_sklearn: Any) -> SKLearnModel:
+    """Iris loaded a second time, from the distilled form the first load cached."""
+    save_sklearn(sklearn_estimator, tmp_path / "iris")
+    first = SKLearnModel("iris", tmp_path / "iris", fast_start_dir=tmp_path / "fast")
+    assert first.load()
+    assert first.estimator is not None  # the first load unpickles
+    assert len(list((tmp_path / "fast").glob("*.npz"))) == 1
+    again = SKLearnModel("iris", tmp_path / "iris", fast_start_dir=tmp_path / "fast")
+    assert again.load()
+    assert again._estimator is None  # served without unpickling
+    return again
+
+
+def test_a_second_load_serves_from_the_cache_as_the_estimator(
+    cached_model: SKLearnModel, sklearn_estimator: Any, iris: Any
+) -> None:
+    x = iris[0][::7]
+    instances = x.tolist()
+    answer = cached_model.predict({"instances": instances})
+    assert answer == {"predictions": sklearn_estimator.predict(x).tolist()}
+    proba = cached_model.predict({"instances": instances, "predict_proba": True})
+    assert proba == {"predictions": sklearn_estimator.predict_proba(x).tolist()}
+    tensor = InferInput("input-0", list(x.shape), "FP64", data=x.ravel().tolist())
+    response = cached_model.predict(InferRequest("iris", [tensor]))
+    assert isinstance(response, InferResponse)
+    assert response.outputs[0].data == sklearn_estimator.predict(x).tolist()
+    assert cached_model._estimator is None  # none of these needed scikit-learn
+    assert cached_model.get_input_types() == [
+        {"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}
+    ]
+    assert cached_model.get_output_types() == [
+        {"name": "output-0", "datatype": "INT64", "shape": [-1]}
+    ]
+
+
+def test_an_input_the_cached_form_leaves_gets_scikit_learns_answer(
+    cached_model: SKLearnModel,
+) -> None:
+    with pytest.raises(errors.InvalidInput, match="NaN") as info:
+        cached_model.predict({"instances": [[6.8, 2.8, float("nan"), 1.4]]})
+    assert errors.http_status(info.value) == 400
+    assert type(cached_model._estimator).__name__ == "LogisticRegression"
+    with pytest.raises(errors.InvalidInput, match="expecting 4 features"):
+        cached_model.predict({"instances": [[6.8, 2.8, 4.8]]})
+
+
+def test_the_estimator_is_unpickled_once_for_concurrent_requests(
+    cached_model: SKLearnModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from modelhost.runtimes import sklearn as runtime
+
+    calls: list[Path] = []
+    unpickle = runtime._unpickle
+
+    def counted(path: Path) -> Any:
+        calls.append(path)
+        return unpickle(path)
+
+    monkeypatch.setattr(runtime, "_unpickle", counted)
+    failures: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def ask() -> None:
+        start.wait()
+        try:
+            cached_model.predict({"instances": [[float("inf"), 2.8, 4.8, 1.4]]})
+        except errors.InvalidInput as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(failures) == 8
+    assert len(calls) == 1
+
+
+def test_the_cached_form_keeps_the_load_time_checks(
+    tmp_path: Path, iris: Any, save_sklearn: Any
+) -> None:
+    from sklearn.linear_model import SGDClassifier
+
+    save_sklearn(SGDClassifier(random_state=0).fit(*iris), tmp_path / "sgd")
+    fast = tmp_path / "fast"
+    assert SKLearnModel("sgd", tmp_path / "sgd", fast_start_dir=fast).load()
+    again = SKLearnModel("sgd", tmp_path / "sgd", fast_start_dir=fast)
+    again.load()
+    assert again._estimator is None
+    with pytest.raises(errors.InvalidInput, match=r"\(SGDClassifier\) does not support"):
+        again.predict({"instances": [SAMPLE], "predict_proba": True})
+    with pytest.raises(errors.ModelLoadError, match="predict_proba was asked for"):
+        SKLearnModel("sgd", tmp_path / "sgd", predict_proba=True, fast_start_dir=fast).load()
+
+
+def test_a_predict_proba_it_does_not_distil_is_the_estimators(
+    tmp_path: Path, iris: Any, save_sklearn: Any
+) -> None:
+    from sklearn.linear_model import SGDClassifier
+
+    estimator = SGDClassifier(loss="log_loss", random_state=0).fit(*iris)
+    save_sklearn(estimator, tmp_path)
+    model = SKLearnModel("sgd", tmp_path)
+    model.load()
+    assert model._distilled is not None
+    answer = model.predict({"instances": [SAMPLE], "predict_proba": True})
+    assert answer == {"predictions": estimator.predict_proba(np.array([SAMPLE])).tolist()}
+
+
+def test_without_distil_or_for_other_estimators_nothing_is_cached(
+    tmp_path: Path, iris: Any, sklearn_estimator: Any, save_sklearn: Any
+) -> None:
+    from sklearn.tree import DecisionTreeClassifier
+
+    save_sklearn(sklearn_estimator, tmp_path / "iris")
+    off = SKLearnModel("iris", tmp_path / "iris", distil=False, fast_start_dir=tmp_path / "a")
+    off.load()
+    assert off._distilled is None
+    assert not (tmp_path / "a").exists()
+    assert off.predict({"instances": [SAMPLE]}) == {"predictions": [1]}
+    save_sklearn(DecisionTreeClassifier(random_state=0).fit(*iris), tmp_path / "tree")
+    tree = SKLearnModel("tree", tmp_path / "tree", fast_start_dir=tmp_path / "b")
+    tree.load()
+    assert tree._distilled is None
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_read_only_cache_folder_does_not_fail_the_load(
+    tmp_path: Path, sklearn_estimator: Any, save_sklearn: Any
+) -> None:
+    save_sklearn(sklearn_estimator, tmp_path / "iris")
+    (tmp_path / "fast").write_text("a file where the folder would be")
+    model = SKLearnModel("iris", tmp_path / "iris", fast_start_dir=tmp_path / "fast")
+    assert model.load()
+    assert model.predict({"instances": [SAMPLE]}) == {"predictions": [1]}
+
+
+CACHED_LOAD = """
+import json, sys
+import numpy as np
+from modelhost.runtimes.sklearn import SKLearnModel
+
+model = SKLearnModel("iris", sys.argv[1], fast_start_dir=sys.argv[2])
+model.load()
+before = sorted(m for m in ("sklearn", "scipy", "joblib") if m in sys.modules)
+answer = model.predict({"instances": [[6.8, 2.8, 4.8, 1.4]]})
+during = sorted(m for m in ("sklearn", "scipy", "joblib") if m in sys.modules)
+try:
+    model.predict({"instances": [[6.8, 2.8, float("nan"), 1.4]]})
+except Exception as exc:
+    refused = type(exc).__name__
+print(json.dumps([before, answer, during, refused, "sklearn" in sys.modules]))
+"""
+
+
+def test_a_fresh_interpreter_serves_the_cached_form_without_scikit_learn(
+    tmp_path: Path, sklearn_estimator: Any, save_sklearn: Any
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    save_sklearn(sklearn_estimator, tmp_path / "iris")
+    SKLearnModel("iris", tmp_path / "iris", fast_start_dir=tmp_path / "fast").load()
+    result = subprocess.run(
+        [sys.executable, "-c", CACHED_LOAD, str(tmp_path / "iris"), str(tmp_path / "fast")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    before, answer, during, refused, later = json.loads(result.stdout.splitlines()[-1])
+    assert before == during == []
+    assert answer == {"predictions": [1]}
+    assert refused == "InvalidInput"
+    assert later is True  # the NaN needed scikit-learn's own validation
