@@ -6,7 +6,9 @@
    *first correct answer* to a v2 REST infer, which it posts again and again until one comes.
    The server's CPU time up to that answer (its process tree's, from ``/proc``) is counted
    too: on a shared machine it moves less than the wall clock does. The servers:
-   ``modelhost serve`` of iris (a scikit-learn LogisticRegression, gRPC on and off), KServe's
+   ``modelhost serve`` of iris (a scikit-learn LogisticRegression, gRPC on and off; its
+   fast-start cache primed before the starts, as any start after a model file's first leaves
+   it, and once with none: ``(no fast start)``, what a model file's first start costs), KServe's
    sklearn server (``../shared/bench/kserve_sklearn.py``), MLServer with mlserver-sklearn
    (defaults: one worker process; and ``MLSERVER_PARALLEL_WORKERS=0``), and both modelhost
    and KServe serving ``bench/models/bench_models.py:MLP``, a small torch model.
@@ -113,6 +115,8 @@ class Server:
 
 
 def servers(iris: Path) -> list[Server]:
+    """The servers to start; modelhost's read the fast-start cache that ``main`` primed
+    (``MODELHOST_FAST_START_DIR``, set for the whole run)."""
     ports = ["--http_port", "{http}", "--grpc_port", "{grpc}"]
     modelhost_iris = [*MODELHOST, "serve", str(iris), "--name", "iris", "--host", "127.0.0.1"]
     modelhost_mlp = [*MODELHOST, "serve", str(MODELS), "--model-class", "bench_models:MLP"]
@@ -133,6 +137,13 @@ def servers(iris: Path) -> list[Server]:
         Server(
             "modelhost (no gRPC)",
             [*modelhost_iris, *ports, "--enable_grpc", "false"],
+            "iris",
+            IRIS_BODY,
+            iris_answer,
+        ),
+        Server(
+            "modelhost (no fast start)",
+            [*modelhost_iris, *ports, "--option", "fast_start_dir="],
             "iris",
             IRIS_BODY,
             iris_answer,
@@ -491,6 +502,17 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def prime_fast_start(iris: Path, folder: Path) -> None:
+    """Leave iris's distilled form in ``folder``, as the first start of a model file does."""
+    code = (
+        "import sys\nfrom modelhost.runtimes.sklearn import SKLearnModel\n"
+        "SKLearnModel('iris', sys.argv[1], fast_start_dir=sys.argv[2]).load()"
+    )
+    subprocess.run([sys.executable, "-c", code, str(iris), str(folder)], cwd=ROOT, check=True)
+    if not list(folder.glob("*.npz")):
+        raise SystemExit(f"iris left no distilled form in {folder}")
+
+
 def main() -> int:
     os.sched_setaffinity(0, {int(LOAD_CPU)})
     out_dir = results_folder("coldstart")
@@ -499,6 +521,9 @@ def main() -> int:
     if not (iris / "model.joblib").exists():
         iris = iris_model(work / "iris")
     parts = os.environ.get("PARTS", "servers platform").split()
+    # Every modelhost server and replica of this run, the platform's included, reads this one.
+    os.environ["MODELHOST_FAST_START_DIR"] = str(work / "fast-start")
+    prime_fast_start(iris, work / "fast-start")
     starts, notes = server_starts(out_dir, work, iris) if "servers" in parts else ([], [])
     figures: list[dict[str, Any]] = []
     if "platform" in parts:
