@@ -84,7 +84,7 @@ class SKLearnModel(FrameworkModel):
             self._estimator = model
             self._distilled = distil(model) if self.distil else None
             if self._distilled is not None and key:
-                self._keep(self._distilled, key, model)
+                self._keep(self._distilled, key)
         self.ready = True
         return self.ready
 
@@ -109,15 +109,15 @@ class SKLearnModel(FrameworkModel):
         except OSError:
             return None
 
-    def _keep(self, form: Distilled, key: str, model: Any) -> None:
+    def _keep(self, form: Distilled, key: str) -> None:
         """Store ``form`` for later starts, and keep the file only if what reads back
-        answers as the estimator does."""
+        answers as ``form`` (checked against the estimator already) does."""
         assert self.fast_start_dir is not None
         try:
             if store(form, key, self.fast_start_dir) is None:
                 return
             again = cached(key, self.fast_start_dir)
-            if again is None or not agrees(again, model):
+            if again is None or not agrees(again, form):
                 (self.fast_start_dir / f"{key}.npz").unlink(missing_ok=True)
         except OSError as exc:  # a read-only or full cache: the model serves all the same
             logger.info("Not caching %s's distilled form: %s", self.name, exc)
