@@ -37,6 +37,9 @@ PROTOS = os.environ.get("PROTOS", "v1 v2 grpc").split()
 AA = os.environ.get("AA", "") not in ("", "0")
 # More options for `modelhost up` (e.g. --no-batch-scheduling, to compare).
 UP_OPTIONS = os.environ.get("UP_OPTIONS", "").split()
+# More options for the model server on both sides, the direct one and the platform's
+# replica (its InferenceService's args), e.g. --no-distil: the replica that run 7 measured.
+SERVE_OPTIONS = os.environ.get("SERVE_OPTIONS", "").split()
 DIRECT_HTTP, DIRECT_GRPC = 8090, 8091
 
 
@@ -97,10 +100,14 @@ def main() -> int:
     out_dir = scenario.results_folder("hop")
     work = Path(tempfile.mkdtemp(prefix="gateway-hop-"))
     isvc = work / "iris.yaml"
-    isvc.write_text(harness.GATEWAY_ISVC.format(storage=harness.IRIS))
+    text = harness.GATEWAY_ISVC.format(storage=harness.IRIS)
+    if SERVE_OPTIONS:
+        text += f"      args: {SERVE_OPTIONS!r}\n"
+    isvc.write_text(text)
     direct = subprocess.Popen(
         ["taskset", "-c", harness.SERVER_CPU, harness.MODELHOST, "serve", str(harness.IRIS),
-         "--name", "iris", "--http_port", str(DIRECT_HTTP), "--grpc_port", str(DIRECT_GRPC)],
+         "--name", "iris", "--http_port", str(DIRECT_HTTP), "--grpc_port", str(DIRECT_GRPC),
+         *SERVE_OPTIONS],
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     platform = subprocess.Popen(
@@ -142,7 +149,8 @@ def publish(out_dir: Path, rows: list[tuple], second: str) -> None:
         "side's requests over its windows' time, p99 the median of its windows', the last "
         "column the spread of the ratios of the windows taken side by side."
         + (" **A/A**: both sides are the direct server." if AA else "")
-        + (f" `modelhost up {' '.join(UP_OPTIONS)}`." if UP_OPTIONS else ""),
+        + (f" `modelhost up {' '.join(UP_OPTIONS)}`." if UP_OPTIONS else "")
+        + (f" Both model servers with `{' '.join(SERVE_OPTIONS)}`." if SERVE_OPTIONS else ""),
         "",
         f"| load | conns | pass | direct req/s | {second} req/s | {second} / direct | "
         f"direct p99 ms | {second} p99 ms | window pairs |",

@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """Runtime options (KServe's flag names where it has them); each runtime takes its own."""
     group = parser.add_argument_group("runtime options")
+    group.add_argument(
+        "--no-distil",
+        "--no_distil",
+        dest="no_distil",
+        action="store_true",
+        help="sklearn: predict with the estimator itself, not its distilled form (docs/models.md)",
+    )
     group.add_argument("--task", default=None, help="huggingface: the task (detected)")
     group.add_argument(
         "--return_probabilities",
@@ -206,6 +213,8 @@ def runtime_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag, None)
         if value not in (None, False):
             options[flag] = value
+    if getattr(args, "no_distil", False):
+        options["distil"] = False
     return options
 
 

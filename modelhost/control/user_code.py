@@ -39,6 +39,7 @@ _RUNTIME_FLAGS = frozenset(
         *("--lora", "--lora_modules", "--lora-modules", "--model_id", "--model-id"),
         *("--predictor_host", "--predictor_protocol", "--protocol"),
         *("--predictor_use_ssl", "--predictor_request_timeout_seconds"),
+        *("--no-distil", "--no_distil"),
     }
 )
 _CODE_ENV_PREFIXES = ("LD_", "PYTHON")

@@ -33,7 +33,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Distilled", "cache_key", "cached", "distil", "store"]
+__all__ = [
+    "BINARY_EXPIT",
+    "SOFTMAX",
+    "Distilled",
+    "agrees",
+    "cache_key",
+    "cached",
+    "distil",
+    "store",
+]
 
 # Bumped when the stored layout or the arithmetic below changes: older files are not read.
 FORMAT = 1

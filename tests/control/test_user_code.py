@@ -29,7 +29,7 @@ def test_a_built_in_runtime_with_data_flags_runs_no_user_code() -> None:
     model:
       modelFormat: {name: sklearn}
       storageUri: gs://bucket/model
-      args: ["--max_batch_size", "32", "--model_name=iris", "--max_latency_ms", "-1"]
+      args: ["--max_batch_size", "32", "--model_name=iris", "--max_latency_ms", "-1", "--no-distil"]
       env: [{name: OMP_NUM_THREADS, value: "1"}]
 """
     )

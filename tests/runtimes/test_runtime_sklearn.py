@@ -377,3 +377,19 @@ def test_a_fresh_interpreter_serves_the_cached_form_without_scikit_learn(
     assert answer == {"predictions": [1]}
     assert refused == "InvalidInput"
     assert later is True  # the NaN needed scikit-learn's own validation
+
+
+def test_no_distil_on_the_command_line_serves_through_the_estimator(
+    tmp_path: Path, sklearn_estimator: Any, save_sklearn: Any
+) -> None:
+    from modelhost.cli import build_parser, runtime_options
+    from modelhost.runtimes import build_model
+
+    save_sklearn(sklearn_estimator, tmp_path)
+    for flags, distilled in (([], True), (["--no-distil"], False)):
+        options = runtime_options(build_parser().parse_args(["serve", str(tmp_path), *flags]))
+        model = build_model(tmp_path, "iris", options=options)
+        assert isinstance(model, SKLearnModel)
+        assert model.load()
+        assert (model._distilled is not None) is distilled
+        assert model.predict({"instances": [SAMPLE]}) == {"predictions": [1]}
