@@ -50,6 +50,9 @@ class DataPlane:
         self.explainer = explainer
         # Set on SIGTERM: readiness turns false while in-flight requests drain.
         self.draining = False
+        # False while a listener is still starting (gRPC, after HTTP already answers): a
+        # replica is not sent gRPC calls before its gRPC port listens.
+        self.listening = True
         # Each model object's declared inputs, read from its metadata on its first request
         # (a reloaded model is a new object, or is forgotten here on load and unload).
         self._declared: weakref.WeakKeyDictionary[Model, DeclaredInputs] = (
@@ -62,7 +65,7 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        if self.draining:
+        if self.draining or not self.listening:
             return False
         return all(m.ready for m in self.repository.get_models().values())
 

@@ -227,6 +227,7 @@ class ModelServer:
             config.load()
             config.ssl = tls.context(["http/1.1"])
         http_server = _UvicornServer(config)
+        dataplane.listening = not settings.enable_grpc  # ready once gRPC listens too
         http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
         self._install_signal_handlers()
         # uvicorn has no "started" event to wait on, only a flag.
@@ -247,6 +248,7 @@ class ModelServer:
                     dataplane, self.metrics, settings, guard=guard, tls=tls
                 )
                 self.grpc_port = await grpc_server.start(settings.host, settings.grpc_port)
+                dataplane.listening = True
             except BaseException:
                 http_server.should_exit = True
                 await asyncio.gather(http_task, return_exceptions=True)

@@ -1,5 +1,5 @@
-"""A server answers HTTP before its gRPC side is up, and a gRPC side that cannot start
-stops the HTTP one too."""
+"""A server answers HTTP before its gRPC side is up (and says it is ready only once both
+listen), and a gRPC side that cannot start stops the HTTP one too."""
 
 from __future__ import annotations
 
@@ -38,11 +38,15 @@ def test_http_answers_while_grpc_is_still_being_imported(monkeypatch: pytest.Mon
             timeout=10,
         )
         assert answer.status_code == 200, answer.text
+        # Not ready (a platform would route gRPC calls to it) until gRPC listens too.
+        base = f"http://127.0.0.1:{server.http_port}"
+        assert httpx.get(f"{base}/v2/health/ready", timeout=10).status_code == 503
         assert server.grpc_port is None
         assert not server.wait_started(0)
         answered.set()
         assert server.wait_started(30)
         assert server.grpc_port
+        assert httpx.get(f"{base}/v2/health/ready", timeout=10).status_code == 200
     finally:
         answered.set()
         server.stop()
