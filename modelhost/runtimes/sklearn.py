@@ -29,6 +29,8 @@ __all__ = ["PATTERNS", "PREDICT_PROBA", "SKLearnModel"]
 PATTERNS = ("*.joblib", "*.pkl", "*.pickle")
 
 logger = logging.getLogger(__name__)
+# Fast-start folders a store failed in, this process: said once in the log.
+_UNWRITABLE: set[Path] = set()
 
 
 class SKLearnModel(FrameworkModel):
@@ -120,7 +122,9 @@ class SKLearnModel(FrameworkModel):
             if again is None or not agrees(again, form):
                 (self.fast_start_dir / f"{key}.npz").unlink(missing_ok=True)
         except OSError as exc:  # a read-only or full cache: the model serves all the same
-            logger.info("Not caching %s's distilled form: %s", self.name, exc)
+            if self.fast_start_dir not in _UNWRITABLE:  # once a folder, not once a model
+                _UNWRITABLE.add(self.fast_start_dir)
+                logger.info("Not keeping distilled forms in %s: %s", self.fast_start_dir, exc)
 
     @property
     def estimator(self) -> Any:

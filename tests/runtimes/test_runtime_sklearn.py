@@ -329,14 +329,18 @@ def test_without_distil_or_for_other_estimators_nothing_is_cached(
     assert not (tmp_path / "b").exists()
 
 
-def test_a_read_only_cache_folder_does_not_fail_the_load(
-    tmp_path: Path, sklearn_estimator: Any, save_sklearn: Any
+def test_a_cache_folder_it_cannot_write_does_not_fail_the_load(
+    tmp_path: Path, sklearn_estimator: Any, save_sklearn: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     save_sklearn(sklearn_estimator, tmp_path / "iris")
     (tmp_path / "fast").write_text("a file where the folder would be")
-    model = SKLearnModel("iris", tmp_path / "iris", fast_start_dir=tmp_path / "fast")
-    assert model.load()
-    assert model.predict({"instances": [SAMPLE]}) == {"predictions": [1]}
+    caplog.set_level("INFO", logger="modelhost.runtimes.sklearn")
+    for _ in range(3):
+        model = SKLearnModel("iris", tmp_path / "iris", fast_start_dir=tmp_path / "fast")
+        assert model.load()
+        assert model.predict({"instances": [SAMPLE]}) == {"predictions": [1]}
+    said = [r.getMessage() for r in caplog.records if "Not keeping" in r.getMessage()]
+    assert len(said) == 1, said
 
 
 CACHED_LOAD = """
