@@ -61,6 +61,7 @@ from graph_scenario import (  # noqa: E402
     free_port,
     iris_model,
     iris_service,
+    prime_fast_start,
     publish,
     results_folder,
     stop_process_group,
@@ -500,17 +501,6 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-
-
-def prime_fast_start(iris: Path, folder: Path) -> None:
-    """Leave iris's distilled form in ``folder``, as the first start of a model file does."""
-    code = (
-        "import sys\nfrom modelhost.runtimes.sklearn import SKLearnModel\n"
-        "SKLearnModel('iris', sys.argv[1], fast_start_dir=sys.argv[2]).load()"
-    )
-    subprocess.run([sys.executable, "-c", code, str(iris), str(folder)], cwd=ROOT, check=True)
-    if not list(folder.glob("*.npz")):
-        raise SystemExit(f"iris left no distilled form in {folder}")
 
 
 def main() -> int:

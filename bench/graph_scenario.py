@@ -99,6 +99,18 @@ def iris_model(folder: Path) -> Path:
     return folder
 
 
+def prime_fast_start(model: Path, folder: Path, python: str = sys.executable) -> None:
+    """Leave the sklearn model's distilled form in ``folder``, as the first start of a model
+    file does (``python``: the interpreter whose modelhost makes it)."""
+    code = (
+        "import sys\nfrom modelhost.runtimes.sklearn import SKLearnModel\n"
+        "SKLearnModel('m', sys.argv[1], fast_start_dir=sys.argv[2]).load()"
+    )
+    subprocess.run([python, "-c", code, str(model), str(folder)], check=True)
+    if not list(folder.glob("*.npz")):
+        raise SystemExit(f"{model} left no distilled form in {folder}")
+
+
 def iris_service(name: str, model: Path, *predictor_lines: str) -> str:
     """An InferenceService ``name`` serving the sklearn model in ``model``, with
     ``predictor_lines`` (YAML, e.g. a logger) added to its predictor."""

@@ -36,6 +36,7 @@ SHARED = Path(os.environ.get("SHARED", ROOT.parent / "shared" / "bench")).resolv
 sys.path[:0] = [str(HERE), str(SHARED)]
 import access_scenario  # noqa: E402  (bench/access_scenario.py: the access scenario's servers)
 import benchlib  # noqa: E402  (the shared harness's /proc and output parsers)
+from graph_scenario import prime_fast_start  # noqa: E402  (bench/graph_scenario.py)
 
 PEERS = Path(os.environ.get("PEERS", "/tmp/peers"))
 DUR = int(os.environ.get("DUR", "10"))
@@ -653,7 +654,7 @@ def main() -> None:
     # Every modelhost server of the run starts as a server does after a model file's first
     # start: from the fast-start cache, primed here (docs/models.md).
     os.environ["MODELHOST_FAST_START_DIR"] = str(out / "fast-start")
-    prime_fast_start(IRIS, out / "fast-start")
+    prime_fast_start(IRIS, out / "fast-start", str(Path(MODELHOST).parent / "python"))
     all_rows, all_servers = [], []
     for run in range(1, PASSES + 1):
         for scenario in scenarios:
@@ -669,16 +670,6 @@ def main() -> None:
 
     (out / "results.md").write_text(report.render(all_rows, all_servers, environment()))
     print(f"results in {out}")
-
-
-def prime_fast_start(model: Path, folder: Path) -> None:
-    """Leave the sklearn model's distilled form in ``folder``, as its first start does."""
-    code = (
-        "import sys\nfrom modelhost.runtimes.sklearn import SKLearnModel\n"
-        "SKLearnModel('m', sys.argv[1], fast_start_dir=sys.argv[2]).load()"
-    )
-    python = str(Path(MODELHOST).parent / "python")
-    subprocess.run([python, "-c", code, str(model), str(folder)], check=True)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

@@ -148,9 +148,7 @@ class SKLearnModel(FrameworkModel):
         proba = self.predict_proba or asks_for_proba(payload)
         if isinstance(estimator, Distilled):
             if proba and not estimator.has_proba:
-                raise errors.InvalidInput(
-                    f"Model {self.name} ({estimator.type_name}) does not support predict_proba."
-                )
+                raise self._no_proba(estimator.type_name)
             result = estimator.predict_proba(x) if proba else estimator.predict(x)
             if result is not None:
                 return result
@@ -160,12 +158,14 @@ class SKLearnModel(FrameworkModel):
                 raise errors.ModelNotReady(self.name)
         if proba:
             if not hasattr(estimator, PREDICT_PROBA):
-                raise errors.InvalidInput(
-                    f"Model {self.name} ({type(estimator).__name__}) does not support "
-                    "predict_proba."
-                )
+                raise self._no_proba(type(estimator).__name__)
             return estimator.predict_proba(x)
         return estimator.predict(x)
+
+    def _no_proba(self, type_name: str) -> errors.InvalidInput:
+        return errors.InvalidInput(
+            f"Model {self.name} ({type_name}) does not support predict_proba."
+        )
 
     def _respond(self, payload: Any, result: Any) -> Any:
         response = get_predict_response(payload, result, self.name)

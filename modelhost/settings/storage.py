@@ -12,14 +12,10 @@ from modelhost.settings.values import ENV_PREFIX, parse_bool, parse_size
 __all__ = ["StorageSettings"]
 
 
-def _default_cache_dir(env: Mapping[str, str]) -> str:
+def _default_cache_dir(env: Mapping[str, str], name: str) -> str:
+    """``$XDG_CACHE_HOME/modelhost/<name>`` (``~/.cache`` where it is not set)."""
     base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "modelhost", "models")
-
-
-def _default_fast_start_dir(env: Mapping[str, str]) -> str:
-    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "modelhost", "fast-start")
+    return os.path.join(base, "modelhost", name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +63,10 @@ class StorageSettings:
                 except ValueError as exc:
                     raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from None
         return cls(
-            cache_dir=env.get(ENV_PREFIX + "CACHE_DIR") or _default_cache_dir(env),
-            fast_start_dir=env.get(ENV_PREFIX + "FAST_START_DIR", _default_fast_start_dir(env)),
+            cache_dir=env.get(ENV_PREFIX + "CACHE_DIR") or _default_cache_dir(env, "models"),
+            fast_start_dir=env.get(
+                ENV_PREFIX + "FAST_START_DIR", _default_cache_dir(env, "fast-start")
+            ),
             pvc_root=env.get(ENV_PREFIX + "PVC_ROOT") or "/mnt/pvc",
             progress=None if progress is None else parse_bool(progress),
             environ=env,
